@@ -1,0 +1,1 @@
+"""Adversarial attacks and robustness evaluation for any nn.Module mapping [0, 1] images to logits."""

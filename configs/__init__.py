@@ -1,0 +1,1 @@
+"""YAML recipes shipped with robust-kd (installed as robust_kd.configs)."""

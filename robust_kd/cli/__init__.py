@@ -1,0 +1,1 @@
+"""The robust-kd command line."""
