@@ -1,1 +1,65 @@
-"""The robust-kd command line."""
+"""The ``robust-kd`` command: one verb per job.
+
+Every failure the user can fix (a wrong name, a missing file, a bad value) ends as one line on
+stderr and exit code 2; tracebacks are kept for real bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import click
+
+from ..errors import UserError
+from .data_cmd import data
+from .models_cmd import models
+from .train_cmd import train
+
+
+@click.group(
+    name="robust-kd",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+def cli() -> None:
+    """Train, distil, attack and compare compact image classifiers.
+
+    Run 'robust-kd VERB --help' for the options and an example of each verb.
+    """
+
+
+for command in (models, data, train):
+    cli.add_command(command)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robust-kd`` script; returns (and, from the shell, exits with) the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="robust-kd", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except UserError as err:
+        print(f"robust-kd: error: {_one_line(str(err))}", file=sys.stderr)
+        code = err.exit_code
+    except click.exceptions.NoArgsIsHelpError as err:
+        print(err.ctx.get_help() if err.ctx else "", file=sys.stderr)
+        code = 0
+    except click.UsageError as err:
+        verb = err.ctx.command_path if err.ctx is not None else "robust-kd"
+        print(f"robust-kd: error: {_one_line(err.format_message())} (see '{verb} --help')", file=sys.stderr)
+        code = 2
+    except click.ClickException as err:
+        print(f"robust-kd: error: {_one_line(err.format_message())}", file=sys.stderr)
+        code = err.exit_code
+    except click.exceptions.Exit as err:
+        code = err.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("robust-kd: interrupted; finished epochs are saved, rerun the same command to resume", file=sys.stderr)
+        code = 130
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,73 @@
+"""Training: recipes, the trainer loop, run folders, and the one-call :func:`train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .evaluate import evaluate
+from .objective import CrossEntropy, Objective
+from .progress import PlainReporter, Reporter, RichReporter, default_reporter
+from .recipe import TrainConfig, list_recipes, resolve_train_config
+from .run import RunFolder
+from .trainer import Trainer, TrainingDiverged
+
+__all__ = [
+    "CrossEntropy", "Objective", "PlainReporter", "Reporter", "RichReporter", "RunFolder", "TrainConfig",
+    "Trainer", "TrainingDiverged", "default_reporter", "default_run_name", "evaluate", "list_recipes",
+    "prepare_training", "resolve_train_config", "train",
+]
+
+
+def default_run_name(config: TrainConfig) -> str:
+    recipe = Path(config.recipe).stem
+    return f"{config.model}_{config.data.name}_{recipe}_seed{config.seed}"
+
+
+def prepare_training(
+    config: TrainConfig,
+    *,
+    runs_dir: str | Path = "runs",
+    name: str | None = None,
+    fresh: bool = False,
+    reporter: Reporter | None = None,
+) -> Trainer:
+    """Check everything (data, model) before a run folder is touched, then set up the trainer."""
+    from ..data import load_dataset
+    from ..device import resolve_device
+    from ..models import create_model
+
+    resolve_device(config.device)
+    dataset = load_dataset(config.data.name, config.data.root, download=config.data.download, **config.data.options)
+    torch.manual_seed(config.seed)
+    model = create_model(
+        config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,
+        mean=dataset.mean, std=dataset.std,
+    )
+    run = RunFolder.prepare(runs_dir, name or default_run_name(config), config.as_dict(), fresh=fresh)
+    return Trainer(config, model, dataset, run, reporter=reporter)
+
+
+def train(
+    model: str = "resnet8x4",
+    data: str = "embedded",
+    recipe: str = "quick",
+    *,
+    data_root: str | None = None,
+    seed: int | None = None,
+    overrides: Sequence[str] = (),
+    runs_dir: str | Path = "runs",
+    name: str | None = None,
+    fresh: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data`` with ``recipe`` (plus ``key=value`` overrides); returns the summary.
+
+    >>> summary = train("resnet8x4", "embedded", "quick", overrides=["epochs=1"])  # doctest: +SKIP
+    """
+    settings: dict[str, Any] = {"model": model, "data": {"name": data, "root": data_root}, "seed": seed}
+    config = resolve_train_config(recipe, settings, list(overrides))
+    trainer = prepare_training(config, runs_dir=runs_dir, name=name, fresh=fresh, reporter=reporter)
+    return trainer.fit()

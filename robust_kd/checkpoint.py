@@ -1,0 +1,129 @@
+"""Checkpoints: weights plus the metadata that rebuilds the model, loaded with ``weights_only=True``.
+
+A checkpoint is a dict of plain types and tensors::
+
+    {"format": "robust-kd-checkpoint", "format_version": 1,
+     "metadata": {"arch", "num_classes", "in_channels", "image_size", "normalization": {"mean", "std"},
+                  "dataset": {...}, "recipe": {...}, "versions": {...}, "epoch", "test_accuracy", ...},
+     "model": state_dict, "optimizer": state_dict | None, "trainer": {...} | None, "rng": {...} | None}
+"""
+
+from __future__ import annotations
+
+import pickle
+import platform
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import UserError
+from .fileio import save_torch
+
+FORMAT = "robust-kd-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_METADATA = ("arch", "num_classes", "in_channels", "image_size", "normalization")
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "robust_kd": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def model_metadata(model: nn.Module) -> dict[str, Any]:
+    """What :func:`load_model` needs to rebuild ``model`` (a NormalizedClassifier)."""
+    normalize = model.normalize  # type: ignore[attr-defined]
+    return {
+        "arch": model.arch,  # type: ignore[attr-defined]
+        "num_classes": int(model.num_classes),  # type: ignore[attr-defined]
+        "in_channels": int(model.in_channels),  # type: ignore[attr-defined]
+        "image_size": int(model.image_size),  # type: ignore[attr-defined]
+        "normalization": {
+            "mean": [float(v) for v in normalize.mean.flatten()],
+            "std": [float(v) for v in normalize.std.flatten()],
+        },
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    metadata: dict[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer: dict[str, Any] | None = None,
+    rng: dict[str, Any] | None = None,
+) -> None:
+    """Write atomically: a crash leaves the previous checkpoint intact."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "metadata": {**model_metadata(model), "versions": versions(), **metadata},
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "trainer": trainer,
+        "rng": rng,
+    }
+    save_torch(path, payload)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint file; every failure is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist; give the path of a .pt file from a run folder")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"'{path}' is not a readable checkpoint ({first[:160]}); it is corrupt or was not written by "
+            "robust-kd: train again or use another file"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(
+            f"'{path}' is a PyTorch file but not a robust-kd checkpoint (no robust-kd metadata); "
+            "use a checkpoint from a robust-kd run folder"
+        )
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(f"'{path}' was written by a newer robust-kd (format {payload['format_version']}); upgrade robust-kd")
+    metadata = payload.get("metadata")
+    missing = [k for k in REQUIRED_METADATA if not isinstance(metadata, dict) or k not in metadata]
+    if missing or not isinstance(payload.get("model"), dict):
+        raise UserError(f"'{path}' is an incomplete robust-kd checkpoint (missing {', '.join(missing) or 'weights'})")
+    return payload
+
+
+def build_model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
+    from .models import create_model
+
+    return create_model(
+        metadata["arch"],
+        int(metadata["num_classes"]),
+        in_channels=int(metadata["in_channels"]),
+        image_size=int(metadata["image_size"]),
+        mean=metadata["normalization"]["mean"],
+        std=metadata["normalization"]["std"],
+    )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a checkpoint from its metadata alone, in eval mode."""
+    payload = read_checkpoint(path)
+    model = build_model_from_metadata(payload["metadata"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"'{path}': weights do not fit {payload['metadata']['arch']} ({first[:160]}); the file is corrupt") from None
+    model.checkpoint_metadata = payload["metadata"]  # type: ignore[assignment]
+    return model.to(device).eval()

@@ -1,0 +1,140 @@
+"""Images in class folders: ``root/<class>/*.png`` or ``root/{train,test}/<class>/*.png``.
+
+Images are resized once at load time (shorter side to ``size``, then a centre crop) and kept as
+uint8, so training never touches a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .dataset import ImageDataset, channel_stats
+from .registry import register_dataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _read_image(path: Path, size: int, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            scale = size / min(img.size)
+            new_size = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
+            img = img.resize(new_size, Image.BILINEAR)
+            left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            array = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"imagefolder: cannot read image '{path}' ({err}); remove or replace the file") from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _detect_mode(files: list[Path]) -> str:
+    from PIL import Image
+
+    for path in files[:50]:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("L", "1", "I;16", "I", "LA"):
+                    return "RGB"
+        except OSError:
+            continue  # reported properly when the file is read
+    return "L"
+
+
+def _load_split(class_dirs: dict[str, Path], size: int, mode: str) -> tuple[list[np.ndarray], list[int]]:
+    images, labels = [], []
+    for label, folder in enumerate(class_dirs.values()):
+        for path in _image_files(folder):
+            images.append(_read_image(path, size, mode))
+            labels.append(label)
+    return images, labels
+
+
+def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(len(members) * test_fraction))
+        if len(members) > 1:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        test.extend(members[:n_test].tolist())
+    test_mask = np.zeros(len(labels), dtype=bool)
+    test_mask[test] = True
+    return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+
+
+@register_dataset(
+    "imagefolder",
+    description="your images, one folder per class (optionally under train/ and test/), resized to --size",
+    channels=None, size=None, num_classes=None, needs_root=True, licence="yours",
+)
+def imagefolder(root: Path, size: int = 32, grayscale: bool | None = None, test_fraction: float = 0.2,
+                seed: int = 0) -> ImageDataset:
+    if not root.is_dir():
+        raise UserError(f"imagefolder: folder '{root}' does not exist; pass --data-root <folder with one sub-folder per class>")
+    if not 8 <= int(size) <= 512:
+        raise UserError(f"imagefolder: size must be between 8 and 512 pixels, got {size}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise UserError(f"imagefolder: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    size = int(size)
+    test_dir = next((root / n for n in TEST_SPLIT_NAMES if (root / n).is_dir()), None)
+    presplit = (root / "train").is_dir() and test_dir is not None
+    train_root = root / "train" if presplit else root
+    classes = {p.name: p for p in _class_folders(train_root)}
+    if len(classes) < 2:
+        raise UserError(
+            f"imagefolder: '{train_root}' must hold one sub-folder per class (at least 2), found {len(classes)}"
+        )
+    all_files = [f for folder in classes.values() for f in _image_files(folder)]
+    if not all_files:
+        raise UserError(f"imagefolder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under '{train_root}'")
+    mode = _detect_mode(all_files) if grayscale is None else ("L" if grayscale else "RGB")
+
+    train_x, train_y = _load_split(classes, size, mode)
+    if presplit:
+        assert test_dir is not None
+        extra = sorted(set(p.name for p in _class_folders(test_dir)) - set(classes))
+        if extra:
+            raise UserError(f"imagefolder: '{test_dir}' has classes missing from train/: {', '.join(extra)}")
+        test_x, test_y = _load_split({n: test_dir / n for n in classes if (test_dir / n).is_dir()}, size, mode)
+        # labels follow the train class order even when a class has no test images
+        order = [n for n in classes if (test_dir / n).is_dir()]
+        test_y = [list(classes).index(order[y]) for y in test_y]
+    else:
+        labels = np.asarray(train_y)
+        train_idx, test_idx = _stratified_split(labels, float(test_fraction), int(seed))
+        test_x, test_y = [train_x[i] for i in test_idx], labels[test_idx].tolist()
+        train_x, train_y = [train_x[i] for i in train_idx], labels[train_idx].tolist()
+    if not test_x:
+        raise UserError(f"imagefolder: no test images under '{root}'; add some or use more images per class")
+    train_images = torch.from_numpy(np.stack(train_x))
+    mean, std = channel_stats(train_images)
+    return ImageDataset(
+        name="imagefolder",
+        train_images=train_images,
+        train_labels=torch.tensor(train_y, dtype=torch.int64),
+        test_images=torch.from_numpy(np.stack(test_x)),
+        test_labels=torch.tensor(test_y, dtype=torch.int64),
+        class_names=tuple(classes),
+        mean=mean,
+        std=std,
+        hflip=True,
+        source=str(root),
+    )

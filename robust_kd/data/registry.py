@@ -1,0 +1,102 @@
+"""Data set registry: names → loaders that return an :class:`ImageDataset`."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from .dataset import ImageDataset
+
+Loader = Callable[..., ImageDataset]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """What is known about a data set before loading it."""
+
+    name: str
+    loader: Loader
+    description: str
+    channels: int | None  # None: decided by the files (image folders)
+    size: int | None
+    num_classes: int | None
+    default_root: str | None
+    needs_root: bool
+    licence: str
+
+    def options(self) -> list[str]:
+        """Keyword options the loader accepts beyond root/download."""
+        params = inspect.signature(self.loader).parameters
+        return [p for p in params if p not in ("root", "download")]
+
+
+_DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    description: str,
+    channels: int | None,
+    size: int | None,
+    num_classes: int | None,
+    default_root: str | None = None,
+    needs_root: bool = False,
+    licence: str = "",
+) -> Callable[[Loader], Loader]:
+    """Decorator: register ``loader(root, download, **options) -> ImageDataset`` under ``name``."""
+
+    def wrap(loader: Loader) -> Loader:
+        if name in _DATASETS:
+            raise ValueError(f"data set {name!r} is registered twice")
+        _DATASETS[name] = DatasetEntry(
+            name, loader, description, channels, size, num_classes, default_root, needs_root, licence
+        )
+        return loader
+
+    return wrap
+
+
+def list_datasets() -> list[DatasetEntry]:
+    return [_DATASETS[name] for name in sorted(_DATASETS)]
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_DATASETS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(
+            f"unknown data set '{name}'{hint}; choose one of: {', '.join(sorted(_DATASETS))} "
+            "(run 'robust-kd data' to list them)"
+        ) from None
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, *, download: bool = False, **options: Any
+) -> ImageDataset:
+    """Load a registered data set; ``root`` defaults to the entry's usual location."""
+    entry = dataset_entry(name)
+    unknown = sorted(set(options) - set(entry.options()))
+    if unknown:
+        allowed = ", ".join(entry.options()) or "none"
+        raise UserError(f"data set '{name}' has no option {', '.join(unknown)}; its options: {allowed}")
+    root = root if root is not None else entry.default_root
+    if entry.needs_root and root is None:
+        raise UserError(
+            f"data set '{name}' needs a folder: pass --data-root <folder> (or data.root=<folder>)"
+        )
+    kwargs: dict[str, Any] = dict(options)
+    params = inspect.signature(entry.loader).parameters
+    if "root" in params:
+        kwargs["root"] = Path(root).expanduser() if root is not None else None
+    if "download" in params:
+        kwargs["download"] = download
+    elif download:
+        raise UserError(f"data set '{name}' cannot be downloaded; it is read from local files only")
+    return entry.loader(**kwargs)

@@ -1,0 +1,122 @@
+"""A run folder ``runs/<name>/``: resolved config, metrics, checkpoints, summary.
+
+Layout::
+
+    config.yaml          the resolved config (written once, when the run starts)
+    metrics.jsonl        one JSON line per finished epoch
+    checkpoints/last.pt  written atomically after every epoch (resume point)
+    checkpoints/best.pt  the epoch with the best test accuracy so far
+    summary.json         final numbers, once the run is complete
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..fileio import write_json, write_text
+
+# Keys that may differ between the first start of a run and its resumption.
+RESUMABLE_DIFFERENCES = {"device", "eval_batch_size"}
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    a, b = _flatten(stored), _flatten(wanted)
+    keys = sorted((set(a) | set(b)) - RESUMABLE_DIFFERENCES)
+    return [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def safe_run_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("._")
+    return name or "run"
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
+
+    @classmethod
+    def prepare(cls, runs_dir: str | Path, name: str, config: dict[str, Any], *, fresh: bool = False) -> "RunFolder":
+        """Create the folder for a new run, or reopen it to resume the same run."""
+        run = cls(Path(runs_dir) / safe_run_name(name))
+        if run.path.exists() and not run.path.is_dir():
+            raise UserError(f"'{run.path}' exists and is not a folder; choose another --name")
+        if fresh and run.config_file.is_file():
+            shutil.rmtree(run.path)
+        if run.config_file.is_file():
+            stored = run.read_config()
+            differences = config_differences(stored, config)
+            if differences:
+                shown = "; ".join(differences[:3]) + (" …" if len(differences) > 3 else "")
+                raise UserError(
+                    f"run folder '{run.path}' holds a run with other settings ({shown}); "
+                    "give this run another --name, or add --fresh to start that one over"
+                )
+        elif run.path.is_dir() and any(run.path.iterdir()):
+            raise UserError(f"'{run.path}' exists and is not a robust-kd run folder; choose another --name")
+        else:
+            run.path.mkdir(parents=True, exist_ok=True)
+            write_text(run.config_file, yaml.safe_dump(config, sort_keys=False))
+        return run
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise UserError(f"cannot read '{self.config_file}' ({err}); repair it or start over with --fresh") from None
+        if not isinstance(data, dict):
+            raise UserError(f"'{self.config_file}' is not a config mapping; start over with --fresh")
+        return data
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the whole file from the history: on resume it never holds epochs twice."""
+        write_text(self.metrics_file, "".join(json.dumps(record) + "\n" for record in history))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.summary_file, summary)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        if not self.summary_file.is_file():
+            return None
+        return json.loads(self.summary_file.read_text())

@@ -1,0 +1,68 @@
+"""Shared test helpers: real CIFAR images from the foolbox package and writers for data formats."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def foolbox_images(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 20 real test images of ``prefix`` ('cifar10', 'cifar100') shipped in foolbox's package data.
+
+    foolbox is a test dependency used only for these files; it is never imported.
+    """
+    spec = importlib.util.find_spec("foolbox")
+    assert spec is not None and spec.submodule_search_locations, "foolbox (a test dependency) is not installed"
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    files = sorted(folder.glob(f"{prefix}_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    assert len(files) == 20, f"expected 20 {prefix} images in {folder}"
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files])
+    labels = np.array([int(f.stem.split("_")[-1]) for f in files])
+    return images.astype(np.uint8), labels
+
+
+def _dump(path: Path, obj: dict) -> None:
+    # protocol 2 with bytes keys, as in the original Python-2 CIFAR files
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar10(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                  class_names: list[str] | None = None) -> Path:
+    """Write CIFAR-10 "python version" files (5 train batches, test_batch, batches.meta)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = class_names or ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    chunks = np.array_split(np.arange(len(train[0])), 5)
+    for i, idx in enumerate(chunks, start=1):
+        _dump(folder / f"data_batch_{i}", {
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": train[1][idx].tolist(),
+            b"data": train[0][idx].reshape(len(idx), -1),
+            b"filenames": [f"img{j}.png".encode() for j in idx],
+        })
+    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": test[1].tolist(),
+                                  b"data": test[0].reshape(len(test[0]), -1), b"filenames": []})
+    _dump(folder / "batches.meta", {b"label_names": [n.encode() for n in names], b"num_cases_per_batch": 10000,
+                                    b"num_vis": 3072})
+    return folder
+
+
+def write_cifar100(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
+    """Write CIFAR-100 "python version" files (train, test, meta)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        _dump(folder / split, {b"filenames": [], b"batch_label": split.encode(), b"fine_labels": labels.tolist(),
+                               b"coarse_labels": (labels // 5).tolist(), b"data": images.reshape(len(images), -1)})
+    _dump(folder / "meta", {b"fine_label_names": [f"class{c}".encode() for c in range(100)],
+                            b"coarse_label_names": [f"super{c}".encode() for c in range(20)]})
+    return folder
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
