@@ -10,6 +10,7 @@ A checkpoint is a dict of plain types and tensors::
 
 from __future__ import annotations
 
+import json
 import pickle
 import platform
 import zipfile
@@ -33,8 +34,8 @@ def versions() -> dict[str, str]:
 
     return {
         "robust_kd": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
     }
 
@@ -64,13 +65,15 @@ def save_checkpoint(
     rng: dict[str, Any] | None = None,
 ) -> None:
     """Write atomically: a crash leaves the previous checkpoint intact."""
+    # a JSON round trip keeps the metadata to plain types that weights_only=True can load
+    plain_metadata = json.loads(json.dumps({**model_metadata(model), "versions": versions(), **metadata}))
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "metadata": {**model_metadata(model), "versions": versions(), **metadata},
+        "metadata": plain_metadata,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "trainer": trainer,
+        "trainer": json.loads(json.dumps(trainer)) if trainer is not None else None,
         "rng": rng,
     }
     save_torch(path, payload)

@@ -79,6 +79,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise UserError(f"config key '{key}' expects an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-2 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
                 raise UserError(f"config key '{key}' must be a finite number, got {value!r}")

@@ -162,7 +162,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split (0-based ``epoch`` picks its shuffle and augmentation)."""
         config = self.config
         self.model.train()
         steps = len(self.train_loader)
@@ -217,7 +218,7 @@ class Trainer:
         self.reporter.start(f"{self.config.model} on {self.dataset.name}", epochs, state.epochs_done)
         try:
             for epoch in range(state.epochs_done, epochs):
-                record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+                record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 with autocast(self.device):
                     record.update(evaluate(self.model, self.test_loader, prefix="test_"))
                 state.epochs_done = epoch + 1

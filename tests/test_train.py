@@ -1,0 +1,131 @@
+"""The trainer: it learns, writes its run folder, resumes exactly, and fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from robust_kd.checkpoint import load_model, read_checkpoint
+from robust_kd.data import BatchLoader, load_dataset
+from robust_kd.errors import UserError
+from robust_kd.train import Reporter, TrainingDiverged, evaluate, train
+
+SMALL = ["data.options.size=16", "data.options.classes=4", "data.options.train=256", "data.options.test=64",
+         "batch_size=32", "eval_batch_size=64", "device=cpu"]
+
+
+class _Recorder(Reporter):
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.epochs: list[int] = []
+
+    def start(self, title, epochs, first_epoch):
+        self.starts.append(first_epoch)
+
+    def end_epoch(self, record, epochs):
+        self.epochs.append(record["epoch"])
+
+
+def test_training_learns_and_writes_a_complete_run_folder(runs_dir):
+    reporter = _Recorder()
+    summary = train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir,
+                    reporter=reporter)
+    assert summary["final_test_accuracy"] > 0.6  # 4 classes: chance is 0.25
+    assert reporter.epochs == [1, 2, 3]
+    run = Path(summary["run"])
+    assert run.parent == runs_dir and run.name == "resnet8_synthetic_quick_seed0"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert set(records[0]["train_loss"]) == {"ce"} and 0 <= records[-1]["test_accuracy"] <= 1
+    assert (run / "config.yaml").is_file() and json.loads((run / "summary.json").read_text()) == summary
+    assert summary["best_test_accuracy"] == max(r["test_accuracy"] for r in records)
+
+    # the best checkpoint reproduces its recorded accuracy from the file alone
+    best = load_model(run / "checkpoints" / "best.pt")
+    data = load_dataset("synthetic", size=16, classes=4, train=256, test=64)
+    accuracy = evaluate(best, BatchLoader(data.test_images, data.test_labels, batch_size=64))["accuracy"]
+    assert accuracy == pytest.approx(summary["best_test_accuracy"])
+    meta = read_checkpoint(run / "checkpoints" / "last.pt")["metadata"]
+    assert meta["epoch"] == 3 and meta["dataset"]["name"] == "synthetic" and meta["recipe"]["epochs"] == 3
+
+    # rerunning a finished run trains nothing and gives the same summary
+    again = _Recorder()
+    assert train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir, reporter=again) == summary
+    assert again.starts == [3] and again.epochs == []
+
+    # a longer schedule under the same name is another run: refused unless --fresh
+    with pytest.raises(UserError, match=r"holds a run with other settings \(epochs: 3 → 4\)"):
+        train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=4"], runs_dir=runs_dir)
+    fresh = _Recorder()
+    train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir, fresh=True, reporter=fresh)
+    assert fresh.starts == [0] and fresh.epochs == [1]
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_finished_work(runs_dir):
+    with pytest.raises(TrainingDiverged, match="training diverged: the loss is (nan|inf).*lower optimizer.lr"):
+        train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=2", "optimizer.lr=1e30"], runs_dir=runs_dir)
+
+
+def test_bad_inputs_leave_no_run_folder(runs_dir):
+    with pytest.raises(UserError, match="unknown model"):
+        train("resnet9", "synthetic", "quick", overrides=SMALL, runs_dir=runs_dir)
+    with pytest.raises(UserError, match="unknown data set"):
+        train("resnet8", "cifar", "quick", runs_dir=runs_dir)
+    with pytest.raises(UserError, match="unknown config key"):
+        train("resnet8", "synthetic", "quick", overrides=["optimiser.lr=0.1"], runs_dir=runs_dir)
+    assert not runs_dir.exists()
+
+
+# ---------------------------------------------------------------- kill and resume
+
+
+def _train_command(runs_dir: Path, name: str) -> list[str]:
+    return [
+        sys.executable, "-m", "robust_kd.cli", "train", "--model", "resnet8", "--data", "synthetic",
+        "--runs-dir", str(runs_dir), "--name", name, "--device", "cpu", "epochs=4", "batch_size=32",
+        "data.options.size=16", "data.options.train=3000", "data.options.test=200", "data.options.classes=4",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir):
+    reference = subprocess.run(_train_command(runs_dir, "whole"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    victim = subprocess.Popen(_train_command(runs_dir, "killed"), env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    metrics = runs_dir / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)  # no chance to clean up: as a power cut
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    done = metrics.read_text().count("\n")
+    assert 1 <= done < 4 and not (runs_dir / "killed" / "summary.json").exists()
+
+    resumed = subprocess.run(_train_command(runs_dir, "killed"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {done}" in resumed.stderr
+
+    whole = read_checkpoint(runs_dir / "whole" / "checkpoints" / "last.pt")
+    killed = read_checkpoint(runs_dir / "killed" / "checkpoints" / "last.pt")
+    for key, value in whole["model"].items():
+        assert torch.allclose(value.float(), killed["model"][key].float(), atol=1e-6), key
+    history = lambda run: [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))  # noqa: E731
+                           for r in map(json.loads, (runs_dir / run / "metrics.jsonl").read_text().splitlines())]
+    assert history("killed") == history("whole")
