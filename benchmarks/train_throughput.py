@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from robust_kd.config import build
-from robust_kd.data import load_dataset
+from robust_kd.data import ImageDataset, load_dataset
 from robust_kd.device import autocast, device_name, uses_channels_last
 from robust_kd.models import create_model
 from robust_kd.train import RunFolder, Trainer, TrainConfig
@@ -35,16 +35,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference_images_per_s(arch: str, batch: int, steps: int, device: torch.device) -> float:
+def benchmark_data(batch: int, steps: int) -> ImageDataset:
+    return load_dataset("synthetic", channels=3, size=32, classes=10, train=batch * steps, test=batch)
+
+
+def reference_images_per_s(arch: str, data: ImageDataset, batch: int, device: torch.device) -> float:
+    """The same images as the trainer sees, already float in [0, 1] on the device.
+
+    (CPU convolution speed depends on the pixel values: uniform noise trains ~15% slower than
+    these images, so the reference must use the very same data.)
+    """
     torch.manual_seed(0)
-    model = create_model(arch, 10).to(device)
+    model = create_model(arch, 10, mean=data.mean, std=data.std).to(device)
     memory_format = torch.channels_last if uses_channels_last(device) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    batches = [
-        (torch.rand(batch, 3, 32, 32, device=device).contiguous(memory_format=memory_format),
-         torch.randint(0, 10, (batch,), device=device))
-        for _ in range(steps)
-    ]
+    images = (data.train_images.to(device).float() / 255).contiguous(memory_format=memory_format)
+    labels = data.train_labels.to(device)
+    batches = list(zip(images.split(batch), labels.split(batch)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
     model.train()
 
@@ -61,11 +68,10 @@ def reference_images_per_s(arch: str, batch: int, steps: int, device: torch.devi
     started = time.perf_counter()
     epoch()
     _sync(device)
-    return batch * steps / (time.perf_counter() - started)
+    return images.shape[0] / (time.perf_counter() - started)
 
 
-def trainer_images_per_s(arch: str, batch: int, steps: int, device: torch.device) -> float:
-    data = load_dataset("synthetic", channels=3, size=32, classes=10, train=batch * steps, test=batch)
+def trainer_images_per_s(arch: str, data: ImageDataset, batch: int, device: torch.device) -> float:
     config = build(TrainConfig, {
         "model": arch, "epochs": 2, "batch_size": batch, "device": str(device), "recipe": "benchmark",
         "optimizer": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
@@ -97,10 +103,11 @@ def main() -> None:
         steps = args.steps or (50 if device.type == "cuda" else 4)
         for arch in args.models.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
+                data = benchmark_data(batch, steps)
                 ours, reference = [], []
                 for _ in range(args.repeats):
-                    reference.append(reference_images_per_s(arch, batch, steps, device))
-                    ours.append(trainer_images_per_s(arch, batch, steps, device))
+                    reference.append(reference_images_per_s(arch, data, batch, device))
+                    ours.append(trainer_images_per_s(arch, data, batch, device))
                 row = {
                     "device": device_name(device), "model": arch, "batch": batch, "steps": steps,
                     "reference_images_per_s": round(statistics.median(reference), 1),

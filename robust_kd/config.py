@@ -45,14 +45,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except UserError as err:
-                errors.append(err)
+            except UserError:
+                pass
         raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value in args:

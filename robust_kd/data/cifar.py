@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import pickle
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,20 @@ def _names(values: Any) -> tuple[str, ...]:
     return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values)
 
 
+@dataclass(frozen=True)
 class _CifarLayout:
-    def __init__(self, name: str, folder: str, train: list[str], test: str, meta: str, label_key: str,
-                 names_key: str, num_classes: int, archive: str, torchvision_class: str) -> None:
-        self.name, self.folder, self.train, self.test, self.meta = name, folder, train, test, meta
-        self.label_key, self.names_key, self.num_classes = label_key, names_key, num_classes
-        self.archive, self.torchvision_class = archive, torchvision_class
+    """File names and keys of one CIFAR variant."""
+
+    name: str
+    folder: str  # the folder the archive extracts to (torchvision's layout puts it under root)
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    archive: str
+    torchvision_class: str
 
     def how_to_get(self) -> str:
         return (
@@ -90,7 +99,7 @@ class _CifarLayout:
             raise UserError(f"{self.name}: data folder '{root}' does not exist; {self.how_to_get()}")
         raise UserError(f"{self.name}: missing '{root / self.folder / self.test}'; {self.how_to_get()}")
 
-    def read_split(self, folder: Path, files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_split(self, folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
         for file in files:
             path = folder / file
@@ -122,7 +131,7 @@ class _CifarLayout:
                 f"{self.name}: '{meta_path}' names {len(class_names)} classes, expected {self.num_classes}"
             )
         train_images, train_labels = self.read_split(folder, self.train)
-        test_images, test_labels = self.read_split(folder, [self.test])
+        test_images, test_labels = self.read_split(folder, (self.test,))
         return ImageDataset(
             name=self.name, train_images=train_images, train_labels=train_labels,
             test_images=test_images, test_labels=test_labels, class_names=class_names,
@@ -149,11 +158,11 @@ class _CifarLayout:
 
 
 CIFAR10 = _CifarLayout(
-    "cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+    "cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
     "batches.meta", "labels", "label_names", 10, "cifar-10-python.tar.gz", "CIFAR10",
 )
 CIFAR100 = _CifarLayout(
-    "cifar100", "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names", 100,
+    "cifar100", "cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names", 100,
     "cifar-100-python.tar.gz", "CIFAR100",
 )
 

@@ -174,8 +174,7 @@ def embedded_root() -> Path:
     licence="MIT, © Zalando SE (see robust_kd/data/embedded/fashion-mnist-mini/README.md)",
 )
 def embedded() -> ImageDataset:
-    data = load_idx_dataset(
+    return load_idx_dataset(
         "embedded", embedded_root(), FASHION_CLASSES, (0.2860,), (0.3530,), hflip=True,
         how_to_get="the package installation is incomplete; reinstall robust-kd",
     )
-    return data

@@ -57,9 +57,10 @@ def _detect_mode(files: list[Path]) -> str:
     return "L"
 
 
-def _load_split(class_dirs: dict[str, Path], size: int, mode: str) -> tuple[list[np.ndarray], list[int]]:
+def _load_split(folders: list[tuple[int, Path]], size: int, mode: str) -> tuple[list[np.ndarray], list[int]]:
+    """Read every image of each (label, class folder) pair."""
     images, labels = [], []
-    for label, folder in enumerate(class_dirs.values()):
+    for label, folder in folders:
         for path in _image_files(folder):
             images.append(_read_image(path, size, mode))
             labels.append(label)
@@ -107,16 +108,15 @@ def imagefolder(root: Path, size: int = 32, grayscale: bool | None = None, test_
         raise UserError(f"imagefolder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under '{train_root}'")
     mode = _detect_mode(all_files) if grayscale is None else ("L" if grayscale else "RGB")
 
-    train_x, train_y = _load_split(classes, size, mode)
+    train_x, train_y = _load_split(list(enumerate(classes.values())), size, mode)
     if presplit:
         assert test_dir is not None
         extra = sorted(set(p.name for p in _class_folders(test_dir)) - set(classes))
         if extra:
             raise UserError(f"imagefolder: '{test_dir}' has classes missing from train/: {', '.join(extra)}")
-        test_x, test_y = _load_split({n: test_dir / n for n in classes if (test_dir / n).is_dir()}, size, mode)
-        # labels follow the train class order even when a class has no test images
-        order = [n for n in classes if (test_dir / n).is_dir()]
-        test_y = [list(classes).index(order[y]) for y in test_y]
+        # labels follow the train class order, even where a class has no test images
+        test_folders = [(label, test_dir / name) for label, name in enumerate(classes) if (test_dir / name).is_dir()]
+        test_x, test_y = _load_split(test_folders, size, mode)
     else:
         labels = np.asarray(train_y)
         train_idx, test_idx = _stratified_split(labels, float(test_fraction), int(seed))
