@@ -5,7 +5,8 @@ A checkpoint is a dict of plain types and tensors::
     {"format": "robust-kd-checkpoint", "format_version": 1,
      "metadata": {"arch", "num_classes", "in_channels", "image_size", "normalization": {"mean", "std"},
                   "dataset": {...}, "recipe": {...}, "versions": {...}, "epoch", "test_accuracy", ...},
-     "model": state_dict, "optimizer": state_dict | None, "trainer": {...} | None, "rng": {...} | None}
+     "model": state_dict, "optimizers": {name: state_dict} | None, "trainer": {...} | None,
+     "rng": {...} | None}
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def versions() -> dict[str, str]:
 def model_metadata(model: nn.Module) -> dict[str, Any]:
     """What :func:`load_model` needs to rebuild ``model`` (a NormalizedClassifier)."""
     normalize = model.normalize  # type: ignore[attr-defined]
+    metadata: dict[str, Any] = {}
+    input_layer = getattr(model, "input_layer", None)
+    if input_layer is not None:
+        metadata["input_layer_options"] = input_layer.options()
+        if hasattr(input_layer, "tables"):  # JPEG-DL: the learned tables, readable without torch
+            metadata["jpeg_tables"] = {k: v.tolist() for k, v in input_layer.tables().items()}
     return {
         "arch": model.arch,  # type: ignore[attr-defined]
         "num_classes": int(model.num_classes),  # type: ignore[attr-defined]
@@ -52,6 +59,7 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
             "mean": [float(v) for v in normalize.mean.flatten()],
             "std": [float(v) for v in normalize.std.flatten()],
         },
+        **metadata,
     }
 
 
@@ -60,7 +68,7 @@ def save_checkpoint(
     model: nn.Module,
     metadata: dict[str, Any],
     *,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
     trainer: dict[str, Any] | None = None,
     rng: dict[str, Any] | None = None,
 ) -> None:
@@ -72,7 +80,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "metadata": plain_metadata,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()} if optimizers else None,
         "trainer": json.loads(json.dumps(trainer)) if trainer is not None else None,
         "rng": rng,
     }
@@ -116,6 +124,7 @@ def build_model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
         image_size=int(metadata["image_size"]),
         mean=metadata["normalization"]["mean"],
         std=metadata["normalization"]["std"],
+        input_layer_options=metadata.get("input_layer_options"),
     )
 
 

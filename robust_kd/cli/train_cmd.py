@@ -47,4 +47,6 @@ def train(overrides: tuple[str, ...], model: str | None, data: str | None, data_
         f"after {summary['epochs']} epochs (best {100 * summary['best_test_accuracy']:.2f}% at epoch "
         f"{summary['best_epoch']}); {summary['images_per_s']:.0f} img/s on {summary['device']}"
     )
+    if "jpeg_table_shift" in summary:
+        print_line(f"JPEG tables moved {100 * summary['jpeg_table_shift']:.1f}% (mean relative change) from their initial values")
     print_line(f"run folder: {summary['run']}  checkpoint: {summary['checkpoint']}")

@@ -18,6 +18,9 @@ Layer names, for forward hooks (prefix ``net.``):
 - ShuffleNets: ``conv1``, ``bn1``, ``layer1`` .. ``layer3``, (V2: ``conv2``, ``bn2``), ``avgpool``,
   ``fc``.
 
+- ``jpegdl_<arch>``: the same names behind ``input_layer`` (a :class:`robust_kd.jpeg.JpegLayer`
+  with ``luma_table`` / ``chroma_table``), which runs before ``normalize``.
+
 No activation runs in place, so a tensor kept by a hook is never overwritten later.
 """
 
@@ -31,14 +34,16 @@ from robust_kd.models import (  # noqa: F401
     vgg,
     wrn,
 )
+from robust_kd.models import jpegdl  # noqa: F401,E402  (after the architectures: wraps each of them)
 from robust_kd.models.complexity import model_complexity
 from robust_kd.models.normalize import Normalize, NormalizedClassifier
-from robust_kd.models.registry import create_model, list_models, model_family, register_model
+from robust_kd.models.registry import create_model, has_input_layer, list_models, model_family, register_model
 
 __all__ = [
     "Normalize",
     "NormalizedClassifier",
     "create_model",
+    "has_input_layer",
     "list_models",
     "model_complexity",
     "model_family",

@@ -39,7 +39,8 @@ class NormalizedClassifier(nn.Module):
     The submodules are registered in this order, ``normalize`` first and ``net`` second, so
     forward-hook names read ``net.layer1.0.conv1`` and so on. ``image_size`` records the side
     length the model was created for; the architectures themselves pool adaptively and accept
-    other sizes too.
+    other sizes too. An optional ``input_layer`` (JPEG-DL's JPEG layer) comes before both and
+    sees the images in [0, 1]: ``forward(x) = net(normalize(input_layer(x)))``.
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class NormalizedClassifier(nn.Module):
         num_classes: int,
         in_channels: int,
         image_size: int,
+        input_layer: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.input_layer = input_layer  # registered as a submodule when it is one
         self.normalize = normalize
         self.net = net
         self.arch = arch
@@ -61,6 +64,8 @@ class NormalizedClassifier(nn.Module):
         self.image_size = image_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_layer is not None:
+            x = self.input_layer(x)
         return self.net(self.normalize(x))
 
     def extra_repr(self) -> str:

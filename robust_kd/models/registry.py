@@ -12,8 +12,9 @@ import difflib
 import math
 import numbers
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -21,6 +22,8 @@ from robust_kd.errors import UserError
 from robust_kd.models.normalize import Normalize, NormalizedClassifier
 
 Builder = Callable[[int, int], nn.Module]
+# input_layer(in_channels, **options) -> a module placed before the normalization (e.g. JPEG)
+InputLayerBuilder = Callable[..., nn.Module]
 
 SUPPORTED_IN_CHANNELS = (1, 3)
 DEFAULT_MEAN = 0.5
@@ -35,13 +38,19 @@ class ModelSpec:
     name: str
     family: str
     builder: Builder
+    input_layer: InputLayerBuilder | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, family: str, builder: Builder | None = None):
+def register_model(
+    name: str, *, family: str, builder: Builder | None = None, input_layer: InputLayerBuilder | None = None
+):
     """Register ``builder`` under ``name``; without ``builder``, return a decorator that does so.
+
+    ``input_layer``, when given, builds a module that sees the [0, 1] images before the
+    normalization (JPEG-DL's JPEG layer); it is called as ``input_layer(in_channels, **options)``.
 
     Registering a name twice is a programming error and raises ``ValueError``.
     """
@@ -53,7 +62,7 @@ def register_model(name: str, *, family: str, builder: Builder | None = None):
     def add(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name=name, family=family, builder=fn)
+        _REGISTRY[name] = ModelSpec(name=name, family=family, builder=fn, input_layer=input_layer)
         return fn
 
     if builder is None:
@@ -86,6 +95,11 @@ def _lookup(name: str) -> ModelSpec:
         f"unknown model {name!r};{hint} choose one of: {', '.join(names)} "
         "(run 'robust-kd models' to list them)"
     )
+
+
+def has_input_layer(name: str) -> bool:
+    """Whether ``name`` puts a layer of its own (e.g. JPEG) in front of the normalization."""
+    return _lookup(name).input_layer is not None
 
 
 def model_family(name: str) -> str:
@@ -125,11 +139,13 @@ def create_model(
     image_size: int = 32,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    input_layer_options: Mapping[str, Any] | None = None,
 ) -> NormalizedClassifier:
     """Build architecture ``name`` behind a ``Normalize`` layer; the result takes images in [0, 1].
 
     ``mean``/``std`` default to 0.5/0.25 per channel and must have ``in_channels`` values.
-    Bad arguments raise ``UserError`` with a one-line message.
+    ``input_layer_options`` go to the input layer of names that have one (``jpegdl_*``) and are
+    ignored by the others. Bad arguments raise ``UserError`` with a one-line message.
     """
     spec = _lookup(name)
     if not _is_int(num_classes) or num_classes < 2:
@@ -147,6 +163,7 @@ def create_model(
 
     num_classes, in_channels, image_size = int(num_classes), int(in_channels), int(image_size)
     net = spec.builder(num_classes, in_channels)
+    input_layer = spec.input_layer(in_channels, **dict(input_layer_options or {})) if spec.input_layer else None
     return NormalizedClassifier(
         net,
         Normalize(mean_values, std_values),
@@ -154,4 +171,5 @@ def create_model(
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
+        input_layer=input_layer,
     )

@@ -39,12 +39,17 @@ def prepare_training(
     from ..device import resolve_device
     from ..models import create_model
 
+    from ..checkpoint import read_checkpoint
+    from ..models import has_input_layer
+
     resolve_device(config.device)
+    if has_input_layer(config.model) and config.jpeg.init == "sensitivity":
+        read_checkpoint(config.jpeg.init_checkpoint)  # type: ignore[arg-type]  # fail before the run starts
     dataset = load_dataset(config.data.name, config.data.root, download=config.data.download, **config.data.options)
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,
-        mean=dataset.mean, std=dataset.std,
+        mean=dataset.mean, std=dataset.std, input_layer_options=config.jpeg.layer_options(),
     )
     run = RunFolder.prepare(runs_dir, name or default_run_name(config), config.as_dict(), fresh=fresh)
     return Trainer(config, model, dataset, run, reporter=reporter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,10 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import load_model, read_checkpoint, save_checkpoint
 from ..data import Augment, BatchLoader, ImageDataset
 from ..device import autocast, device_name, resolve_device, uses_channels_last
 from ..errors import UserError
+from ..jpeg import initialize_tables, jpeg_layers
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective
 from .progress import Reporter
@@ -33,19 +35,15 @@ class TrainState:
     best_accuracy: float = -1.0
     best_epoch: int = 0
     train_seconds: float = 0.0
+    jpeg_initial_tables: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "epochs_done": self.epochs_done,
-            "history": self.history,
-            "best_accuracy": self.best_accuracy,
-            "best_epoch": self.best_epoch,
-            "train_seconds": self.train_seconds,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainState":
-        return cls(**{k: data[k] for k in ("epochs_done", "history", "best_accuracy", "best_epoch", "train_seconds")})
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class _RunningStats:
@@ -95,7 +93,8 @@ class Trainer:
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = self.build_optimizer()
+        self.jpeg_layers = jpeg_layers(self.model)
+        self.optimizers = self.build_optimizers()
         hflip = dataset.hflip if config.augment.hflip is None else config.augment.hflip
         self.train_loader = BatchLoader(
             dataset.train_images, dataset.train_labels, batch_size=config.batch_size, device=self.device,
@@ -109,12 +108,66 @@ class Trainer:
         if len(self.train_loader) == 0:
             raise UserError(f"the training split has no images; check the data set '{dataset.name}'")
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """SGD for the network; Adam without weight decay for JPEG tables (JPEG-DL's split)."""
         opt = self.config.optimizer
-        return torch.optim.SGD(
-            self.model.parameters(), lr=self.config.base_lr(), momentum=opt.momentum,
-            weight_decay=opt.weight_decay, nesterov=opt.nesterov,
-        )
+        table_ids = {id(p) for layer in self.jpeg_layers for p in layer.parameters()}
+        optimizers: dict[str, torch.optim.Optimizer] = {
+            "network": torch.optim.SGD(
+                [p for p in self.model.parameters() if id(p) not in table_ids], lr=self.config.base_lr(),
+                momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.nesterov,
+            )
+        }
+        if table_ids:
+            tables = [p for layer in self.jpeg_layers for p in layer.parameters()]
+            optimizers["jpeg"] = torch.optim.Adam(tables, lr=self.config.jpeg.lr, weight_decay=0.0)
+        return optimizers
+
+    def _set_learning_rates(self, progress: float) -> float:
+        config = self.config
+        lr = lr_at(config.schedule, config.base_lr(), progress, config.epochs)
+        rates = {"network": lr, "jpeg": config.jpeg.lr}
+        if config.jpeg.lr_schedule == "follow":
+            rates["jpeg"] = config.jpeg.lr * lr / config.base_lr()
+        for name, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = rates[name]
+        return lr
+
+    def prepare(self, state: TrainState) -> None:
+        """Before the first epoch of a new run: data-driven initialisation of JPEG tables."""
+        if not self.jpeg_layers or state.epochs_done > 0:
+            return
+        jpeg = self.config.jpeg
+        count = min(jpeg.init_images, self.dataset.train_images.shape[0])
+        images = self.dataset.train_images[:count].to(self.device).float().div_(255.0)
+        labels = self.dataset.train_labels[:count].to(self.device)
+
+        def pretrained() -> nn.Module:
+            model = load_model(jpeg.init_checkpoint, self.device)  # type: ignore[arg-type]
+            if model.num_classes != self.dataset.num_classes or model.in_channels != self.dataset.channels:  # type: ignore[attr-defined]
+                raise UserError(
+                    f"jpeg.init_checkpoint '{jpeg.init_checkpoint}' is a {model.num_classes}-class, "  # type: ignore[attr-defined]
+                    f"{model.in_channels}-channel model; this data set needs {self.dataset.num_classes} classes "  # type: ignore[attr-defined]
+                    f"and {self.dataset.channels} channels"
+                )
+            return model
+
+        for layer in self.jpeg_layers:
+            initialize_tables(layer, jpeg.init, images, labels,
+                              pretrained=pretrained if jpeg.init_checkpoint else None, q_max=jpeg.q_max)
+        state.jpeg_initial_tables = [{k: v.tolist() for k, v in layer.tables().items()} for layer in self.jpeg_layers]
+
+    def jpeg_table_shift(self, state: TrainState) -> float | None:
+        """Mean relative change of the JPEG tables since their initialisation (None: no JPEG layer)."""
+        if not self.jpeg_layers or not state.jpeg_initial_tables:
+            return None
+        shifts = []
+        for layer, initial in zip(self.jpeg_layers, state.jpeg_initial_tables):
+            for name, table in layer.tables().items():
+                start = torch.tensor(initial[name])
+                shifts.append(float((table - start).abs().mean() / start.abs().mean().clamp_min(1e-12)))
+        return sum(shifts) / len(shifts)
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -136,7 +189,7 @@ class Trainer:
 
     def _save(self, state: TrainState, improved: bool) -> None:
         metadata = self._checkpoint_metadata(state)
-        save_checkpoint(self.run.last_checkpoint, self.model, metadata, optimizer=self.optimizer,
+        save_checkpoint(self.run.last_checkpoint, self.model, metadata, optimizers=self.optimizers,
                         trainer=state.as_dict(), rng=self._rng_state())
         if improved:
             save_checkpoint(self.run.best_checkpoint, self.model, metadata)
@@ -150,7 +203,8 @@ class Trainer:
             raise UserError(f"'{path}' does not belong to this run; start over with --fresh")
         try:
             self.model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(payload["optimizers"][name])
         except (RuntimeError, ValueError, KeyError) as err:
             raise UserError(f"cannot resume from '{path}' ({str(err).splitlines()[0][:120]}); start over with --fresh") from None
         rng = payload.get("rng") or {}
@@ -164,7 +218,6 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split (0-based ``epoch`` picks its shuffle and augmentation)."""
-        config = self.config
         self.model.train()
         steps = len(self.train_loader)
         stats = _RunningStats(self.device)
@@ -173,15 +226,17 @@ class Trainer:
         started = time.perf_counter()
         last_refresh = started
         for step, (images, labels) in enumerate(self.train_loader.epoch(epoch)):
-            lr = lr_at(config.schedule, config.base_lr(), epoch + step / steps, config.epochs)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+            lr = self._set_learning_rates(epoch + step / steps)
             with autocast(self.device):
                 logits, terms = self.objective(self.model, images, labels)
             loss = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
+            for optimizer in self.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
-            self.optimizer.step()
+            for optimizer in self.optimizers.values():
+                optimizer.step()
+            for layer in self.jpeg_layers:
+                layer.project_parameters_()
             stats.add(logits, labels, terms)
             if step % check_every == 0 or step == steps - 1:
                 self._check_finite(loss, epoch, step)  # type: ignore[arg-type]
@@ -214,6 +269,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs (resuming if possible); return the summary."""
         state = self._resume()
+        self.prepare(state)
         epochs = self.config.epochs
         self.reporter.start(f"{self.config.model} on {self.dataset.name}", epochs, state.epochs_done)
         try:
@@ -221,6 +277,9 @@ class Trainer:
                 record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 with autocast(self.device):
                     record.update(evaluate(self.model, self.test_loader, prefix="test_"))
+                shift = self.jpeg_table_shift(state)
+                if shift is not None:
+                    record["jpeg_table_shift"] = shift
                 state.epochs_done = epoch + 1
                 state.train_seconds += record["train_seconds"]
                 improved = record["test_accuracy"] > state.best_accuracy
@@ -253,4 +312,5 @@ class Trainer:
             "device": device_name(self.device),
             "checkpoint": str(self.run.last_checkpoint),
             "best_checkpoint": str(self.run.best_checkpoint),
+            **({"jpeg_table_shift": last["jpeg_table_shift"]} if "jpeg_table_shift" in last else {}),
         }
