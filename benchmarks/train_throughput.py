@@ -18,21 +18,15 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 
 import torch
-import torch.nn.functional as F
+from common import bare_loop_images_per_s
 
 from robust_kd.config import build
 from robust_kd.data import ImageDataset, load_dataset
-from robust_kd.device import autocast, device_name, uses_channels_last
+from robust_kd.device import device_name
 from robust_kd.models import create_model
 from robust_kd.train import RunFolder, Trainer, TrainConfig
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def benchmark_data(batch: int, steps: int) -> ImageDataset:
@@ -46,29 +40,8 @@ def reference_images_per_s(arch: str, data: ImageDataset, batch: int, device: to
     these images, so the reference must use the very same data.)
     """
     torch.manual_seed(0)
-    model = create_model(arch, 10, mean=data.mean, std=data.std).to(device)
-    memory_format = torch.channels_last if uses_channels_last(device) else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    images = (data.train_images.to(device).float() / 255).contiguous(memory_format=memory_format)
-    labels = data.train_labels.to(device)
-    batches = list(zip(images.split(batch), labels.split(batch)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    model.train()
-
-    def epoch() -> None:
-        for images, labels in batches:
-            with autocast(device):
-                loss = F.cross_entropy(model(images).float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    epoch()  # warm-up pass, as long as the trainer's: kernel selection, allocator
-    _sync(device)
-    started = time.perf_counter()
-    epoch()
-    _sync(device)
-    return images.shape[0] / (time.perf_counter() - started)
+    model = create_model(arch, 10, mean=data.mean, std=data.std)
+    return bare_loop_images_per_s(model, data.train_images.float() / 255, data.train_labels, batch, device)
 
 
 def trainer_images_per_s(arch: str, data: ImageDataset, batch: int, device: torch.device) -> float:

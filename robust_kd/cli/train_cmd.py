@@ -48,5 +48,6 @@ def train(overrides: tuple[str, ...], model: str | None, data: str | None, data_
         f"{summary['best_epoch']}); {summary['images_per_s']:.0f} img/s on {summary['device']}"
     )
     if "jpeg_table_shift" in summary:
-        print_line(f"JPEG tables moved {100 * summary['jpeg_table_shift']:.1f}% (mean relative change) from their initial values")
+        print_line(f"JPEG tables moved from their initial values by {100 * summary['jpeg_table_shift']:.1f}% on average "
+                   f"(largest entry {100 * summary['jpeg_table_shift_max']:.1f}%)")
     print_line(f"run folder: {summary['run']}  checkpoint: {summary['checkpoint']}")

@@ -158,18 +158,18 @@ class Trainer:
                               pretrained=pretrained if jpeg.init_checkpoint else None, q_max=jpeg.q_max)
         state.jpeg_initial_tables = [{k: v.tolist() for k, v in layer.tables().items()} for layer in self.jpeg_layers]
 
-    def jpeg_table_shift(self, state: TrainState) -> float | None:
-        """Mean relative change of the JPEG tables since their initialisation (None: no JPEG layer)."""
+    def jpeg_table_shift(self, state: TrainState) -> dict[str, float]:
+        """How far the JPEG tables moved since their initialisation: the mean over entries of
+        |Q − Q₀| / Q₀, and its largest entry (empty without a JPEG layer)."""
         if not self.jpeg_layers or not state.jpeg_initial_tables:
-            return None
-        shifts = []
+            return {}
+        changes = []
         for layer, initial in zip(self.jpeg_layers, state.jpeg_initial_tables):
             for name, table in layer.tables().items():
                 start = torch.tensor(initial[name])
-                shifts.append(float((table - start).abs().mean() / start.abs().mean().clamp_min(1e-12)))
-        return sum(shifts) / len(shifts)
-
-    # ---------------------------------------------------------------- checkpoints
+                changes.append(((table - start).abs() / start.abs().clamp_min(1e-12)).flatten())
+        change = torch.cat(changes)
+        return {"jpeg_table_shift": float(change.mean()), "jpeg_table_shift_max": float(change.max())}
 
     def _checkpoint_metadata(self, state: TrainState) -> dict[str, Any]:
         last = state.history[-1] if state.history else {}
@@ -277,9 +277,7 @@ class Trainer:
                 record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
                 with autocast(self.device):
                     record.update(evaluate(self.model, self.test_loader, prefix="test_"))
-                shift = self.jpeg_table_shift(state)
-                if shift is not None:
-                    record["jpeg_table_shift"] = shift
+                record.update(self.jpeg_table_shift(state))
                 state.epochs_done = epoch + 1
                 state.train_seconds += record["train_seconds"]
                 improved = record["test_accuracy"] > state.best_accuracy
@@ -312,5 +310,5 @@ class Trainer:
             "device": device_name(self.device),
             "checkpoint": str(self.run.last_checkpoint),
             "best_checkpoint": str(self.run.best_checkpoint),
-            **({"jpeg_table_shift": last["jpeg_table_shift"]} if "jpeg_table_shift" in last else {}),
+            **{k: v for k, v in last.items() if k.startswith("jpeg_table_shift")},
         }
