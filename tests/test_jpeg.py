@@ -178,6 +178,17 @@ def test_tables_stay_positive_and_bounded():
     assert layer.luma_table.min() == 0.5 and layer.chroma_table.max() == 100.0
 
 
+def test_the_smallest_steps_never_clip_a_coefficient():
+    fine = JpegLayer(1, mode="hard")
+    fine.set_tables(torch.zeros(8, 8))  # projected up to the lower bound
+    assert fine.luma_table.max() == fine.table_min
+    extremes = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1).expand(2, 1, 16, 16)  # DC = -1024 and +1016
+    assert torch.allclose(fine(extremes), extremes, atol=1 / 255)
+    narrow = JpegLayer(1, mode="hard", bits=8, table_min=1e-5)  # the paper's code's range clips them
+    narrow.set_tables(torch.full((8, 8), 0.05))
+    assert not torch.allclose(narrow(extremes), extremes, atol=0.1)
+
+
 # ---------------------------------------------------------------- initialisation
 
 

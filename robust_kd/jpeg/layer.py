@@ -33,9 +33,11 @@ class JpegLayer(nn.Module):
     JPEG-DL's data-driven initialisations (sensitivity, abs-avg).
 
     ``alpha`` is the soft quantizer's sharpness (JPEG-DL uses 5 on CIFAR), ``window`` the number of
-    candidate indices, ``bits`` the signed range of quantization indices (11 covers every DC value of
-    8-bit images at step 1, so no coefficient is clipped; JPEG-DL's CIFAR code uses 8). Tables are
-    kept in [``table_min``, ``table_max``] (JPEG-DL: [1e-5, 255]).
+    candidate indices, ``bits`` the signed range of quantization indices, and tables are kept in
+    [``table_min``, ``table_max``]. JPEG-DL's code uses 8 bits and [1e-5, 255]; but its sensitivity
+    initialisation gives steps far below 1 at low frequencies, where an 8-bit index range clips the
+    DC coefficients (|X| ≤ 1024 for 8-bit images). With 16 bits and steps ≥ 0.05 no coefficient
+    can be clipped (32767 × 0.05 > 1024); wherever 8 bits would not clip, both give the same output.
     """
 
     optimizer_group = "jpeg"  # the trainer gives these parameters their own optimizer (Adam)
@@ -46,10 +48,10 @@ class JpegLayer(nn.Module):
         *,
         alpha: float = 5.0,
         window: int = 5,
-        bits: int = 11,
+        bits: int = 16,
         mode: Mode = "soft",
         quality: int = 50,
-        table_min: float = 1e-5,
+        table_min: float = 0.05,
         table_max: float = 255.0,
     ) -> None:
         super().__init__()

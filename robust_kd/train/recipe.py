@@ -50,7 +50,7 @@ class JpegConfig:
 
     alpha: float = 5.0  # soft quantizer sharpness, fixed
     window: int = 5  # candidate indices around round(z/q)
-    bits: int = 11  # signed range of quantization indices
+    bits: int = 16  # signed range of quantization indices (see JpegLayer: wide enough never to clip)
     init: Literal["standard", "abs_avg", "sensitivity"] = "abs_avg"
     quality: int = 50  # tables of init=standard
     q_max: float = 10.0  # init=sensitivity scales the luma table to this maximum
@@ -58,7 +58,7 @@ class JpegConfig:
     init_images: int = 2000  # training images used to initialise the tables
     lr: float = 0.003  # Adam on the tables
     lr_schedule: Literal["constant", "follow"] = "constant"  # follow: scaled like the network's LR
-    table_min: float = 1e-5
+    table_min: float = 0.05
     table_max: float = 255.0
 
     def layer_options(self) -> dict[str, Any]:
