@@ -13,6 +13,7 @@ import click
 
 from ..errors import UserError
 from .data_cmd import data
+from .distill_cmd import distill
 from .models_cmd import models
 from .train_cmd import train
 
@@ -28,7 +29,7 @@ def cli() -> None:
     """
 
 
-for command in (models, data, train):
+for command in (models, data, train, distill):
     cli.add_command(command)
 
 

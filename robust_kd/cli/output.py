@@ -13,7 +13,10 @@ from .. import console
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[str] = ()) -> None:
     out = console.stdout()
-    table = Table(title=title, box=box.SIMPLE_HEAD if out.is_terminal else box.ASCII2, title_justify="left")
+    if not out.is_terminal:
+        _print_plain_table(title, columns, rows, right)
+        return
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     for i, column in enumerate(columns):
         last = i == len(columns) - 1
         table.add_column(column, justify="right" if column in right else "left", no_wrap=not last)
@@ -28,3 +31,21 @@ def print_json(obj: Any) -> None:
 
 def print_line(text: str) -> None:
     console.stdout().print(text, markup=False)
+
+
+def _print_plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str]) -> None:
+    """Aligned plain text, never truncated: for pipes, logs and files."""
+    cells = [[str(c) for c in columns]] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    print(title)
+    for n, row in enumerate(cells):
+        parts = []
+        for i, value in enumerate(row):
+            last = i == len(row) - 1
+            if columns[i] in right:
+                parts.append(value.rjust(widths[i]))
+            else:
+                parts.append(value if last else value.ljust(widths[i]))
+        print("  ".join(parts).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))

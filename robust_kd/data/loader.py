@@ -8,7 +8,7 @@ but those two numbers: a resumed run sees exactly the batches an uninterrupted o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,16 @@ def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
     # advanced indices around a slice put the batch/row/col dims first: B×H×W×C
     out = padded[index, :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2)
+
+
+class Batch(NamedTuple):
+    """One batch: images in [0, 1], labels, each sample's index in the split, and its augmentation
+    view (which crop offset and flip it got, as one integer; None without augmentation)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    view: torch.Tensor | None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -87,10 +97,24 @@ class BatchLoader:
         n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
+    @property
+    def num_views(self) -> int:
+        """How many distinct augmented versions of one image the loader can produce."""
+        if self.augment is None:
+            return 1
+        side = 2 * self.augment.crop_padding + 1
+        return side * side * (2 if self.augment.hflip else 1)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) pairs of ``epoch``."""
+        for batch in self.batches(epoch):
+            yield batch.images, batch.labels
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        """The batches of ``epoch`` with sample indices and view ids."""
         n = self.num_samples
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -101,13 +125,20 @@ class BatchLoader:
             if self.augment.hflip:
                 flips = (torch.rand(n, generator=generator) < 0.5).to(self.device)
         order = order.to(self.device)
+        views = None
+        if offsets is not None:
+            side = 2 * self.augment.crop_padding + 1  # type: ignore[union-attr]
+            views = (offsets[:, 0] * side + offsets[:, 1]) * (2 if flips is not None else 1)
+            if flips is not None:
+                views = views + flips.long()
         stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
-            index = order[start : start + self.batch_size]
+            window = slice(start, start + self.batch_size)
+            index = order[window]
             images = self.images[index]
             if offsets is not None:
-                batch_flips = flips[start : start + self.batch_size] if flips is not None else None
-                images = crop_and_flip(images, offsets[start : start + self.batch_size], batch_flips,
+                batch_flips = flips[window] if flips is not None else None
+                images = crop_and_flip(images, offsets[window], batch_flips,
                                        self.augment.crop_padding)  # type: ignore[union-attr]
             images = images.to(self.dtype).div_(255.0).contiguous(memory_format=self.memory_format)
-            yield images, self.labels[index]
+            yield Batch(images, self.labels[index], index, views[window] if views is not None else None)

@@ -8,14 +8,14 @@ from typing import Any, Sequence
 import torch
 
 from .evaluate import evaluate
-from .objective import CrossEntropy, Objective
+from .objective import CrossEntropy, Objective, StepInfo
 from .progress import PlainReporter, Reporter, RichReporter, default_reporter
 from .recipe import TrainConfig, list_recipes, resolve_train_config
 from .run import RunFolder
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
-    "CrossEntropy", "Objective", "PlainReporter", "Reporter", "RichReporter", "RunFolder", "TrainConfig",
+    "CrossEntropy", "Objective", "StepInfo", "PlainReporter", "Reporter", "RichReporter", "RunFolder", "TrainConfig",
     "Trainer", "TrainingDiverged", "default_reporter", "default_run_name", "evaluate", "list_recipes",
     "prepare_training", "resolve_train_config", "train",
 ]

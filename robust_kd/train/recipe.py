@@ -142,12 +142,12 @@ def recipe_mapping(recipe: str) -> dict[str, Any]:
     return read_yaml(candidate)
 
 
-def _drop_none(mapping: dict[str, Any]) -> dict[str, Any]:
+def drop_unset(mapping: dict[str, Any]) -> dict[str, Any]:
     """Settings left unset on the command line must not hide the recipe's values."""
     kept = {}
     for key, value in mapping.items():
         if isinstance(value, dict):
-            value = _drop_none(value)
+            value = drop_unset(value)
             if not value:
                 continue
         if value is not None:
@@ -158,7 +158,7 @@ def _drop_none(mapping: dict[str, Any]) -> dict[str, Any]:
 def resolve_train_config(recipe: str, settings: dict[str, Any], overrides: list[str]) -> TrainConfig:
     """Recipe file, then explicit settings (from command-line options), then ``key=value`` overrides."""
     mapping = recipe_mapping(recipe)
-    mapping = merge(mapping, {"recipe": recipe, **_drop_none(settings)})
+    mapping = merge(mapping, {"recipe": recipe, **drop_unset(settings)})
     mapping = apply_overrides(mapping, overrides)
     config = build(TrainConfig, mapping)
     config.validate()

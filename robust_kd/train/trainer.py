@@ -17,7 +17,7 @@ from ..device import autocast, device_name, resolve_device, uses_channels_last
 from ..errors import UserError
 from ..jpeg import initialize_tables, jpeg_layers
 from .evaluate import evaluate
-from .objective import CrossEntropy, Objective
+from .objective import CrossEntropy, Objective, StepInfo
 from .progress import Reporter
 from .recipe import TrainConfig
 from .run import RunFolder
@@ -36,6 +36,7 @@ class TrainState:
     best_epoch: int = 0
     train_seconds: float = 0.0
     jpeg_initial_tables: list[dict[str, Any]] = field(default_factory=list)
+    objective_state: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,8 +82,10 @@ class Trainer:
         objective: Objective | None = None,
         reporter: Reporter | None = None,
         metadata: dict[str, Any] | None = None,
+        summary_extra: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.summary_extra = summary_extra or {}
         self.dataset = dataset
         self.run = run
         self.objective = objective or CrossEntropy()
@@ -107,6 +110,8 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise UserError(f"the training split has no images; check the data set '{dataset.name}'")
+        if hasattr(self.objective, "bind"):
+            self.objective.bind(self)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """SGD for the network; Adam without weight decay for JPEG tables (JPEG-DL's split)."""
@@ -135,8 +140,16 @@ class Trainer:
         return lr
 
     def prepare(self, state: TrainState) -> None:
-        """Before the first epoch of a new run: data-driven initialisation of JPEG tables."""
-        if not self.jpeg_layers or state.epochs_done > 0:
+        """Before the first epoch of a new run: the objective's preparation (e.g. a distiller's
+        thresholds) and the data-driven initialisation of JPEG tables. On resume, restore them."""
+        if state.epochs_done > 0:
+            if hasattr(self.objective, "load_state_dict"):
+                self.objective.load_state_dict(state.objective_state)
+            return
+        if hasattr(self.objective, "prepare"):
+            self.objective.prepare(self)
+            state.objective_state = self.objective.state_dict()
+        if not self.jpeg_layers:
             return
         jpeg = self.config.jpeg
         count = min(jpeg.init_images, self.dataset.train_images.shape[0])
@@ -178,6 +191,7 @@ class Trainer:
             "recipe": self.config.as_dict(),
             "epoch": state.epochs_done,
             "test_accuracy": last.get("test_accuracy"),
+            **self.summary_extra,
             **self.metadata,
         }
 
@@ -225,10 +239,12 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 25
         started = time.perf_counter()
         last_refresh = started
-        for step, (images, labels) in enumerate(self.train_loader.epoch(epoch)):
-            lr = self._set_learning_rates(epoch + step / steps)
+        for step, batch in enumerate(self.train_loader.batches(epoch)):
+            info = StepInfo(epoch, step, steps, self.config.epochs, self.config.seed)
+            lr = self._set_learning_rates(info.progress)
+            labels = batch.labels
             with autocast(self.device):
-                logits, terms = self.objective(self.model, images, labels)
+                logits, terms = self.objective(self.model, batch, info)
             loss = sum(terms.values())
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
@@ -278,6 +294,8 @@ class Trainer:
                 with autocast(self.device):
                     record.update(evaluate(self.model, self.test_loader, prefix="test_"))
                 record.update(self.jpeg_table_shift(state))
+                if hasattr(self.objective, "epoch_metrics"):
+                    record.update(self.objective.epoch_metrics())
                 state.epochs_done = epoch + 1
                 state.train_seconds += record["train_seconds"]
                 improved = record["test_accuracy"] > state.best_accuracy
@@ -311,4 +329,6 @@ class Trainer:
             "checkpoint": str(self.run.last_checkpoint),
             "best_checkpoint": str(self.run.best_checkpoint),
             **{k: v for k, v in last.items() if k.startswith("jpeg_table_shift")},
+            **{k: v for k, v in last.items() if k.startswith("teacher_cache")},
+            **self.summary_extra,
         }
