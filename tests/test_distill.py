@@ -402,3 +402,20 @@ def test_distill_cli_and_its_bad_inputs(teacher_checkpoint, tmp_path, capsys):
     assert main(["distill", "--student", "resnet8"]) == 2 and "needs --teacher" in capsys.readouterr().err
     assert main(["distill", "--list", "--json"]) == 0
     assert {r["method"] for r in json.loads(capsys.readouterr().out)} == set(list_methods())
+
+
+def test_the_methods_document_is_current():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_methods_doc.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, "docs/methods.md is out of date: run python scripts/make_methods_doc.py"
+
+
+def test_jpegdl_models_distil_as_teacher_and_as_student(tmp_path):
+    teacher = train("jpegdl_resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=tmp_path)
+    summary = distill(teacher["checkpoint"], "jpegdl_resnet8", "wttm", "synthetic", "quick",
+                      overrides=SMALL + ["epochs=1"], runs_dir=tmp_path)
+    assert summary["teacher"]["arch"] == "jpegdl_resnet8" and "jpeg_table_shift" in summary
+    assert "input_layer.luma_table" in read_checkpoint(summary["checkpoint"])["model"]

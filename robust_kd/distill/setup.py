@@ -59,6 +59,8 @@ def published_options(method: str, teacher_arch: str, student_arch: str) -> tupl
         if pair in pairs:
             options.update(pairs[pair])
             where += f" (pair {pair})"
+        elif pairs:
+            where += f" (no published values for {pair}: the file's defaults; consider tuning them)"
     return options, where
 
 
@@ -101,7 +103,7 @@ def prepare_distillation(
     """Check the teacher, data and options before touching a run folder; return the trainer."""
     from ..checkpoint import load_model, read_checkpoint
     from ..data import BatchLoader, load_dataset
-    from ..device import resolve_device
+    from ..device import autocast, resolve_device
     from ..models import create_model
     from ..train import RunFolder, Trainer, evaluate
     from .objective import DistillationObjective
@@ -121,8 +123,6 @@ def prepare_distillation(
         )
     teacher = load_model(teacher_path, torch_device)
     test = BatchLoader(dataset.test_images, dataset.test_labels, batch_size=config.eval_batch_size, device=torch_device)
-    from ..device import autocast
-
     with autocast(torch_device):
         teacher_accuracy = evaluate(teacher, test)["accuracy"]
     torch.manual_seed(config.seed)
