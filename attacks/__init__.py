@@ -1,1 +1,26 @@
-"""Adversarial attacks and robustness evaluation for any nn.Module mapping [0, 1] images to logits."""
+"""Adversarial attacks and robustness evaluation for any nn.Module mapping [0, 1] images to logits.
+
+    from attacks import evaluate
+    result = evaluate(model, x, y, suite="autoattack", eps=8/255, norm="Linf")
+    result.robust_accuracy, result.flags, result.to_dict()
+
+This package stands alone: it never imports the robust-kd application.
+"""
+
+from . import apgd, fgsm, pgd, square, transfer  # noqa: F401  (registration)
+from .adaptive import BPDA, EOT
+from .checks import ModelOutputError
+from .core import Attack, AttackError, CountingModel, dlr_loss, margin_loss, project
+from .evaluate import evaluate
+from .fgsm import FGSM
+from .pgd import PGD
+from .results import AttackRecord, EvaluationResult, Flag, eps_label
+from .transfer import Ensemble, Transfer, transfer_matrix
+from .suites import ATTACKS, SUITES, Suite, SuiteStep, build_suite, list_suites, make_attack, register_attack, register_suite
+from . import builtin_suites  # noqa: F401,E402  (registration; after the attacks)
+
+__all__ = [
+    "ATTACKS", "SUITES", "Attack", "AttackError", "AttackRecord", "BPDA", "CountingModel", "EOT", "EvaluationResult",
+    "FGSM", "Flag", "ModelOutputError", "PGD", "Suite", "SuiteStep", "build_suite", "dlr_loss", "eps_label", "evaluate",
+    "list_suites", "make_attack", "Ensemble", "Transfer", "transfer_matrix", "margin_loss", "project", "register_attack", "register_suite",
+]

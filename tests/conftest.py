@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -66,3 +67,44 @@ def write_cifar100(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tup
 @pytest.fixture
 def runs_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+class TinyCNN(torch.nn.Module):
+    """A small Fashion-MNIST classifier for attack tests: fast, and trained enough to be attacked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        )
+        self.head = torch.nn.Linear(32 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((x - 0.3) / 0.35).flatten(1))
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """(TinyCNN trained for 2 epochs on the embedded Fashion-MNIST train split, test images in [0, 1],
+    test labels). Deterministic: fixed seed, single-threaded order of batches."""
+    from robust_kd.data import load_dataset
+
+    data = load_dataset("embedded")
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TinyCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    images, labels = data.train_images.float() / 255, data.train_labels
+    for _ in range(2):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), 128):
+            rows = order[start:start + 128]
+            loss = torch.nn.functional.cross_entropy(model(images[rows]), labels[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model, data.test_images.float() / 255, data.test_labels.long()

@@ -12,6 +12,7 @@ from typing import Sequence
 import click
 
 from ..errors import UserError
+from .attack_cmd import attack, transfer
 from .data_cmd import data
 from .distill_cmd import distill
 from .models_cmd import models
@@ -29,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (models, data, train, distill):
+for command in (models, data, train, distill, attack, transfer):
     cli.add_command(command)
 
 

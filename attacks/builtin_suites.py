@@ -1,0 +1,104 @@
+"""The named suites: fast, pgd, autoattack, blackbox, transfer, adaptive.
+
+Builders take eps, norm, seed, num_classes and optional context (``surrogates`` for transfer;
+``views`` for adaptive: {label: model → model wrapper}). Attacks a suite needs but this version
+of the library lacks make the builder fail with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from .core import AttackError
+from .suites import ATTACKS, Suite, SuiteStep, make_attack, register_suite
+
+
+def _need(*names: str) -> None:
+    missing = [n for n in names if n not in ATTACKS]
+    if missing:
+        raise AttackError(f"this suite needs the attacks {', '.join(missing)}, which are not available")
+
+
+@register_suite("fast")
+def fast(*, eps: float, norm: str, seed: int, num_classes: int,
+         surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """PGD-20 then FGSM on what PGD left: FGSM breaking more would flag failing gradients."""
+    return Suite("fast", [
+        SuiteStep("pgd-20", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=20, alpha=eps / 8)),
+        SuiteStep("fgsm", make_attack("fgsm", eps=eps, norm=norm, seed=seed), kind="single-step"),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("pgd")
+def pgd(*, eps: float, norm: str, seed: int, num_classes: int,
+        surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """PGD-50 with 3 restarts (CE), then PGD-50 on the margin loss."""
+    return Suite("pgd", [
+        SuiteStep("pgd-50-ce", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10, restarts=3)),
+        SuiteStep("pgd-50-margin", make_attack("pgd", eps=eps, norm=norm, seed=seed + 1, steps=50, alpha=eps / 10,
+                                               loss="margin")),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("adaptive")
+def adaptive(*, eps: float, norm: str, seed: int, num_classes: int,
+             views: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
+             surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """PGD-50 through each view of the model (BPDA or EOT wrappers), then on the model itself."""
+    steps = [SuiteStep(f"pgd-50 [{label}]", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10),
+                       view=view, kind="adaptive") for label, view in (views or {}).items()]
+    steps.append(SuiteStep("pgd-50", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10)))
+    steps.append(SuiteStep("square-1000", make_attack("square", eps=eps, norm=norm, seed=seed, queries=1000),
+                           kind="black-box"))
+    steps.extend(_transfer_steps(eps, norm, seed, surrogates))
+    return Suite("adaptive", steps)
+
+
+def _transfer_steps(eps: float, norm: str, seed: int, surrogates: dict[str, nn.Module] | None) -> list[SuiteStep]:
+    """One transfer step from all surrogates together (an ensemble transfers best)."""
+    if not surrogates:
+        return []
+    names = list(surrogates)
+    attack = make_attack("transfer", eps=eps, norm=norm, seed=seed, surrogates=list(surrogates.values()),
+                         surrogate_names=names, steps=20)
+    return [SuiteStep(f"transfer [{'+'.join(names)}]", attack, kind="transfer")]
+
+
+@register_suite("autoattack")
+def autoattack(*, eps: float, norm: str, seed: int, num_classes: int,
+               surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """AutoAttack, version 'standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
+    queries), each on the points the earlier ones left robust. Transfer from ``surrogates``, when
+    given, runs last (for JPEG-DL models: the twin without the JPEG layer)."""
+    _need("apgd", "apgd-t", "fab-t", "square")
+    targets = max(min(9, num_classes - 1), 1)
+    return Suite("autoattack", [
+        SuiteStep("apgd-ce", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="ce")),
+        SuiteStep("apgd-t", make_attack("apgd-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
+        SuiteStep("fab-t", make_attack("fab-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
+        SuiteStep("square", make_attack("square", eps=eps, norm=norm, seed=seed, queries=5000), kind="black-box"),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("blackbox")
+def blackbox(*, eps: float, norm: str, seed: int, num_classes: int,
+             surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """Square with 5000 queries, then transfer from the surrogates (if any): no gradient of the model."""
+    return Suite("blackbox", [
+        SuiteStep("square", make_attack("square", eps=eps, norm=norm, seed=seed, queries=5000), kind="black-box"),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("transfer")
+def transfer(*, eps: float, norm: str, seed: int, num_classes: int,
+             surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """Only transfer from the surrogate models."""
+    if not surrogates:
+        raise AttackError("the 'transfer' suite needs surrogate models (surrogates={name: model})")
+    return Suite("transfer", _transfer_steps(eps, norm, seed, surrogates))

@@ -1,0 +1,157 @@
+"""Shared pieces of every attack: norms and projections, losses, the counting model wrapper, and
+the :class:`Attack` base class with its uniform call ``attack(model, x, y) -> x_adv``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("Linf", "L2")
+
+
+class AttackError(ValueError):
+    """A bad attack setting (norm, eps, steps): the message says what to change."""
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def flat_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = x.flatten(1)
+    return flat.abs().amax(dim=1) if norm == "Linf" else flat.norm(dim=1)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
+    """Back into the eps-ball around x (Linf: clamp; L2: rescale) and into [0, 1]."""
+    delta = x_adv - x
+    if norm == "Linf":
+        eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+        eps_t = eps_t.view(-1, *([1] * (x.dim() - 1))) if eps_t.dim() else eps_t
+        delta = torch.maximum(torch.minimum(delta, eps_t), -eps_t)
+    else:
+        norms = flat_norm(delta, "L2").clamp_min(1e-12)
+        eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand_as(norms)
+        factor = torch.minimum(torch.ones_like(norms), eps_t / norms)
+        delta = delta * factor.view(-1, *([1] * (x.dim() - 1)))
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def normalized_step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit size in the norm: sign for Linf, grad/‖grad‖₂ for L2."""
+    if norm == "Linf":
+        return grad.sign()
+    return grad / flat_norm(grad, "L2").clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+
+
+# ---------------------------------------------------------------- losses
+
+
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """max_{j≠y} z_j − z_y per sample (positive = misclassified)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -torch.inf).amax(dim=1)
+    return other - true
+
+
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce and Hein 2020), untargeted, per sample."""
+    ordered, _ = logits.sort(dim=1)
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    top_is_true = (ordered[:, -1] == true).to(logits.dtype)
+    best_other = ordered[:, -2] * top_is_true + ordered[:, -1] * (1.0 - top_is_true)
+    return -(true - best_other) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2), per sample."""
+    ordered, _ = logits.sort(dim=1)
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    return -(true - target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+# ---------------------------------------------------------------- the model, counted
+
+
+class CountingModel(nn.Module):
+    """Wraps a model to count forward and backward passes per image (for the results' cost fields)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = 0
+        self.backwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += x.shape[0]
+        out = self.model(x)
+        if out.requires_grad:
+            batch = x.shape[0]
+
+            def count(grad: torch.Tensor) -> torch.Tensor:
+                self.backwards += batch
+                return grad
+
+            out.register_hook(count)
+        return out
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- the attack base class
+
+
+@dataclass
+class Attack:
+    """Base of every attack: settings as fields, ``attack(model, x, y, index) -> x_adv``.
+
+    ``model`` maps images in [0, 1] to logits and is in eval mode; ``index`` (B) are the points'
+    indices in the evaluation, which seed their randomness (see :mod:`attacks.rng`); without it
+    the batch positions are used. ``x_adv`` stays in [0, 1] and within ``eps`` of ``x``.
+    """
+
+    eps: float = 8 / 255
+    norm: str = "Linf"
+    seed: int = 0
+    name: ClassVar[str] = "attack"
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    white_box: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.norm not in self.norms:
+            raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'")
+        limit = 1.0 if self.norm == "Linf" else 1e3
+        if not 0.0 <= float(self.eps) <= limit:
+            raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, got {self.eps}")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        if index is None:
+            index = torch.arange(x.shape[0], device=x.device)
+        if x.shape[0] == 0:
+            return x.clone()
+        return self.perturb(model, x, y, index.to(x.device))
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        from dataclasses import asdict
+
+        return {"attack": self.name, **asdict(self)}
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-sample loss, logits, d(sum loss)/dx) at x."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    loss = loss_fn(logits.float())
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), logits.detach(), grad.detach()

@@ -1,0 +1,304 @@
+"""Run a suite the AutoAttack way: per-point verdicts, each attack only on still-robust points.
+
+Points wrong on clean input are not attacked. Each step of the suite runs on the points no earlier
+step broke; a point's verdict is "robust" only if every step failed on it, and the step that broke
+it is recorded. Robust accuracy is therefore the point-wise worst case over the suite.
+
+With ``state_path`` the evaluation writes its state after every batch (atomically) and a rerun
+continues where it stopped; because every random choice is tied to a point's index
+(:mod:`attacks.rng`), the resumed evaluation gives exactly the answer of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from . import checks
+from .adaptive import BPDA
+from .core import AttackError, CountingModel, model_device
+from .pgd import PGD
+from .results import AttackRecord, EvaluationResult, Flag
+from .suites import DEFAULT_EPS, Suite, build_suite
+
+WHITE_BOX_KINDS = ("white-box", "adaptive")
+GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
+SANITY_POINTS = 32
+BLACK_BOX_TOLERANCE = 0.002  # AutoAttack's check_square_sr threshold (share of all points)
+
+
+class Progress(Protocol):
+    def attack_started(self, label: str, points: int) -> None: ...
+    def points_done(self, label: str, done: int, robust: int, total: int) -> None: ...
+    def attack_finished(self, record: AttackRecord, robust: int, total: int) -> None: ...
+
+
+class _Silent:
+    def attack_started(self, label: str, points: int) -> None: ...
+    def points_done(self, label: str, done: int, robust: int, total: int) -> None: ...
+    def attack_finished(self, record: AttackRecord, robust: int, total: int) -> None: ...
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "torch": str(torch.__version__)}
+    for package in ("robust-kd", "torchattacks", "pyautoattack"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
+
+
+class _State:
+    """What an evaluation has decided so far; saved as JSON for resuming."""
+
+    def __init__(self, path: Path | None, key: dict[str, Any]) -> None:
+        self.path, self.key = path, key
+        self.robust: list[bool] = []
+        self.broken_by: list[str | None] = []
+        self.attacked: dict[str, list[int]] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.flags: list[dict[str, Any]] = []
+        self.clean_done = False
+        self.last_save = 0.0
+        if path is not None and path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("key") != key:
+                raise AttackError(
+                    f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "
+                    "delete it to start over"
+                )
+            for name in ("robust", "broken_by", "attacked", "records", "flags", "clean_done"):
+                setattr(self, name, data[name])
+
+    def save(self, force: bool = False) -> None:
+        if self.path is None or (not force and time.monotonic() - self.last_save < 2.0):
+            return
+        _write_json(self.path, {"key": self.key, "robust": self.robust, "broken_by": self.broken_by,
+                                "attacked": self.attacked, "records": self.records, "flags": self.flags,
+                                "clean_done": self.clean_done})
+        self.last_save = time.monotonic()
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    suite: str | Suite | Mapping[str, Any] = "autoattack",
+    *,
+    eps: float | Sequence[float] | None = None,
+    norm: str = "Linf",
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    state_path: str | Path | None = None,
+    progress: Progress | None = None,
+    keep_examples: bool = False,
+    sanity_checks: bool = True,
+    bpda: nn.Module | None = None,
+    **suite_context: Any,
+) -> EvaluationResult | list[EvaluationResult]:
+    """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
+
+    ``eps`` may be a list: the result is then one :class:`EvaluationResult` per eps (the
+    accuracy-vs-eps curve), with a monotonicity flag where the curve rises. ``n`` takes the first
+    n points. ``suite_context`` reaches suite builders (e.g. ``surrogates`` for transfer).
+
+    ``bpda``: a differentiable stand-in for ``model`` (same outputs, or nearly). Gradient-based
+    steps then compute the forward pass on ``model`` and the backward pass on ``bpda`` (BPDA);
+    the verdicts are always ``model``'s own.
+    """
+    if eps is not None and not isinstance(eps, (int, float)):
+        values = [float(e) for e in eps]
+        paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
+        results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
+                            progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
+                            bpda=bpda, **suite_context) for i, (e, p) in enumerate(zip(values, paths))]
+        flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
+        if flag is not None:
+            for result in results:
+                result.flags.append(flag)
+        return results
+    if norm not in DEFAULT_EPS:
+        raise AttackError(f"norm must be one of {', '.join(DEFAULT_EPS)}, got '{norm}'")
+    eps = DEFAULT_EPS[norm] if eps is None else float(eps)
+    if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+        raise AttackError(f"need images B×C×H×W and B labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if n is not None:
+        x, y = x[:n], y[:n]
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise AttackError("images must lie in [0, 1]; models own their normalization")
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
+                         keep_examples, sanity_checks, bpda, suite_context)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
+              sanity_checks, bpda, suite_context) -> EvaluationResult:
+    started = time.perf_counter()
+    counting = CountingModel(model)
+    total = len(y)
+    with torch.no_grad():
+        probe = model(x[: min(batch_size, total)].to(device)).float()
+    checks.check_output(probe, y[: min(batch_size, total)].to(device))
+    built = build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1], **suite_context)
+    key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
+    state = _State(Path(state_path) if state_path is not None else None, key)
+    flags = [Flag(**f) for f in state.flags]
+    kept = x.clone() if keep_examples else None
+
+    if not state.clean_done:
+        correct = []
+        for start in range(0, total, batch_size):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            with torch.no_grad():
+                logits = counting(xb).float()
+            checks.check_output(logits, yb)
+            correct.append((logits.argmax(1) == yb).cpu())
+        clean = torch.cat(correct)
+        state.robust = clean.tolist()
+        state.broken_by = [None if c else "clean" for c in state.robust]
+        if sanity_checks:
+            first_x, first_y = x[: min(batch_size, total)].to(device), y[: min(batch_size, total)].to(device)
+            gradient_model = BPDA(model, bpda) if bpda is not None else model
+            for flag in (checks.probabilities_instead_of_logits(probe), checks.nondeterministic(model, first_x),
+                         checks.gradient_health(gradient_model, first_x, first_y)):
+                if flag is not None:
+                    flags.append(flag)
+        state.clean_done = True
+        state.flags = [asdict(f) for f in flags]
+        state.save(force=True)
+    clean_correct = [b is None or b != "clean" for b in state.broken_by]
+    clean_accuracy = sum(clean_correct) / max(total, 1)
+
+    try:
+        records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total)
+    except BaseException:
+        state.save(force=True)  # an interrupted evaluation keeps every finished batch
+        raise
+
+    flags.extend(_suite_flags(built, records, total, eps, norm))
+    if sanity_checks:
+        survivors = [i for i in range(total) if clean_correct[i]][:SANITY_POINTS]
+        if survivors:
+            rows = torch.tensor(survivors)
+            flag = checks.large_eps_attack_fails(
+                BPDA(counting, bpda) if bpda is not None else counting, x[rows].to(device), y[rows].to(device), norm,
+                lambda e: PGD(eps=e, norm=norm, steps=20, alpha=e / 8, loss="margin", seed=seed),
+            )
+            if flag is not None:
+                flags.append(flag)
+    robust = sum(state.robust) / max(total, 1)
+    return EvaluationResult(
+        suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
+        clean_accuracy=clean_accuracy, robust_accuracy=robust, attacks=records, flags=flags,
+        seconds=time.perf_counter() - started, forwards=counting.forwards, backwards=counting.backwards,
+        device=_device_name(device), versions=_versions(),
+        points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
+                "broken_by": list(state.broken_by)},
+        x_adv=kept,
+    )
+
+
+def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total) -> list[AttackRecord]:
+    records: list[AttackRecord] = []
+    for step in built.steps:
+        record = AttackRecord(step.label, step.attack.describe(), **state.records.get(step.label, {}))
+        done = set(state.attacked.get(step.label, []))
+        todo = [i for i in range(total) if state.robust[i] and i not in done]
+        if step.view is not None:
+            view = step.view(counting)
+        elif bpda is not None and step.kind in GRADIENT_KINDS:
+            view = BPDA(counting, bpda)
+        else:
+            view = counting
+        progress.attack_started(step.label, len(todo) + len(done))
+        for start in range(0, len(todo), batch_size):
+            rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
+            xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
+            tick, forwards, backwards = time.perf_counter(), counting.forwards, counting.backwards
+            x_adv = step.attack(view, xb, yb, index).detach()
+            invalid = checks.invalid_examples(x_adv, xb, eps, norm)
+            with torch.no_grad():
+                wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
+            record.points_attacked += len(rows)
+            record.points_broken += int(wrong.sum())
+            record.invalid_examples += int(invalid.sum())
+            record.seconds += time.perf_counter() - tick
+            record.forwards += counting.forwards - forwards
+            record.backwards += counting.backwards - backwards
+            for i in rows[wrong.cpu()].tolist():
+                state.robust[i] = False
+                state.broken_by[i] = step.label
+            if kept is not None:
+                kept[rows[wrong.cpu()]] = x_adv[wrong].cpu()
+            state.attacked.setdefault(step.label, []).extend(rows.tolist())
+            state.records[step.label] = {k: v for k, v in asdict(record).items() if k not in ("label", "settings")}
+            state.save()
+            progress.points_done(step.label, record.points_attacked, sum(state.robust), total)
+        record.robust_accuracy_after = sum(state.robust) / max(total, 1)
+        state.records[step.label] = {k: v for k, v in asdict(record).items() if k not in ("label", "settings")}
+        state.save(force=True)
+        records.append(record)
+        progress.attack_finished(record, sum(state.robust), total)
+    return records
+
+
+def _suite_flags(suite: Suite, records: list[AttackRecord], total: int, eps: float, norm: str) -> list[Flag]:
+    """Flags that compare the steps of a suite with each other."""
+    flags = []
+    kinds = {step.label: step.kind for step in suite.steps}
+    seen_white = False
+    for record in records:
+        kind = kinds[record.label]
+        if kind in WHITE_BOX_KINDS:
+            seen_white = True
+        elif kind == "single-step" and seen_white and record.points_broken:
+            flags.append(Flag("iterative_weaker_than_single_step",
+                              f"{record.label} broke {record.points_broken} points that the iterative attacks before "
+                              "it left robust: the iterative attacks are failing (gradient masking or too few steps)",
+                              {"attack": record.label, "points": record.points_broken}))
+        elif kind in ("black-box", "transfer") and seen_white and record.points_broken > BLACK_BOX_TOLERANCE * total:
+            flags.append(Flag("black_box_beats_white_box",
+                              f"{record.label} broke {record.points_broken} points ({100 * record.points_broken / total:.1f}%) "
+                              "that the white-box attacks left robust: the white-box evaluation may be unreliable",
+                              {"attack": record.label, "points": record.points_broken}))
+        if record.invalid_examples:
+            flags.append(Flag("adversarial_examples_outside_the_ball",
+                              f"{record.label} returned {record.invalid_examples} examples outside the {norm} ball of "
+                              f"radius {eps:g} or outside [0, 1]; they were not counted",
+                              {"attack": record.label, "points": record.invalid_examples}))
+    return flags

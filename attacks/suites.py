@@ -1,0 +1,133 @@
+"""Attack and suite registries.
+
+A suite is an ordered list of steps; :func:`attacks.evaluate` runs each step only on the points
+every earlier step left robust. A step is an attack plus, optionally, a *view*: the model the
+attack computes gradients or queries on (a BPDA or EOT wrapper, a surrogate), while the verdict
+is always taken on the evaluated model itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from .core import Attack, AttackError
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def attack_class(name: str) -> type[Attack]:
+    try:
+        return ATTACKS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(ATTACKS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise AttackError(f"unknown attack '{name}'{hint}; choose one of: {', '.join(sorted(ATTACKS))}") from None
+
+
+def make_attack(name: str, **settings: Any) -> Attack:
+    cls = attack_class(name)
+    fields = set(cls.__dataclass_fields__)
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise AttackError(f"attack '{name}' has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(fields))}")
+    return cls(**settings)
+
+
+@dataclass
+class SuiteStep:
+    label: str
+    attack: Attack
+    view: Callable[[nn.Module], nn.Module] | None = None  # the model the attack sees; None: the model itself
+    kind: str = "white-box"  # white-box, single-step, black-box, transfer, adaptive
+
+
+@dataclass
+class Suite:
+    name: str
+    steps: list[SuiteStep] = field(default_factory=list)
+
+
+SuiteBuilder = Callable[..., Suite]
+SUITES: dict[str, SuiteBuilder] = {}
+DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
+
+
+def register_suite(name: str) -> Callable[[SuiteBuilder], SuiteBuilder]:
+    def wrap(builder: SuiteBuilder) -> SuiteBuilder:
+        SUITES[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_suites() -> list[str]:
+    return sorted(SUITES)
+
+
+def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str, seed: int,
+                num_classes: int, **context: Any) -> Suite:
+    """A suite by name (registry), from a mapping (user-defined, e.g. YAML), or as given."""
+    if isinstance(suite, Suite):
+        return suite
+    if isinstance(suite, Mapping):
+        return suite_from_mapping(suite, eps=eps, norm=norm, seed=seed, **context)
+    if suite not in SUITES:
+        close = difflib.get_close_matches(suite, list(SUITES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise AttackError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(list_suites())}")
+    return SUITES[suite](eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
+
+
+SUITE_KEYS = {"name", "description", "attacks", "transfer"}
+
+
+def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: int,
+                       surrogates: Mapping[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """A user-defined suite: ``{name, attacks: [{attack: <name>, label: …, <setting>: …}], transfer}``.
+
+    eps, norm and seed are filled in; ``alpha_fraction: f`` sets ``alpha = f·eps``, ``seed_offset: k``
+    gives the attack seed + k; ``transfer: true``
+    appends a transfer step from the surrogate models when there are any.
+    """
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise AttackError(f"unknown suite key(s) {', '.join(unknown)}; a suite has: {', '.join(sorted(SUITE_KEYS))}")
+    if not isinstance(data.get("attacks"), list) or not data["attacks"]:
+        raise AttackError("a suite needs a non-empty list 'attacks' of {attack: <name>, <setting>: <value>}")
+    steps = []
+    for entry in data["attacks"]:
+        if not isinstance(entry, Mapping):
+            raise AttackError(f"suite entry {entry!r} must be a mapping like {{attack: pgd, steps: 20}}")
+        entry = dict(entry)
+        name = entry.pop("attack", None)
+        if name is None:
+            raise AttackError(f"suite entry {entry} has no 'attack' name")
+        label = str(entry.pop("label", name))
+        if "alpha_fraction" in entry:
+            entry["alpha"] = float(entry.pop("alpha_fraction")) * eps
+        offset = int(entry.pop("seed_offset", 0))
+        attack = make_attack(name, **{"eps": eps, "norm": norm, "seed": seed + offset, **entry})
+        steps.append(SuiteStep(label, attack, kind=kind_of(attack)))
+    if data.get("transfer") and surrogates:
+        names = list(surrogates)
+        attack = make_attack("transfer", eps=eps, norm=norm, seed=seed, surrogates=list(surrogates.values()),
+                             surrogate_names=names)
+        steps.append(SuiteStep(f"transfer [{'+'.join(names)}]", attack, kind="transfer"))
+    return Suite(str(data.get("name", "custom")), steps)
+
+
+def kind_of(attack: Attack) -> str:
+    if attack.name == "transfer":
+        return "transfer"
+    if not attack.white_box:
+        return "black-box"
+    return "single-step" if getattr(attack, "single_step", False) else "white-box"

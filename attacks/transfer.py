@@ -1,0 +1,132 @@
+"""Transfer attacks: adversarial examples made on surrogate models, judged on the target.
+
+The examples come from momentum iterative gradient ascent (MI-FGSM, Dong et al., CVPR 2018; with
+``momentum=0`` it is plain PGD without random start) on the mean logits of one or more surrogates
+(an ensemble transfers better, Liu et al., ICLR 2017). The target model is only queried for the
+verdict, so this is a black-box attack on the target. All steps run: stopping when the surrogate is
+fooled would leave the example on the surrogate's boundary, where it transfers worst.
+
+:func:`transfer_matrix` gives the success rate of examples made on each source against each target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core import Attack, AttackError, flat_norm, margin_loss, model_device, normalized_step, project
+from .suites import register_attack
+
+
+class Ensemble(nn.Module):
+    """Mean logits of several models (each mapping [0, 1] images to logits)."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise AttackError("a transfer attack needs at least one surrogate model")
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(dim=0)
+
+
+@register_attack
+@dataclass
+class Transfer(Attack):
+    """``attack(target, x, y)``: MI-FGSM on ``surrogates`` for ``steps`` steps of ``alpha``."""
+
+    surrogates: Sequence[nn.Module] = field(default_factory=tuple, repr=False)
+    surrogate_names: Sequence[str] = ()
+    steps: int = 20
+    alpha: float | None = None
+    momentum: float = 1.0
+    loss: Literal["ce", "margin"] = "ce"
+    name = "transfer"
+    white_box = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.surrogates:
+            raise AttackError("the transfer attack needs surrogate models: pass surrogates=[model, ...]")
+
+    def describe(self) -> dict:
+        return {"attack": self.name, "eps": self.eps, "norm": self.norm, "seed": self.seed, "steps": self.steps,
+                "alpha": self.alpha if self.alpha is not None else self.eps / self.steps * 1.25,
+                "momentum": self.momentum, "loss": self.loss,
+                "surrogates": list(self.surrogate_names) or [type(m).__name__ for m in self.surrogates]}
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ensemble = Ensemble(list(self.surrogates)).to(x.device)
+        training = [m.training for m in ensemble.members]
+        ensemble.eval()
+        try:
+            return craft(ensemble, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                         alpha=self.alpha if self.alpha is not None else 1.25 * self.eps / self.steps,
+                         momentum=self.momentum, loss=self.loss)
+        finally:
+            for member, was in zip(ensemble.members, training):
+                member.train(was)
+
+
+def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, steps: int, alpha: float,
+          momentum: float, loss: str) -> torch.Tensor:
+    """MI-FGSM: g ← μ·g + ∇/‖∇‖₁, x ← Π(x + α·step(g)); every step, every point."""
+    x_adv = x.clone()
+    velocity = torch.zeros_like(x)
+    for _ in range(steps):
+        current = x_adv.detach().requires_grad_(True)
+        logits = model(current).float()
+        values = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
+        (grad,) = torch.autograd.grad(values.sum(), current)
+        l1 = grad.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        velocity = momentum * velocity + grad / l1
+        x_adv = project(current.detach() + alpha * normalized_step(velocity, norm), x, eps, norm)
+    return x_adv.detach()
+
+
+def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor,
+                    y: torch.Tensor, *, eps: float, norm: str = "Linf", steps: int = 20, momentum: float = 1.0,
+                    batch_size: int = 256, progress=None) -> dict:
+    """Success rate of examples made on each source (white-box on it) against each target.
+
+    A cell counts the points the target classifies correctly on clean input and the share of them
+    the source's examples make it misclassify. The diagonal is the white-box success rate.
+    """
+    if norm not in ("Linf", "L2"):
+        raise AttackError(f"norm must be Linf or L2, got '{norm}'")
+    cells: dict[str, dict[str, dict[str, float | int]]] = {}
+    for source_name, source in sources.items():
+        device = model_device(source)
+        source.eval()
+        made = []
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            made.append(craft(source, xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
+                              momentum=momentum, loss="ce").cpu())
+            if progress is not None:
+                progress(source_name, min(start + batch_size, len(y)), len(y))
+        x_adv = torch.cat(made)
+        assert bool((flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all())
+        row = {}
+        for target_name, target in targets.items():
+            target.eval()
+            tdevice = model_device(target)
+            clean_ok, fooled = [], []
+            with torch.no_grad():
+                for start in range(0, len(y), batch_size):
+                    yb = y[start:start + batch_size].to(tdevice)
+                    clean_ok.append((target(x[start:start + batch_size].to(tdevice)).argmax(1) == yb).cpu())
+                    fooled.append((target(x_adv[start:start + batch_size].to(tdevice)).argmax(1) != yb).cpu())
+            ok, bad = torch.cat(clean_ok), torch.cat(fooled)
+            attacked = int(ok.sum())
+            broken = int((ok & bad).sum())
+            row[target_name] = {"points": attacked, "broken": broken,
+                                "success_rate": broken / attacked if attacked else 0.0}
+        cells[source_name] = row
+    return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "n_examples": len(y),
+            "sources": list(sources), "targets": list(targets), "cells": cells}

@@ -1,0 +1,234 @@
+"""``robust-kd attack`` and ``robust-kd transfer``: robustness of trained or pretrained models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .. import console
+from .output import print_json, print_line, print_table
+
+
+class AttackProgress:
+    """Per-attack progress: a rich bar on a terminal, a line per finished attack when piped."""
+
+    def __init__(self, variant: str = "") -> None:
+        self.variant = variant
+        self.bar = None
+        self.task = None
+        if console.interactive():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console.stderr(),
+                                transient=False)
+            self.bar.start()
+
+    def _name(self, label: str) -> str:
+        return f"{self.variant} · {label}" if self.variant and self.variant != "model" else label
+
+    def attack_started(self, label: str, points: int) -> None:
+        if self.bar is not None:
+            self.task = self.bar.add_task(self._name(label), total=max(points, 1), status="")
+
+    def points_done(self, label: str, done: int, robust: int, total: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=done,
+                            status=f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)")
+
+    def attack_finished(self, record: Any, robust: int, total: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=max(record.points_attacked, 1),
+                            status=f"broke {record.points_broken}; robust {robust}/{total} "
+                                   f"({100 * robust / max(total, 1):.1f}%)")
+        else:
+            console.stderr().print(
+                f"{self._name(record.label)}: attacked {record.points_attacked}, broke {record.points_broken}, "
+                f"robust {robust}/{total} ({100 * robust / max(total, 1):.1f}%) in {record.seconds:.1f}s", markup=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class _VariantProgress:
+    """Routes the evaluation's callbacks to a progress display labelled with the current variant."""
+
+    def __init__(self) -> None:
+        self.current = AttackProgress()
+
+    def notify(self, text: str) -> None:
+        self.current.close()
+        variant = text.split(":", 1)[0] if text else ""
+        self.current = AttackProgress(variant)
+        if text:
+            console.stderr().print(text, markup=False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
+
+@click.command()
+@click.option("--model", "-m", "model_spec", required=True, metavar="NAME|CHECKPOINT|RUN",
+              help="An architecture (its newest run under --runs-dir), a checkpoint, a run folder, or a pretrained "
+                   "model (autoattack_resnet18_cifar10).")
+@click.option("--suite", "-s", default="fast", show_default=True, metavar="NAME|YAML",
+              help="autoattack, pgd, fast, blackbox, transfer, adaptive, or a YAML suite file.")
+@click.option("--eps", metavar="EPS[,EPS...]", help="Radius in [0, 1] pixel units, e.g. 8/255; a list gives a curve. "
+                                                     "Default: 8/255 (Linf) or 0.5 (L2).")
+@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--n", "n", type=int, help="Number of test points (the first n). Default: all.")
+@click.option("--data", "-d", metavar="NAME", help="Data set; default: the one the model was trained on.")
+@click.option("--data-root", metavar="FOLDER", help="Folder of the data set (e.g. a CIFAR-10 folder).")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
+@click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
+def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
+           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, list_suites: bool,
+           as_json: bool) -> None:
+    """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
+
+    Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
+    rerunning the same command resumes it. For jpegdl_* models both the soft and the hard (BPDA)
+    JPEG layer are attacked, with transfer from the network without its JPEG layer.
+
+    Example: robust-kd attack --model jpegdl_resnet8x4 --suite autoattack --n 200
+    """
+    from ..robustness import AttackRun, parse_eps, suite_source
+    from ..targets import resolve_model
+
+    if list_suites:
+        _print_catalogue()
+        return
+    target = resolve_model(model_spec, runs_dir)
+    run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device)
+    progress = _VariantProgress()
+    console.stderr().print(f"{target.name}: {target.source}", markup=False)
+    try:
+        path, content = run.execute(progress=progress, notify=progress.notify)
+    finally:
+        progress.current.close()
+    if as_json:
+        print_json(content)
+        return
+    _print_results(content)
+    print_line(f"results: {path}")
+
+
+def _pct(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _print_results(content: dict[str, Any]) -> None:
+    rows = []
+    for e in content["evaluations"]:
+        acc = e.get("autoattack_acc", e.get("robust_acc"))
+        rows.append((e["variant"], e["eps"], e["n_examples"], _pct(e["clean_acc"]), _pct(acc),
+                     f"{e['seconds']:.1f}", len(e["flags"])))
+    print_table(f"{content['name']} · suite {content['suite']} · {content['norm']} · {content['data']['name']} "
+                f"(seed {content['seed']}, {content['device']})",
+                ["variant", "eps", "points", "clean %", "robust %", "seconds", "flags"], rows,
+                right=("points", "clean %", "robust %", "seconds", "flags"))
+    attack_rows = []
+    for e in content["evaluations"]:
+        for a in e["attacks"]:
+            attack_rows.append((e["variant"], e["eps"], a["label"], a["points_attacked"], a["points_broken"],
+                                _pct(100 * a["robust_accuracy_after"]), a["forwards"], a["backwards"],
+                                f"{a['seconds']:.1f}"))
+    print_table("per attack (each on the points the earlier ones left robust)",
+                ["variant", "eps", "attack", "attacked", "broken", "robust after %", "forwards", "backwards", "seconds"],
+                attack_rows, right=("attacked", "broken", "robust after %", "forwards", "backwards", "seconds"))
+    for e in content["evaluations"]:
+        for flag in e["flags"]:
+            console.stdout().print(f"FLAG [{e['variant']}, eps {e['eps']}] {flag['code']}: {flag['message']}",
+                                   markup=False, style="bold yellow")
+
+
+def _print_catalogue() -> None:
+    import attacks
+
+    print_table("suites", ["name", "what it runs"],
+                [(name, " ".join((attacks.SUITES[name].__doc__ or "").split())) for name in attacks.list_suites()])
+    print_table("attacks (for YAML suites)", ["name", "norms", "settings"],
+                [(name, "/".join(cls.norms),
+                  ", ".join(f for f in cls.__dataclass_fields__ if f not in ("eps", "norm", "seed", "surrogates")))
+                 for name, cls in sorted(attacks.ATTACKS.items())])
+
+
+@click.command()
+@click.option("--source", "sources", required=True, metavar="A,B,...",
+              help="Models the adversarial examples are made on (names, checkpoints or run folders).")
+@click.option("--target", "targets", required=True, metavar="C,D,...", help="Models they are judged on.")
+@click.option("--eps", default=None, metavar="EPS", help="Default: 8/255 (Linf) or 0.5 (L2).")
+@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--steps", type=int, default=20, show_default=True, help="MI-FGSM steps on each source.")
+@click.option("--n", "n", type=int, default=500, show_default=True)
+@click.option("--data", "-d", metavar="NAME", help="Data set; default: the first source's.")
+@click.option("--data-root", metavar="FOLDER")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--out", metavar="JSON", help="Where to write the matrix; default: runs/transfer/<sources>-to-<targets>.json")
+@click.option("--json", "as_json", is_flag=True)
+def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int, n: int, data: str | None,
+             data_root: str | None, batch_size: int, device: str, runs_dir: str, out: str | None, as_json: bool) -> None:
+    """Transfer matrix: success rate of examples made on each source against each target.
+
+    Example: robust-kd transfer --source resnet32x4,resnet8x4 --target resnet8x4,jpegdl_resnet8x4 --n 200
+    """
+    from pathlib import Path
+
+    import attacks
+
+    from ..device import resolve_device
+    from ..errors import UserError
+    from ..fileio import write_json
+    from ..jpeg.variants import is_jpegdl
+    from ..robustness import check_eps, load_points, parse_eps
+    from ..targets import resolve_model
+
+    source_names = [s for s in sources.split(",") if s]
+    target_names = [t for t in targets.split(",") if t]
+    if not source_names or not target_names:
+        raise UserError("--source and --target each need at least one model, separated by commas")
+    resolved = {name: resolve_model(name, runs_dir) for name in dict.fromkeys(source_names + target_names)}
+    first = resolved[source_names[0]]
+    points = load_points(first, data, data_root, n)
+    for name, target in resolved.items():
+        load_points(target, points.data, data_root, 1)  # same channels and classes, or a clear error
+    eps_values = parse_eps(eps) or [attacks.suites.DEFAULT_EPS[norm]]
+    if len(eps_values) != 1:
+        raise UserError("--eps takes one value for a transfer matrix")
+    check_eps(eps_values, norm, int(points.x[0].numel()))
+    dev = resolve_device(device)
+    models = {name: t.model.to(dev).eval() for name, t in resolved.items()}
+    for name, model in models.items():
+        if is_jpegdl(model):
+            console.stderr().print(f"{name}: gradients through the soft JPEG layer when it is a source", markup=False)
+
+    def progress(source: str, done: int, total: int) -> None:
+        if done == total:
+            console.stderr().print(f"examples made on {source}: {total}", markup=False)
+
+    matrix = attacks.transfer_matrix({s: models[s] for s in source_names}, {t: models[t] for t in target_names},
+                                     points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
+                                     batch_size=batch_size, progress=progress)
+    matrix.update({"data": points.data, "device": str(dev),
+                   "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
+    path = Path(out) if out else Path(runs_dir) / "transfer" / (
+        f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
+        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}.json")
+    write_json(path, matrix)
+    if as_json:
+        print_json(matrix)
+        return
+    print_table(f"transfer success rate % ({norm}, eps {attacks.eps_label(eps_values[0], norm)}, "
+                f"{len(points.y)} points of {points.data}; rows: source, columns: target; diagonal: white-box)",
+                ["source \\ target", *target_names],
+                [(s, *(f"{100 * matrix['cells'][s][t]['success_rate']:.1f}" for t in target_names)) for s in source_names],
+                right=tuple(target_names))
+    print_line(f"matrix: {path}")

@@ -1,0 +1,85 @@
+"""The versions of a JPEG-DL model that a robustness evaluation must attack.
+
+A ``jpegdl_*`` model is an input-transformation defence, so one white-box number is not enough
+(Athalye et al. 2018; the robustness notes §5): the suites attack
+
+- ``soft``: the model as trained, with the differentiable soft quantizer (plain white-box);
+- ``hard``: the real codec (rounded indices, 8-bit samples), whose gradient is zero almost
+  everywhere; gradient attacks run through BPDA: the forward pass is the hard layer, the backward
+  pass that of the soft layer at the same input (``hard-bpda-identity``, in the adaptive suite,
+  uses the identity instead);
+- and both with transfer from the same network without its JPEG layer (the "twin").
+
+The BPDA substitution is made at the JPEG layer, not around the whole model, so the network's own
+gradient is taken at the hard layer's real output.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .layer import JpegLayer, jpeg_layers
+
+
+class BackwardSubstitute(nn.Module):
+    """out = s(x) + (f(x) − s(x)).detach(): the value of ``forward_layer``, the gradient of
+    ``backward_layer`` (the identity when None)."""
+
+    def __init__(self, forward_layer: nn.Module, backward_layer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.forward_layer = forward_layer
+        self.backward_layer = backward_layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            real = self.forward_layer(x)
+        stand_in = self.backward_layer(x) if self.backward_layer is not None else x
+        return stand_in + (real - stand_in).detach()
+
+
+def is_jpegdl(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "input_layer", None), JpegLayer)
+
+
+def _with_input_layer(model: nn.Module, layer: nn.Module | None) -> nn.Module:
+    twin = copy.copy(model)  # shares the network's parameters; only the input layer differs
+    twin._modules = dict(model._modules)
+    twin._modules["input_layer"] = layer
+    return twin
+
+
+def hard_layer(model: nn.Module) -> JpegLayer:
+    layer = copy.deepcopy(model.input_layer)
+    return layer.set_mode("hard")
+
+
+def soft_layer(model: nn.Module) -> JpegLayer:
+    layer = copy.deepcopy(model.input_layer)
+    return layer.set_mode("soft")
+
+
+def hard_model(model: nn.Module) -> nn.Module:
+    """The model with the real (hard) codec: what a deployment with JPEG files computes."""
+    return _with_input_layer(model, hard_layer(model))
+
+
+def hard_model_bpda(model: nn.Module, backward: str = "soft") -> nn.Module:
+    """Outputs exactly those of :func:`hard_model`; gradients through the soft layer or identity."""
+    stand_in = soft_layer(model) if backward == "soft" else None
+    return _with_input_layer(model, BackwardSubstitute(hard_layer(model), stand_in))
+
+
+def soft_model(model: nn.Module) -> nn.Module:
+    return _with_input_layer(model, soft_layer(model))
+
+
+def twin_without_jpeg(model: nn.Module) -> nn.Module:
+    """The same network without its JPEG layer (a transfer surrogate)."""
+    return _with_input_layer(model, None)
+
+
+__all__ = ["BackwardSubstitute", "hard_model", "hard_model_bpda", "is_jpegdl", "jpeg_layers", "soft_model",
+           "twin_without_jpeg"]

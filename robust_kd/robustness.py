@@ -1,0 +1,230 @@
+"""``robust-kd attack`` behind the command line: points, model variants, suites, results files.
+
+The attack library (:mod:`attacks`) knows nothing of runs; this module decides what to attack
+(for a ``jpegdl_*`` model: the soft layer, and the hard layer through BPDA, with transfer from the
+twin without the JPEG layer), where results go (``<run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json``)
+and how an interrupted evaluation resumes (per-variant state files in ``<run>/attacks/.state/``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import yaml
+from torch import nn
+
+import attacks
+from attacks import AttackError, ModelOutputError
+
+from .device import resolve_device
+from .errors import UserError
+from .fileio import write_json
+from .jpeg.variants import hard_model_bpda, is_jpegdl, twin_without_jpeg
+from .targets import ModelTarget
+
+MAX_LINF_EPS = 1.0
+
+
+def parse_eps(text: str | None) -> list[float] | None:
+    """'8/255', '2/255,4/255,8/255' or '0.5' → floats; None stays None (the norm's default)."""
+    if text is None:
+        return None
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            values.append(float(Fraction(part)))
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--eps: '{part}' is not a number; write e.g. 8/255 or 0.5, or a list 2/255,4/255,8/255") from None
+    return values
+
+
+def check_eps(values: list[float], norm: str, image_numel: int) -> None:
+    limit = MAX_LINF_EPS if norm == "Linf" else image_numel ** 0.5
+    for value in values:
+        if not 0 < value <= limit:
+            raise UserError(f"--eps {value:g} is out of range for {norm} on [0, 1] images: use a value in (0, {limit:g}] "
+                            f"(e.g. {'8/255' if norm == 'Linf' else '0.5'})")
+
+
+def suite_source(suite: str) -> str | dict[str, Any]:
+    """A registered suite name, or the mapping of a YAML suite file (a path, or a name in configs/suites/)."""
+    if suite in attacks.SUITES:
+        return suite
+    path = Path(suite)
+    if not path.is_file():
+        shipped = Path(str(resources.files("robust_kd.configs") / "suites" / f"{suite}.yaml"))
+        if not shipped.is_file():
+            import difflib
+
+            close = difflib.get_close_matches(suite, attacks.list_suites(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(attacks.list_suites())}, "
+                            "or give a YAML suite file (see configs/suites/example_custom.yaml)")
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}; check its YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"suite file '{path}' must hold a mapping with 'name' and 'attacks'")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def suite_name(source: str | Mapping[str, Any]) -> str:
+    return source if isinstance(source, str) else str(source["name"])
+
+
+@dataclass
+class Points:
+    x: torch.Tensor  # N×C×H×W float in [0, 1], on the CPU
+    y: torch.Tensor
+    data: str
+    class_names: tuple[str, ...]
+
+
+def load_points(target: ModelTarget, data: str | None, data_root: str | None, n: int | None) -> Points:
+    """The first ``n`` test points of the data set (the model's own by default)."""
+    from .data import load_dataset
+
+    name = data or target.data or "embedded"
+    root = data_root if data_root is not None else (target.data_root if name == target.data else None)
+    options = target.data_options if name == target.data else {}
+    dataset = load_dataset(name, root, **options)
+    images, labels = dataset.test_images, dataset.test_labels
+    if n is not None:
+        if n < 1:
+            raise UserError(f"--n must be at least 1, got {n}")
+        images, labels = images[:n], labels[:n]
+    model = target.model
+    channels = getattr(model, "in_channels", images.shape[1])
+    if images.shape[1] != channels:
+        raise UserError(f"{target.name} takes {channels}-channel images but {name} has {images.shape[1]} channels; "
+                        "attack it on the data it was trained on (--data)")
+    classes = getattr(model, "num_classes", len(dataset.class_names))
+    if classes != len(dataset.class_names):
+        raise UserError(f"{target.name} has {classes} classes but {name} has {len(dataset.class_names)}; "
+                        "attack it on the data it was trained on (--data)")
+    return Points(images.float() / 255.0, labels.long(), name, dataset.class_names)
+
+
+@dataclass
+class Variant:
+    """One model to evaluate, with what the suite may use around it."""
+
+    label: str
+    model: nn.Module
+    note: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def variants_of(target: ModelTarget, suite: str) -> list[Variant]:
+    model = target.model
+    if not is_jpegdl(model):
+        return [Variant("model", model, "the model as given")]
+    twin = {"twin-without-jpeg": twin_without_jpeg(model)}
+    hard = hard_model_bpda(model, "soft")
+    identity = hard_model_bpda(model, "identity")
+    hard_views: dict[str, Callable[[nn.Module], nn.Module]] = {"bpda-identity": lambda _: identity}
+    return [
+        Variant("soft", model, "JPEG layer with the soft quantizer (as trained); plain white-box",
+                {"surrogates": twin}),
+        Variant("hard", hard, "real JPEG codec (hard quantizer); gradients through BPDA with the soft layer",
+                {"surrogates": twin, **({"views": hard_views} if suite == "adaptive" else {})}),
+    ]
+
+
+def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: int) -> str:
+    eps_text = "default" if eps is None else "_".join(attacks.eps_label(e, norm).replace("/", "-") for e in eps)
+    safe_suite = "".join(c if c.isalnum() or c in "-_" else "_" for c in suite)
+    return f"{safe_suite}-{norm}-{eps_text}-n{n}-seed{seed}"
+
+
+@dataclass
+class AttackRun:
+    target: ModelTarget
+    suite: str | dict[str, Any]
+    eps: list[float] | None
+    norm: str
+    n: int | None
+    seed: int
+    batch_size: int
+    data: str | None = None
+    data_root: str | None = None
+    device: str = "auto"
+
+    def execute(self, progress: Any = None, notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
+        """Evaluate every variant; returns (results file, its content)."""
+        if self.norm not in ("Linf", "L2"):
+            raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        points = load_points(self.target, self.data, self.data_root, self.n)
+        if self.eps is None:
+            self.eps = [attacks.suites.DEFAULT_EPS[self.norm]]
+        check_eps(self.eps, self.norm, int(points.x[0].numel()))
+        device = resolve_device(self.device)
+        name = suite_name(self.suite)
+        stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed)
+        out_dir = self.target.results_dir
+        path = out_dir / f"{stem}.json"
+        state_dir = out_dir / ".state"
+        evaluations: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        for variant in variants_of(self.target, name if isinstance(self.suite, str) else "custom"):
+            model = variant.model.to(device).eval()
+            for surrogate in variant.context.get("surrogates", {}).values():
+                surrogate.to(device).eval()
+            notify(f"{variant.label}: {variant.note}" if variant.label != "model" else "")
+            results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
+            for result in results if isinstance(results, list) else [results]:
+                evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict()})
+            content = self._content(points, evaluations, time.perf_counter() - started, device)
+            write_json(path, content)
+        return path, content
+
+    def _evaluate(self, model, points, variant, state_path, progress, notify):
+        batch_size = self.batch_size
+        while True:
+            try:
+                eps = self.eps if len(self.eps) > 1 else self.eps[0]
+                return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
+                                        progress=progress, **variant.context)
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise UserError("out of GPU memory even with batch size 1; use --device cpu") from None
+                batch_size = max(batch_size // 2, 1)
+                torch.cuda.empty_cache()
+                notify(f"out of GPU memory: retrying with --batch-size {batch_size} (finished batches are kept)")
+            except ModelOutputError as err:
+                raise UserError(f"{self.target.name}: {err}") from None
+            except AttackError as err:
+                raise UserError(str(err)) from None
+
+    def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device) -> dict[str, Any]:
+        first = evaluations[0]
+        headline = {k: first[k] for k in ("threat_model", "eps", "clean_acc") if k in first}
+        headline_acc = "autoattack_acc" if "autoattack_acc" in first else "robust_acc"
+        headline[headline_acc] = min(e.get(headline_acc, 100.0) for e in evaluations if e["eps"] == first["eps"])
+        return {
+            **headline,
+            "name": self.target.name,
+            "model": {"arch": self.target.arch, "source": self.target.source,
+                      "variants": sorted({e["variant"] for e in evaluations})},
+            "data": {"name": points.data, "split": "test", "n_examples": len(points.y)},
+            "suite": suite_name(self.suite),
+            "norm": self.norm,
+            "seed": self.seed,
+            "device": str(device),
+            "seconds": seconds,
+            "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
+            "evaluations": evaluations,
+            "note": "robust accuracies are percentages; the top-level one is the lowest over the model variants",
+        }

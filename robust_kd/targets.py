@@ -1,0 +1,85 @@
+"""What a ``--model`` argument names: a pretrained model, a checkpoint, a run folder, or the newest
+run of an architecture. Used by the verbs that evaluate models (attack, transfer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from .checkpoint import load_model
+from .errors import UserError
+from .runs import CHECKPOINT, latest_checkpoint
+
+
+@dataclass
+class ModelTarget:
+    """A model ready to evaluate, with where it came from and where its results go."""
+
+    name: str  # what the user typed, shortened for tables
+    arch: str
+    model: nn.Module
+    source: str  # a sentence: "checkpoint runs/x/checkpoints/last.pt", "pyautoattack package"
+    results_dir: Path  # <run folder>/attacks
+    data: str | None  # the data set it was trained on, when known
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_config(run: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _from_checkpoint(checkpoint: Path, name: str) -> ModelTarget:
+    model = load_model(checkpoint)
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    config = _run_config(run) if run is not None else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    return ModelTarget(
+        name=name, arch=str(model.arch), model=model, source=f"checkpoint {checkpoint}",
+        results_dir=(run if run is not None else checkpoint.parent) / "attacks",
+        data=data.get("name"), data_root=data.get("root"), data_options=dict(data.get("options") or {}),
+    )
+
+
+def resolve_model(spec: str, runs_dir: str | Path = "runs") -> ModelTarget:
+    """``spec``: a pretrained name, a ``.pt`` checkpoint, a run folder, or an architecture name
+    (its newest run under ``runs_dir``)."""
+    from .models import list_models
+    from .models.pretrained import PRETRAINED, load_pretrained
+
+    if spec in PRETRAINED:
+        entry = PRETRAINED[spec]
+        return ModelTarget(name=spec, arch=spec, model=load_pretrained(spec), source=entry.description,
+                           results_dir=Path(runs_dir) / spec / "attacks",
+                           data="cifar10-samples" if entry.data == "cifar10" else entry.data)
+    path = Path(spec)
+    if path.is_dir():
+        checkpoint = path / CHECKPOINT
+        if not checkpoint.is_file():
+            raise UserError(f"'{path}' is a folder without {CHECKPOINT}; give a run folder or a checkpoint file")
+        return _from_checkpoint(checkpoint, path.name)
+    if path.suffix == ".pt" or path.is_file():
+        if not path.is_file():
+            raise UserError(f"checkpoint '{path}' does not exist")
+        return _from_checkpoint(path, path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    if spec not in list_models():
+        import difflib
+
+        known = list(list_models()) + list(PRETRAINED)
+        close = difflib.get_close_matches(spec, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"'{spec}' is neither a checkpoint, a run folder nor a model name{hint}; "
+                        "see 'robust-kd models' for the names")
+    checkpoint = latest_checkpoint(runs_dir, spec)
+    if checkpoint is None:
+        raise UserError(f"no trained {spec} under {runs_dir}/; train one first: "
+                        f"robust-kd train --model {spec} --recipe quick")
+    return _from_checkpoint(checkpoint, spec)

@@ -1,0 +1,377 @@
+"""The attack library against its references (torchattacks, pyautoattack) and its own promises."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torchattacks
+
+import attacks
+from attacks import apgd as apgd_module
+from attacks.core import flat_norm
+
+EPS = 0.05  # Linf on Fashion-MNIST: TinyCNN keeps part of its points, so verdicts can disagree
+
+
+def _points(tiny_classifier, n: int):
+    model, x, y = tiny_classifier
+    with torch.no_grad():
+        correct = model(x[:n]).argmax(1) == y[:n]
+    return model, x[:n][correct], y[:n][correct]
+
+
+def _robust(model, x_adv, y):
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+# ---------------------------------------------------------------- PGD against torchattacks
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", EPS), ("L2", 1.0)])
+def test_pgd_equals_torchattacks_from_the_same_start(tiny_classifier, norm, eps):
+    model, x, y = _points(tiny_classifier, 128)
+    ours = attacks.PGD(eps=eps, norm=norm, steps=10, alpha=eps / 4, random_start=False, early_stop=False)(model, x, y)
+    if norm == "Linf":
+        reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=10, random_start=False)(x, y)
+    else:
+        # torchattacks adds eps_for_division (1e-10) to ‖∇‖ of the batch-mean loss; for confident points
+        # that norm is ~1e-7 and the step shrinks. Ours divides by the norm itself (clamped at 1e-12).
+        reference = torchattacks.PGDL2(model, eps=eps, alpha=eps / 4, steps=10, random_start=False,
+                                       eps_for_division=1e-30)(x, y)
+    assert torch.allclose(ours, reference, atol=1e-5), float((ours - reference).abs().max())
+    assert torch.equal(_robust(model, ours, y), _robust(model, reference, y))
+
+
+def test_pgd_early_stop_only_adds_broken_points(tiny_classifier):
+    """Early stop keeps the first misclassified iterate: every point torchattacks breaks (same
+    start, all steps) is broken by ours too, and the extra ones are points broken mid-way."""
+    model, x, y = _points(tiny_classifier, 128)
+    ours = attacks.PGD(eps=EPS, steps=10, alpha=EPS / 4, random_start=False, early_stop=True)(model, x, y)
+    reference = torchattacks.PGD(model, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
+    ours_robust, reference_robust = _robust(model, ours, y), _robust(model, reference, y)
+    assert not bool((ours_robust & ~reference_robust).any())
+    assert int(reference_robust.sum()) > 0
+
+
+def test_pgd_random_start_agrees_with_torchattacks_in_accuracy(tiny_classifier):
+    model, x, y = _points(tiny_classifier, 200)
+    ours = _robust(model, attacks.PGD(eps=EPS, steps=20, alpha=EPS / 8)(model, x, y), y).float().mean()
+    torch.manual_seed(0)
+    reference = _robust(model, torchattacks.PGD(model, eps=EPS, alpha=EPS / 8, steps=20)(x, y), y).float().mean()
+    assert abs(float(ours - reference)) <= 0.03, (float(ours), float(reference))
+
+
+# ---------------------------------------------------------------- APGD against AutoAttack
+
+
+@pytest.fixture
+def autoattack_starts(monkeypatch):
+    """Our APGD/APGD-T, drawing their starts as AutoAttack does (torch's global RNG, seeded at each
+    perturb call), so that the trajectories can be compared point for point."""
+
+    def torch_start(x, index, eps, norm, seed, stream):
+        if norm == "Linf":
+            t = 2 * torch.rand(x.shape) - 1
+            return (x + eps * t / t.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+        t = torch.randn(x.shape)
+        return (x + eps * t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)).clamp(0, 1)
+
+    monkeypatch.setattr(apgd_module, "boundary_start", torch_start)
+    for cls in (apgd_module.APGD, apgd_module.APGDT):
+        original = cls.perturb
+
+        def seeded(self, model, x, y, index, _original=original):
+            torch.manual_seed(self.seed)
+            return _original(self, model, x, y, index)
+
+        monkeypatch.setattr(cls, "perturb", seeded)
+
+
+@pytest.mark.parametrize("attack_name,steps", [("apgd-ce", 100), ("apgd-t", 100)])
+def test_apgd_equals_autoattack_point_for_point(tiny_classifier, autoattack_starts, attack_name, steps):
+    from pyautoattack import AutoAttack
+
+    model, x, y = _points(tiny_classifier, 100)
+    reference = AutoAttack(model, norm="Linf", eps=EPS, version="custom", attacks=[attack_name], seed=0, device="cpu")
+    reference.apgd.n_restarts = reference.apgd_targeted.n_restarts = 1  # AutoAttack 'standard' (custom: 5)
+    reference.apgd_targeted.n_target_classes = 9
+    x_ref, _ = reference.run_standard_evaluation(x, y, batch_size=len(y))
+    if attack_name == "apgd-ce":
+        ours = attacks.make_attack("apgd", eps=EPS, steps=steps)(model, x, y)
+    else:
+        ours = attacks.make_attack("apgd-t", eps=EPS, steps=steps, targets=9)(model, x, y)
+    ours_robust, reference_robust = _robust(model, ours, y), _robust(model, x_ref, y)
+    assert 0 < int(reference_robust.sum()) < len(y)
+    assert torch.equal(ours_robust, reference_robust), (int(ours_robust.sum()), int(reference_robust.sum()))
+
+
+# ---------------------------------------------------------------- every attack's output is valid
+
+
+def _attack_settings(name):
+    small = {"pgd": {"steps": 3}, "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2}, "square": {"queries": 200},
+             "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 5}, "transfer": {"steps": 3}}
+    return small.get(name, {})
+
+
+@pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
+@pytest.mark.parametrize("norm,eps", [("Linf", EPS), ("L2", 0.8)])
+def test_every_attack_stays_in_the_ball_and_in_range(tiny_classifier, name, norm, eps):
+    model, x, y = _points(tiny_classifier, 24)
+    cls = attacks.ATTACKS[name]
+    if norm not in cls.norms:
+        with pytest.raises(attacks.AttackError, match=norm):
+            attacks.make_attack(name, eps=eps, norm=norm)
+        return
+    extra = {"surrogates": [model]} if name == "transfer" else {}
+    x_adv = attacks.make_attack(name, eps=eps, norm=norm, **_attack_settings(name), **extra)(model, x, y)
+    assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    assert float(flat_norm(x_adv - x, norm).max()) <= eps * (1 + 1e-5) + 1e-6
+    assert not bool(_robust(model, x_adv, y).all()), f"{name} broke nothing at a large radius"
+
+
+def test_randomness_belongs_to_the_point_not_the_batch(tiny_classifier):
+    model, x, y = _points(tiny_classifier, 40)
+    pgd = attacks.PGD(eps=EPS, steps=5)
+    whole = pgd(model, x, y, torch.arange(len(y)))
+    halves = torch.cat([pgd(model, x[:17], y[:17], torch.arange(17)), pgd(model, x[17:], y[17:], torch.arange(17, len(y)))])
+    assert torch.allclose(whole, halves, atol=1e-6)
+    square = attacks.make_attack("square", eps=EPS, queries=30)
+    assert torch.equal(square(model, x, y, torch.arange(len(y)))[5:6], square(model, x[5:6], y[5:6], torch.tensor([5])))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_is_the_per_point_worst_case(tiny_classifier):
+    model, x, y = tiny_classifier
+    result = attacks.evaluate(model, x[:120], y[:120], "fast", eps=EPS, sanity_checks=False)
+    points = result.points
+    clean = torch.tensor(points["clean_correct"])
+    robust = torch.tensor(points["robust"])
+    assert result.clean_accuracy == pytest.approx(float(clean.float().mean()))
+    assert result.robust_accuracy == pytest.approx(float(robust.float().mean()))
+    assert not bool((robust & ~clean).any())
+    for i, by in enumerate(points["broken_by"]):
+        assert (by is None) == bool(robust[i])
+        assert by in (None, "clean", "pgd-20", "fgsm")
+    attacked = [a.points_attacked for a in result.attacks]
+    assert attacked[0] == int(clean.sum()) and attacked[1] == attacked[0] - result.attacks[0].points_broken
+    body = json.loads(json.dumps(result.to_dict()))
+    for key in ("clean_acc", "robust_acc", "eps", "threat_model", "n_examples", "seed", "attacks", "flags", "device",
+                "versions", "seconds", "forwards", "backwards", "points"):
+        assert key in body
+    assert body["eps"] == "0.05" and body["attacks"][0]["backwards"] > 0
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_path):
+    model, x, y = tiny_classifier
+    x, y = x[:96], y[:96]
+    uninterrupted = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, sanity_checks=False)
+
+    class StopMidway:
+        def attack_started(self, label, points): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def points_done(self, label, done, robust, total):
+            if label == "pgd-20" and done >= 32:
+                raise _Interrupt
+
+    state = tmp_path / "state.json"
+    with pytest.raises(_Interrupt):
+        attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, progress=StopMidway(),
+                         sanity_checks=False)
+    saved = json.loads(state.read_text())
+    assert len(saved["attacked"]["pgd-20"]) == 32
+    resumed = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
+    assert resumed.points == uninterrupted.points
+    assert resumed.robust_accuracy == uninterrupted.robust_accuracy
+    with pytest.raises(attacks.AttackError, match="different evaluation"):
+        attacks.evaluate(model, x, y, "fast", eps=2 * EPS, batch_size=16, state_path=state, sanity_checks=False)
+
+
+def test_eps_list_gives_a_falling_curve(tiny_classifier):
+    model, x, y = tiny_classifier
+    curve = attacks.evaluate(model, x[:80], y[:80], "fast", eps=[0.0, 0.02, 0.1], sanity_checks=False)
+    accuracies = [r.robust_accuracy for r in curve]
+    assert accuracies[0] == curve[0].clean_accuracy
+    assert accuracies == sorted(accuracies, reverse=True) and accuracies[-1] < accuracies[0]
+    assert not any(f.code == "accuracy_not_monotone_in_eps" for r in curve for f in r.flags)
+
+
+def test_user_suite_from_a_mapping(tiny_classifier):
+    model, x, y = tiny_classifier
+    suite = {"name": "mine", "attacks": [{"attack": "pgd", "label": "pgd-5", "steps": 5, "alpha_fraction": 0.25},
+                                          {"attack": "square", "queries": 10}]}
+    result = attacks.evaluate(model, x[:40], y[:40], suite, eps=EPS, sanity_checks=False)
+    assert [a.label for a in result.attacks] == ["pgd-5", "square"]
+    assert result.attacks[0].settings["alpha"] == pytest.approx(EPS / 4)
+    with pytest.raises(attacks.AttackError, match="no setting"):
+        attacks.evaluate(model, x[:4], y[:4], {"attacks": [{"attack": "pgd", "stepz": 5}]}, eps=EPS)
+    with pytest.raises(attacks.AttackError, match="unknown attack 'pgdd'.*did you mean 'pgd'"):
+        attacks.evaluate(model, x[:4], y[:4], {"attacks": [{"attack": "pgdd"}]}, eps=EPS)
+    with pytest.raises(attacks.AttackError, match="unknown suite 'autoatack'"):
+        attacks.evaluate(model, x[:4], y[:4], "autoatack", eps=EPS)
+
+
+def test_transfer_attack_and_matrix(tiny_classifier):
+    model, x, y = _points(tiny_classifier, 64)
+    torch.manual_seed(1)
+    other = type(model)()  # an untrained surrogate transfers worse than the model itself
+    matrix = attacks.transfer_matrix({"self": model, "untrained": other}, {"self": model}, x, y, eps=0.1)
+    cells = matrix["cells"]
+    assert cells["self"]["self"]["points"] == len(y)
+    assert cells["self"]["self"]["success_rate"] > cells["untrained"]["self"]["success_rate"]
+    result = attacks.evaluate(model, x, y, "transfer", eps=0.1, surrogates={"self": model}, sanity_checks=False)
+    assert result.attacks[0].label == "transfer [self]" and result.attacks[0].backwards == 0
+    assert result.robust_accuracy == pytest.approx(1 - cells["self"]["self"]["success_rate"])
+
+
+# ---------------------------------------------------------------- sanity flags, each triggered
+
+
+def _codes(result):
+    return {f.code for f in result.flags}
+
+
+class Probabilities(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).softmax(dim=1)
+
+
+class Noisy(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) + torch.randn(x.shape[0], 10)
+
+
+class Quantized(torch.nn.Module):
+    """Rounds its input to 4 grey levels: zero input gradients everywhere (shattered gradients)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 3) / 3)
+
+
+class MaskedOffGrid(torch.nn.Module):
+    """Normal on images of the 8-bit grid (clean ones, and FGSM steps of k/255), gradient-free off it:
+    one-step attacks see true gradients, iterative ones from a random start see none."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        on_grid = ((x * 255 - torch.round(x * 255)).abs().flatten(1).amax(dim=1) < 1e-3).view(-1, 1)
+        snapped = torch.round(x * 255) / 255
+        return torch.where(on_grid, self.model(x), self.model(snapped).detach())
+
+
+def test_flag_probabilities(tiny_classifier):
+    model, x, y = tiny_classifier
+    result = attacks.evaluate(Probabilities(model), x[:32], y[:32], "fast", eps=EPS)
+    assert "probabilities_not_logits" in _codes(result)
+    assert "probabilities_not_logits" not in _codes(attacks.evaluate(model, x[:32], y[:32], "fast", eps=EPS))
+
+
+def test_flag_non_deterministic(tiny_classifier):
+    model, x, y = tiny_classifier
+    torch.manual_seed(0)
+    assert "non_deterministic" in _codes(attacks.evaluate(Noisy(model), x[:32], y[:32], "fast", eps=EPS))
+
+
+def test_flags_masked_gradients_and_black_box_beating_white_box(tiny_classifier):
+    model, x, y = tiny_classifier
+    suite = {"name": "pgd-then-square", "attacks": [{"attack": "pgd", "steps": 10}, {"attack": "square", "queries": 300}]}
+    result = attacks.evaluate(Quantized(model), x[:64], y[:64], suite, eps=0.2)
+    codes = _codes(result)
+    assert {"zero_or_nan_gradients", "large_eps_not_zero", "black_box_beats_white_box"} <= codes
+    clean = attacks.evaluate(model, x[:64], y[:64], suite, eps=0.2)
+    assert not {"zero_or_nan_gradients", "large_eps_not_zero"} & _codes(clean)
+
+
+def test_flag_iterative_weaker_than_single_step(tiny_classifier):
+    model, x, y = tiny_classifier
+    result = attacks.evaluate(MaskedOffGrid(model), x[:64], y[:64], "fast", eps=8 / 255 * 4)
+    assert "iterative_weaker_than_single_step" in _codes(result)
+    assert "iterative_weaker_than_single_step" not in _codes(attacks.evaluate(model, x[:64], y[:64], "fast", eps=0.1))
+
+
+@dataclass
+class _OutsideBall(attacks.Attack):
+    name = "test-outside-ball"
+
+    def perturb(self, model, x, y, index):
+        return 1 - x  # far outside any small ball
+
+
+@dataclass
+class _OnlySmallEps(attacks.Attack):
+    """Works below eps 0.05 and does nothing above: an attack that fails at the larger eps."""
+
+    name = "test-only-small-eps"
+
+    def perturb(self, model, x, y, index):
+        if self.eps >= 0.05:
+            return x.clone()
+        return attacks.PGD(eps=self.eps, steps=10)(model, x, y, index)
+
+
+@pytest.fixture
+def test_attacks():
+    for cls in (_OutsideBall, _OnlySmallEps):
+        attacks.register_attack(cls)
+    yield
+    for cls in (_OutsideBall, _OnlySmallEps):
+        attacks.ATTACKS.pop(cls.name)
+
+
+def test_flag_examples_outside_the_ball_are_not_counted(tiny_classifier, test_attacks):
+    model, x, y = tiny_classifier
+    result = attacks.evaluate(model, x[:32], y[:32], {"attacks": [{"attack": "test-outside-ball"}]}, eps=EPS)
+    assert "adversarial_examples_outside_the_ball" in _codes(result)
+    assert result.robust_accuracy == result.clean_accuracy
+    assert result.attacks[0].invalid_examples == result.attacks[0].points_attacked
+
+
+def test_flag_accuracy_not_monotone_in_eps(tiny_classifier, test_attacks):
+    model, x, y = tiny_classifier
+    curve = attacks.evaluate(model, x[:48], y[:48], {"attacks": [{"attack": "test-only-small-eps"}]}, eps=[0.04, 0.08])
+    assert curve[1].robust_accuracy > curve[0].robust_accuracy
+    assert all("accuracy_not_monotone_in_eps" in _codes(r) for r in curve)
+
+
+def test_nan_and_wrong_class_count_are_errors(tiny_classifier):
+    model, x, y = tiny_classifier
+
+    class NaNModel(torch.nn.Module):
+        def forward(self, x):
+            return model(x) * torch.nan
+
+    with pytest.raises(attacks.ModelOutputError, match="NaN"):
+        attacks.evaluate(NaNModel(), x[:8], y[:8], "fast")
+    with pytest.raises(attacks.ModelOutputError, match="another number of classes"):
+        attacks.evaluate(model, x[:8], (y[:8] + 10), "fast")
+    with pytest.raises(attacks.AttackError, match=r"\[0, 1\]"):
+        attacks.evaluate(model, x[:8] * 2 - 0.5, y[:8], "fast")
+    with pytest.raises(attacks.AttackError, match="eps must lie"):
+        attacks.evaluate(model, x[:8], y[:8], "fast", eps=2.0)
