@@ -26,7 +26,7 @@ def fast(*, eps: float, norm: str, seed: int, num_classes: int,
          surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
     """PGD-20 then FGSM on what PGD left: FGSM breaking more would flag failing gradients."""
     return Suite("fast", [
-        SuiteStep("pgd-20", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=20, alpha=eps / 8)),
+        SuiteStep("pgd-20", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=20, alpha=eps * 0.125)),
         SuiteStep("fgsm", make_attack("fgsm", eps=eps, norm=norm, seed=seed), kind="single-step"),
         *_transfer_steps(eps, norm, seed, surrogates),
     ])
@@ -37,8 +37,8 @@ def pgd(*, eps: float, norm: str, seed: int, num_classes: int,
         surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
     """PGD-50 with 3 restarts (CE), then PGD-50 on the margin loss."""
     return Suite("pgd", [
-        SuiteStep("pgd-50-ce", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10, restarts=3)),
-        SuiteStep("pgd-50-margin", make_attack("pgd", eps=eps, norm=norm, seed=seed + 1, steps=50, alpha=eps / 10,
+        SuiteStep("pgd-50-ce", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1, restarts=3)),
+        SuiteStep("pgd-50-margin", make_attack("pgd", eps=eps, norm=norm, seed=seed + 1, steps=50, alpha=eps * 0.1,
                                                loss="margin")),
         *_transfer_steps(eps, norm, seed, surrogates),
     ])
@@ -49,9 +49,9 @@ def adaptive(*, eps: float, norm: str, seed: int, num_classes: int,
              views: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
              surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
     """PGD-50 through each view of the model (BPDA or EOT wrappers), then on the model itself."""
-    steps = [SuiteStep(f"pgd-50 [{label}]", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10),
+    steps = [SuiteStep(f"pgd-50 [{label}]", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1),
                        view=view, kind="adaptive") for label, view in (views or {}).items()]
-    steps.append(SuiteStep("pgd-50", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps / 10)))
+    steps.append(SuiteStep("pgd-50", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1)))
     steps.append(SuiteStep("square-1000", make_attack("square", eps=eps, norm=norm, seed=seed, queries=1000),
                            kind="black-box"))
     steps.extend(_transfer_steps(eps, norm, seed, surrogates))

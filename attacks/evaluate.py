@@ -28,7 +28,7 @@ from .adaptive import BPDA
 from .core import AttackError, CountingModel, model_device
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
-from .suites import DEFAULT_EPS, Suite, build_suite
+from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
 GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
@@ -123,6 +123,7 @@ def evaluate(
     keep_examples: bool = False,
     sanity_checks: bool = True,
     bpda: nn.Module | None = None,
+    gradient_views: Mapping[str, nn.Module] | None = None,
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -134,13 +135,18 @@ def evaluate(
     ``bpda``: a differentiable stand-in for ``model`` (same outputs, or nearly). Gradient-based
     steps then compute the forward pass on ``model`` and the backward pass on ``bpda`` (BPDA);
     the verdicts are always ``model``'s own.
+
+    ``gradient_views``: {label: module} of other ways to differentiate the same function (BPDA
+    with another stand-in, EOT). The suite's gradient-based steps run again through each view, after
+    the suite's own gradient steps and before its black-box ones, on the points still robust.
     """
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
-                            bpda=bpda, **suite_context) for i, (e, p) in enumerate(zip(values, paths))]
+                            bpda=bpda, gradient_views=gradient_views, **suite_context)
+                   for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
         if flag is not None:
             for result in results:
@@ -160,20 +166,21 @@ def evaluate(
     model.eval()
     try:
         return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                         keep_examples, sanity_checks, bpda, suite_context)
+                         keep_examples, sanity_checks, bpda, gradient_views, suite_context)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
-              sanity_checks, bpda, suite_context) -> EvaluationResult:
+              sanity_checks, bpda, gradient_views, suite_context) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
     with torch.no_grad():
         probe = model(x[: min(batch_size, total)].to(device)).float()
     checks.check_output(probe, y[: min(batch_size, total)].to(device))
-    built = build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1], **suite_context)
+    built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
+                                            **suite_context), gradient_views or {})
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
            "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
     state = _State(Path(state_path) if state_path is not None else None, key)
@@ -225,12 +232,40 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
         clean_accuracy=clean_accuracy, robust_accuracy=robust, attacks=records, flags=flags,
-        seconds=time.perf_counter() - started, forwards=counting.forwards, backwards=counting.backwards,
+        seconds=time.perf_counter() - started, forwards=max(counting.forwards, sum(r.forwards for r in records) + total),
+        backwards=max(counting.backwards, sum(r.backwards for r in records)),
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
         x_adv=kept,
     )
+
+
+class _Passes:
+    """Forward/backward passes of one step: through the evaluated model or through the view the
+    attack differentiates (a view may call the model, e.g. BPDA, or not, e.g. a surrogate); the
+    larger count of the two is the step's cost, never both added up."""
+
+    def __init__(self, counting: CountingModel, view_counter: CountingModel | None) -> None:
+        self.counters = [c for c in (counting, view_counter) if c is not None]
+        self.start = [(c.forwards, c.backwards) for c in self.counters]
+
+    def delta(self) -> tuple[int, int]:
+        forwards = max(c.forwards - f for c, (f, _) in zip(self.counters, self.start))
+        backwards = max(c.backwards - b for c, (_, b) in zip(self.counters, self.start))
+        return forwards, backwards
+
+
+def with_gradient_views(suite: Suite, views: Mapping[str, nn.Module]) -> Suite:
+    """The suite's gradient steps, then each of them again through every view, then the rest."""
+    if not views:
+        return suite
+    gradient = [s for s in suite.steps if s.kind in GRADIENT_KINDS and s.view is None]
+    others = [s for s in suite.steps if not (s.kind in GRADIENT_KINDS and s.view is None)]
+    extra = [SuiteStep(f"{s.label} [{label}]", s.attack, view=(lambda _, m=module: m),
+                       kind="single-step" if s.kind == "single-step" else "adaptive")
+             for label, module in views.items() for s in gradient]
+    return Suite(suite.name, gradient + extra + others)
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total) -> list[AttackRecord]:
@@ -245,11 +280,14 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             view = BPDA(counting, bpda)
         else:
             view = counting
+        view_counter = CountingModel(view) if view is not counting else None
+        if view_counter is not None:
+            view = view_counter
         progress.attack_started(step.label, len(todo) + len(done))
         for start in range(0, len(todo), batch_size):
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
-            tick, forwards, backwards = time.perf_counter(), counting.forwards, counting.backwards
+            tick, passes = time.perf_counter(), _Passes(counting, view_counter)
             x_adv = step.attack(view, xb, yb, index).detach()
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
@@ -258,8 +296,9 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             record.points_broken += int(wrong.sum())
             record.invalid_examples += int(invalid.sum())
             record.seconds += time.perf_counter() - tick
-            record.forwards += counting.forwards - forwards
-            record.backwards += counting.backwards - backwards
+            forwards, backwards = passes.delta()
+            record.forwards += forwards
+            record.backwards += backwards
             for i in rows[wrong.cpu()].tolist():
                 state.robust[i] = False
                 state.broken_by[i] = step.label

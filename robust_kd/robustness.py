@@ -25,7 +25,7 @@ from attacks import AttackError, ModelOutputError
 from .device import resolve_device
 from .errors import UserError
 from .fileio import write_json
-from .jpeg.variants import hard_model_bpda, is_jpegdl, twin_without_jpeg
+from .jpeg.variants import hard_model_bpda, is_jpegdl, soft_model_bpda, twin_without_jpeg
 from .targets import ModelTarget
 
 MAX_LINF_EPS = 1.0
@@ -126,18 +126,20 @@ class Variant:
 
 
 def variants_of(target: ModelTarget, suite: str) -> list[Variant]:
+    """The model itself; for a JPEG-DL model its soft and hard versions (see :mod:`robust_kd.jpeg.variants`)."""
     model = target.model
     if not is_jpegdl(model):
         return [Variant("model", model, "the model as given")]
     twin = {"twin-without-jpeg": twin_without_jpeg(model)}
-    hard = hard_model_bpda(model, "soft")
-    identity = hard_model_bpda(model, "identity")
-    hard_views: dict[str, Callable[[nn.Module], nn.Module]] = {"bpda-identity": lambda _: identity}
+    hard_views = {"bpda-soft": hard_model_bpda(model, "soft")} if suite == "adaptive" else {}
     return [
-        Variant("soft", model, "JPEG layer with the soft quantizer (as trained); plain white-box",
-                {"surrogates": twin}),
-        Variant("hard", hard, "real JPEG codec (hard quantizer); gradients through BPDA with the soft layer",
-                {"surrogates": twin, **({"views": hard_views} if suite == "adaptive" else {})}),
+        Variant("soft", model, "JPEG layer with the soft quantizer (as trained): white-box through it, then through "
+                "BPDA with the identity; transfer from the network without the JPEG layer",
+                {"surrogates": twin, "gradient_views": {"bpda-identity": soft_model_bpda(model)}}),
+        Variant("hard", hard_model_bpda(model, "identity"), "real JPEG codec (hard quantizer): gradients through BPDA "
+                "with the identity" + (", then with the soft layer" if hard_views else "")
+                + "; transfer from the network without the JPEG layer",
+                {"surrogates": twin, "gradient_views": hard_views}),
     ]
 
 
@@ -159,6 +161,7 @@ class AttackRun:
     data: str | None = None
     data_root: str | None = None
     device: str = "auto"
+    fresh: bool = False
 
     def execute(self, progress: Any = None, notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
         """Evaluate every variant; returns (results file, its content)."""
@@ -176,6 +179,9 @@ class AttackRun:
         out_dir = self.target.results_dir
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
+        if self.fresh:
+            for old in state_dir.glob(f"{stem}.*"):
+                old.unlink()
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()
         for variant in variants_of(self.target, name if isinstance(self.suite, str) else "custom"):
@@ -206,7 +212,8 @@ class AttackRun:
             except ModelOutputError as err:
                 raise UserError(f"{self.target.name}: {err}") from None
             except AttackError as err:
-                raise UserError(str(err)) from None
+                message = str(err).replace("delete it to start over", "add --fresh to start over")
+                raise UserError(message) from None
 
     def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device) -> dict[str, Any]:
         first = evaluations[0]

@@ -85,11 +85,12 @@ class _VariantProgress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming an earlier evaluation of the same settings.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
-           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, list_suites: bool,
-           as_json: bool) -> None:
+           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, fresh: bool,
+           list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
     Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
@@ -105,7 +106,8 @@ def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | Non
         _print_catalogue()
         return
     target = resolve_model(model_spec, runs_dir)
-    run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device)
+    run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
+                    fresh)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:

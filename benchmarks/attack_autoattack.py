@@ -1,0 +1,70 @@
+"""AutoAttack standard: our ``autoattack`` suite vs pyautoattack (version 'standard') on the same
+model, points and device, in the same run. Prints both wall times, the ratio, and the per-point
+verdicts compared (how many points each leaves robust, and how many verdicts differ).
+
+Default: the AutoAttack package's CIFAR-10 ResNet-18 on the 20 shipped CIFAR-10 test images
+(+ their horizontal flips, repeated to ``--n``), at each eps of ``--eps``; or ``--checkpoint``.
+
+    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import time
+from fractions import Fraction
+
+import torch
+
+import attacks
+from attack_pgd import points, sync  # the script folder is on sys.path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--eps", default="8/255,1/255")
+    parser.add_argument("--norm", default="Linf")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--checkpoint")
+    args = parser.parse_args()
+    from pyautoattack import AutoAttack
+
+    logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    model, x, y, what = points(args.n, args.checkpoint)
+    print(f"AutoAttack standard benchmark: {what}, {len(y)} points, {args.norm}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads")
+    print("| device | eps | pyautoattack s | ours s | ratio | robust pyautoattack | robust ours | verdicts differing |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for device_name in args.devices.split(","):
+        device = torch.device(device_name)
+        model = model.to(device).eval()
+        xd, yd = x.to(device), y.to(device)
+        for eps_text in args.eps.split(","):
+            eps = float(Fraction(eps_text))
+            reference = AutoAttack(model, norm=args.norm, eps=eps, version="standard", seed=0, device=device)
+            sync(device)
+            started = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                x_ref, _ = reference.run_standard_evaluation(xd, yd, batch_size=args.batch_size)
+            sync(device)
+            t_ref = time.perf_counter() - started
+            with torch.no_grad():
+                robust_ref = (model(x_ref).argmax(1) == yd).cpu()
+            started = time.perf_counter()
+            result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm, batch_size=args.batch_size,
+                                      sanity_checks=False)
+            sync(device)
+            t_ours = time.perf_counter() - started
+            robust_ours = torch.tensor(result.points["robust"])
+            differing = int((robust_ours != robust_ref).sum())
+            print(f"| {device_name} | {eps_text} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f} | "
+                  f"{int(robust_ref.sum())} | {int(robust_ours.sum())} | {differing} |")
+
+
+if __name__ == "__main__":
+    main()

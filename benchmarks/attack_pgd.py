@@ -1,0 +1,103 @@
+"""PGD-10 and PGD-50 throughput: ``attacks.PGD`` vs ``torchattacks.PGD`` on the same model, points
+and device, in the same run; prints images/s, the ratio and both robust accuracies.
+
+Default model: the AutoAttack package's CIFAR-10 ResNet-18 (``autoattack_resnet18_cifar10``) on the
+20 shipped CIFAR-10 test images, repeated with horizontal flips to ``--n`` points; or
+``--checkpoint`` with the test split of its own data set. Both attacks start from the clean image
+(``random_start=False``), so their iterates are the same until ours retires a broken point:
+equal robust accuracy is required (±0.2 points) and checked.
+
+    python benchmarks/attack_pgd.py [--devices cpu,cuda] [--n 64] [--eps 8/255]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from fractions import Fraction
+
+import torch
+import torchattacks
+
+import attacks
+from robust_kd.data import load_dataset
+from robust_kd.models.pretrained import load_pretrained
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def points(n: int, checkpoint: str | None) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+    if checkpoint:
+        from robust_kd.targets import resolve_model
+
+        target = resolve_model(checkpoint)
+        data = load_dataset(target.data or "embedded", target.data_root, **target.data_options)
+        return target.model, data.test_images[:n].float() / 255, data.test_labels[:n], f"{target.arch} on {data.name}"
+    data = load_dataset("cifar10-samples")
+    x = data.test_images.float() / 255
+    x = torch.cat([x, x.flip(-1)])
+    y = torch.cat([data.test_labels, data.test_labels])
+    reps = -(-n // len(y))
+    return (load_pretrained("autoattack_resnet18_cifar10"), x.repeat(reps, 1, 1, 1)[:n], y.repeat(reps)[:n],
+            "autoattack_resnet18_cifar10 on cifar10-samples (+flips)")
+
+
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+    fn()  # warm-up
+    times, out = [], None
+    for _ in range(repeats):
+        sync(device)
+        started = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2], out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n", type=int, default=40)
+    parser.add_argument("--eps", default="8/255")
+    parser.add_argument("--steps", default="10,50")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--checkpoint")
+    args = parser.parse_args()
+    eps = float(Fraction(args.eps))
+    model, x, y, what = points(args.n, args.checkpoint)
+    print(f"PGD benchmark: {what}, {len(y)} points, Linf eps {args.eps}, step eps/4, no random start; "
+          f"torch {torch.__version__}, torchattacks {torchattacks.__version__ if hasattr(torchattacks, '__version__') else '3.5.x'}, "
+          f"{platform.machine()}, {torch.get_num_threads()} CPU threads")
+    print("| device | steps | torchattacks img/s | ours img/s | ratio | robust acc torchattacks | robust acc ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for device_name in args.devices.split(","):
+        device = torch.device(device_name)
+        model = model.to(device).eval()
+        xd, yd = x.to(device), y.to(device)
+        for steps in (int(s) for s in args.steps.split(",")):
+            reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
+            ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
+
+            def run_reference():
+                return torch.cat([reference(xb, yb) for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+
+            def run_ours():
+                return torch.cat([ours(model, xb, yb) for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+
+            t_ref, adv_ref = timed(run_reference, device, args.repeats)
+            t_ours, adv_ours = timed(run_ours, device, args.repeats)
+            with torch.no_grad():
+                acc_ref = 100 * float((model(adv_ref).argmax(1) == yd).float().mean())
+                acc_ours = 100 * float((model(adv_ours).argmax(1) == yd).float().mean())
+            equal = abs(acc_ref - acc_ours) <= 0.2
+            print(f"| {device_name} | {steps} | {len(y) / t_ref:.1f} | {len(y) / t_ours:.1f} | {t_ref / t_ours:.2f} | "
+                  f"{acc_ref:.2f} | {acc_ours:.2f}{'' if equal else ' (DIFFERENT)'} |")
+
+
+if __name__ == "__main__":
+    main()
