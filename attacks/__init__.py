@@ -7,7 +7,7 @@
 This package stands alone: it never imports the robust-kd application.
 """
 
-from . import apgd, fgsm, pgd, square, transfer  # noqa: F401  (registration)
+from . import apgd, cw, fab, fgsm, pgd, square, transfer  # noqa: F401  (registration)
 from .adaptive import BPDA, EOT
 from .checks import ModelOutputError
 from .core import Attack, AttackError, CountingModel, dlr_loss, margin_loss, project

@@ -47,10 +47,16 @@ def pgd(*, eps: float, norm: str, seed: int, num_classes: int,
 @register_suite("adaptive")
 def adaptive(*, eps: float, norm: str, seed: int, num_classes: int,
              views: dict[str, Callable[[nn.Module], nn.Module]] | None = None,
-             surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
-    """PGD-50 through each view of the model (BPDA or EOT wrappers), then on the model itself."""
+             surrogates: dict[str, nn.Module] | None = None, eot: int = 0, **_: Any) -> Suite:
+    """PGD-50 through each view of the model (BPDA or EOT wrappers; ``eot=N`` adds EOT over N
+    passes), then on the model itself, then Square (1000 queries) and transfer."""
+    views = dict(views or {})
+    if eot:
+        from .adaptive import EOT
+
+        views[f"eot-{eot}"] = lambda model, samples=eot: EOT(model, samples)
     steps = [SuiteStep(f"pgd-50 [{label}]", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1),
-                       view=view, kind="adaptive") for label, view in (views or {}).items()]
+                       view=view, kind="adaptive") for label, view in views.items()]
     steps.append(SuiteStep("pgd-50", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1)))
     steps.append(SuiteStep("square-1000", make_attack("square", eps=eps, norm=norm, seed=seed, queries=1000),
                            kind="black-box"))

@@ -162,8 +162,10 @@ class AttackRun:
     data_root: str | None = None
     device: str = "auto"
     fresh: bool = False
+    eot: int = 0
 
-    def execute(self, progress: Any = None, notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
+    def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
+                notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
         """Evaluate every variant; returns (results file, its content)."""
         if self.norm not in ("Linf", "L2"):
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
@@ -188,7 +190,7 @@ class AttackRun:
             model = variant.model.to(device).eval()
             for surrogate in variant.context.get("surrogates", {}).values():
                 surrogate.to(device).eval()
-            notify(f"{variant.label}: {variant.note}" if variant.label != "model" else "")
+            on_variant(variant.label, variant.note)
             results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
             for result in results if isinstance(results, list) else [results]:
                 evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict()})
@@ -202,7 +204,7 @@ class AttackRun:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, **variant.context)
+                                        progress=progress, **({"eot": self.eot} if self.eot else {}), **variant.context)
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:
                     raise UserError("out of GPU memory even with batch size 1; use --device cpu") from None

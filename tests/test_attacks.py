@@ -114,7 +114,7 @@ def test_apgd_equals_autoattack_point_for_point(tiny_classifier, autoattack_star
 
 def _attack_settings(name):
     small = {"pgd": {"steps": 3}, "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2}, "square": {"queries": 200},
-             "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 5}, "transfer": {"steps": 3}}
+             "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 50, "lr": 0.05}, "transfer": {"steps": 3}}
     return small.get(name, {})
 
 
@@ -375,3 +375,88 @@ def test_nan_and_wrong_class_count_are_errors(tiny_classifier):
         attacks.evaluate(model, x[:8] * 2 - 0.5, y[:8], "fast")
     with pytest.raises(attacks.AttackError, match="eps must lie"):
         attacks.evaluate(model, x[:8], y[:8], "fast", eps=2.0)
+
+
+# ---------------------------------------------------------------- FAB-T and CW against their references
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_fab_box_projection_equals_autoattacks(norm):
+    from pyautoattack.fab_projections import projection_l2, projection_linf
+
+    from attacks.fab import project_to_hyperplane
+
+    reference = projection_linf if norm == "Linf" else projection_l2
+    generator = torch.Generator().manual_seed(0)
+    for scale in (0.2, 0.8, 1.5, 3.0):  # from planes close by to planes the box cannot reach
+        t = torch.rand(64, 50, generator=generator, dtype=torch.float64)
+        w = torch.randn(64, 50, generator=generator, dtype=torch.float64)
+        w[:, :3] = 0
+        b = (w * torch.rand(64, 50, generator=generator, dtype=torch.float64)).sum(1) * scale
+        ours = project_to_hyperplane(t, w, b, norm)
+        assert torch.allclose(ours, reference(t, w.clone(), b.clone()), atol=1e-9)
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", EPS), ("L2", 1.0)])
+def test_fab_t_equals_autoattack_point_for_point(tiny_classifier, norm, eps):
+    from pyautoattack import AutoAttack
+
+    model, x, y = _points(tiny_classifier, 60)
+    reference = AutoAttack(model, norm=norm, eps=eps, version="custom", attacks=["fab-t"], seed=0, device="cpu")
+    reference.fab.n_restarts, reference.fab.n_target_classes = 1, 9  # AutoAttack 'standard'
+    x_ref, _ = reference.run_standard_evaluation(x, y, batch_size=len(y))
+    ours = attacks.make_attack("fab-t", eps=eps, norm=norm)(model, x, y)
+    reference_robust = _robust(model, x_ref, y)
+    assert 0 < int(reference_robust.sum()) < len(y)
+    assert torch.equal(_robust(model, ours, y), reference_robust)
+
+
+class _PositiveLogits(torch.nn.Module):
+    """Logits + 100: the same classifier. torchattacks' CW multiplies logits by a one-hot mask
+    instead of masking them out, which is only right when all logits are positive."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) + 100.0
+
+
+def test_cw_equals_torchattacks(tiny_classifier):
+    model, x, y = _points(tiny_classifier, 40)
+    shifted = _PositiveLogits(model)
+    ours = attacks.make_attack("cw-l2", eps=1e3, steps=30, c=1.0, lr=0.01)(shifted, x, y)
+    # torchattacks stops the whole batch when its summed loss rises; one point per batch makes that per point, as ours
+    reference = torch.cat([torchattacks.CW(shifted, c=1.0, kappa=0, steps=30, lr=0.01)(x[i:i + 1], y[i:i + 1])
+                           for i in range(len(y))])
+    assert torch.allclose(ours, reference, atol=1e-5)
+    broken = ~_robust(model, ours, y)
+    assert 0 < int(broken.sum()) < len(y)
+    small = attacks.make_attack("cw-l2", eps=0.5, steps=30)(shifted, x, y)  # only examples within eps count
+    distance = flat_norm(reference - x, "L2")
+    assert torch.equal(~_robust(model, small, y), broken & (distance <= 0.5))
+
+
+# ---------------------------------------------------------------- the whole suite against AutoAttack
+
+
+def test_autoattack_suite_matches_autoattack_standard(tiny_classifier, autoattack_starts):
+    """With AutoAttack's random starts for APGD, APGD-CE, APGD-T and FAB-T give the same verdicts;
+    Square draws its windows per point (the reference: per batch), so the points only Square
+    decides may differ. They must be few, and Square must not be weaker overall."""
+    from pyautoattack import AutoAttack
+
+    model, x, y = tiny_classifier
+    x, y, eps = x[:120], y[:120], 0.08  # few points survive APGD: Square's 5000 queries stay cheap
+    reference = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
+    x_ref, _ = reference.run_standard_evaluation(x, y, batch_size=500)
+    reference_robust = _robust(model, x_ref, y)
+    result = attacks.evaluate(model, x, y, "autoattack", eps=eps, batch_size=500, sanity_checks=False)
+    ours_robust = torch.tensor(result.points["robust"])
+    broken_by = result.points["broken_by"]
+    differing = (ours_robust != reference_robust).nonzero().flatten().tolist()
+    assert all(broken_by[i] in ("square", None) for i in differing), [broken_by[i] for i in differing]
+    assert len(differing) <= 2 and int(ours_robust.sum()) <= int(reference_robust.sum()) + 1
+    assert [a.label for a in result.attacks] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert 0.05 < result.robust_accuracy < result.clean_accuracy

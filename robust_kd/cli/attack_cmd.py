@@ -58,12 +58,14 @@ class _VariantProgress:
     def __init__(self) -> None:
         self.current = AttackProgress()
 
-    def notify(self, text: str) -> None:
+    def on_variant(self, label: str, note: str) -> None:
         self.current.close()
-        variant = text.split(":", 1)[0] if text else ""
-        self.current = AttackProgress(variant)
-        if text:
-            console.stderr().print(text, markup=False)
+        self.current = AttackProgress(label)
+        if label != "model":
+            console.stderr().print(f"{label}: {note}", markup=False)
+
+    def notify(self, text: str) -> None:
+        console.stderr().print(text, markup=False)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.current, name)
@@ -85,11 +87,13 @@ class _VariantProgress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
+@click.option("--eot", type=int, default=0, show_default=True,
+              help="Suite 'adaptive': also attack through the mean over N forward passes (for randomised models).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an earlier evaluation of the same settings.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
-           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, fresh: bool,
+           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
            list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
@@ -99,6 +103,7 @@ def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | Non
 
     Example: robust-kd attack --model jpegdl_resnet8x4 --suite autoattack --n 200
     """
+    from ..errors import UserError
     from ..robustness import AttackRun, parse_eps, suite_source
     from ..targets import resolve_model
 
@@ -106,12 +111,14 @@ def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | Non
         _print_catalogue()
         return
     target = resolve_model(model_spec, runs_dir)
+    if eot < 0:
+        raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
-                    fresh)
+                    fresh, eot)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:
-        path, content = run.execute(progress=progress, notify=progress.notify)
+        path, content = run.execute(progress=progress, on_variant=progress.on_variant, notify=progress.notify)
     finally:
         progress.current.close()
     if as_json:

@@ -1,0 +1,240 @@
+"""robust-kd attack / transfer: model resolution, JPEG-DL variants, results files, resume, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import attacks
+from robust_kd.checkpoint import save_checkpoint
+from robust_kd.cli import main
+from robust_kd.models import create_model
+
+TINY = ["--data", "synthetic", "--device", "cpu", "epochs=1", "batch_size=32", "data.options.size=16",
+        "data.options.train=64", "data.options.test=32", "data.options.classes=4"]
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory) -> Path:
+    """A runs folder with a 1-epoch jpegdl_resnet8 and resnet8 on tiny synthetic data."""
+    runs = tmp_path_factory.mktemp("runs")
+    for model in ("jpegdl_resnet8", "resnet8"):
+        assert main(["train", "--model", model, "--runs-dir", str(runs), *TINY]) == 0
+    return runs
+
+
+def test_jpegdl_model_is_attacked_soft_and_hard_with_transfer_and_resumes(capsys, trained_runs):
+    args = ["attack", "--model", "jpegdl_resnet8", "--suite", "fast", "--n", "16", "--runs-dir", str(trained_runs),
+            "--device", "cpu"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    path = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    content = json.loads(path.read_text())
+    assert path.parent == trained_runs / "jpegdl_resnet8_synthetic_quick_seed0" / "attacks"
+    variants = {e["variant"]: e for e in content["evaluations"]}
+    assert set(variants) == {"soft", "hard"}
+    soft_labels = [a["label"] for a in variants["soft"]["attacks"]]
+    assert soft_labels == ["pgd-20", "fgsm", "pgd-20 [bpda-identity]", "fgsm [bpda-identity]",
+                           "transfer [twin-without-jpeg]"]
+    assert [a["label"] for a in variants["hard"]["attacks"]] == ["pgd-20", "fgsm", "transfer [twin-without-jpeg]"]
+    for key in ("threat_model", "eps", "clean_acc", "robust_acc", "name", "model", "data", "seed", "device", "flags"):
+        assert key in content
+    for e in content["evaluations"]:
+        assert e["n_examples"] == 16 and len(e["points"]["robust"]) == 16 and "versions" in e
+    assert content["robust_acc"] == min(e["robust_acc"] for e in content["evaluations"])
+    # hard-variant BPDA gradients exist, so no masked-gradient flag there
+    assert "zero_or_nan_gradients" not in {f["code"] for f in variants["hard"]["flags"]}
+    assert "soft ·" in err or "soft:" in err
+    code, out2, _ = run(capsys, *args)  # a rerun resumes from the saved state: same verdicts
+    again = json.loads(path.read_text())
+    assert code == 0 and [e["points"] for e in again["evaluations"]] == [e["points"] for e in content["evaluations"]]
+
+
+def test_eps_list_gives_a_curve_in_one_file(capsys, trained_runs):
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "12", "--eps",
+                         "1/255,4/255,16/255", "--runs-dir", str(trained_runs), "--json")
+    assert code == 0, err
+    content = json.loads(out)
+    assert [e["eps"] for e in content["evaluations"]] == ["1/255", "4/255", "16/255"]
+    accuracies = [e["robust_acc"] for e in content["evaluations"]]
+    assert accuracies == sorted(accuracies, reverse=True)
+
+
+def test_yaml_suite_file(capsys, trained_runs, tmp_path):
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("name: mine\nattacks:\n  - {attack: pgd, label: pgd-3, steps: 3}\n  - {attack: square, queries: 5}\n")
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "8", "--runs-dir",
+                         str(trained_runs), "--json")
+    assert code == 0, err
+    assert [a["label"] for a in json.loads(out)["evaluations"][0]["attacks"]] == ["pgd-3", "square"]
+
+
+def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
+    out_file = tmp_path / "matrix.json"
+    code, out, err = run(capsys, "transfer", "--source", "resnet8,jpegdl_resnet8", "--target", "resnet8,jpegdl_resnet8",
+                         "--n", "16", "--eps", "8/255", "--runs-dir", str(trained_runs), "--out", str(out_file))
+    assert code == 0, err
+    matrix = json.loads(out_file.read_text())
+    assert set(matrix["cells"]) == {"resnet8", "jpegdl_resnet8"}
+    for row in matrix["cells"].values():
+        for cell in row.values():
+            assert 0 <= cell["success_rate"] <= 1 and cell["broken"] <= cell["points"]
+    assert "source \\ target" in out and "matrix:" in out
+
+
+def test_attack_list_shows_suites_and_attacks(capsys):
+    code, out, _ = run(capsys, "attack", "--model", "x", "--list")
+    assert code == 0
+    for name in ("autoattack", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
+        assert name in out
+
+
+# ---------------------------------------------------------------- the pretrained model and its data
+
+
+def test_autoattack_resnet18_is_pyautoattacks_model(capsys, tmp_path):
+    from robust_kd.data import load_dataset
+    from robust_kd.models.pretrained import load_pretrained
+
+    folder = Path(list(importlib.util.find_spec("pyautoattack").submodule_search_locations)[0]) / "examples"
+    sys.path.insert(0, str(folder))
+    try:
+        from resnet import ResNet18  # the architecture file that ships beside the weights
+    finally:
+        sys.path.remove(str(folder))
+    reference = ResNet18()
+    reference.load_state_dict(torch.load(folder / "model_test.pt", map_location="cpu", weights_only=True))
+    ours = load_pretrained("autoattack_resnet18_cifar10")
+    data = load_dataset("cifar10-samples")
+    x = data.test_images.float() / 255
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference.eval()(x), atol=1e-5)
+        assert float((ours(x).argmax(1) == data.test_labels).float().mean()) >= 0.9
+    code, out, err = run(capsys, "attack", "--model", "autoattack_resnet18_cifar10", "--suite", "fast", "--n", "4",
+                         "--json", "--runs-dir", str(tmp_path))
+    content = json.loads(out)
+    assert code == 0 and content["data"]["name"] == "cifar10-samples" and content["robust_acc"] < content["clean_acc"]
+    assert (tmp_path / "autoattack_resnet18_cifar10" / "attacks").is_dir()
+
+
+def test_shipped_cifar10_images_are_foolbox_files_byte_for_byte():
+    from robust_kd.data.cifar10_samples import samples_folder
+
+    foolbox = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    ours = sorted(samples_folder().glob("cifar10_*.png"))
+    assert len(ours) == 20
+    for file in ours:
+        assert file.read_bytes() == (foolbox / file.name).read_bytes()
+
+
+def test_shipped_suite_yaml_files_match_the_registry():
+    from importlib import resources
+
+    folder = Path(str(resources.files("robust_kd.configs") / "suites"))
+    surrogate = torch.nn.Linear(2, 2)
+    for name in ("fast", "pgd", "autoattack", "blackbox"):
+        data = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        context = dict(eps=8 / 255, norm="Linf", seed=3, num_classes=10, surrogates={"twin": surrogate})
+        from_yaml = attacks.build_suite(data, **context)
+        from_registry = attacks.build_suite(name, **context)
+        assert sorted((s.label, s.kind) for s in from_yaml.steps) == sorted((s.label, s.kind) for s in from_registry.steps)
+        registry = {s.label: s.attack.describe() for s in from_registry.steps}
+        for step in from_yaml.steps:
+            assert step.attack.describe() == registry[step.label], step.label
+    assert attacks.build_suite(yaml.safe_load((folder / "example_custom.yaml").read_text()), eps=0.1, norm="L2", seed=0,
+                               num_classes=10).steps
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+
+
+def _write_checkpoint(path: Path, model: torch.nn.Module) -> Path:
+    save_checkpoint(path, model, {})
+    return path
+
+
+@pytest.fixture(scope="module")
+def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    hundred = create_model("resnet8", 100, in_channels=1, image_size=28)
+    broken = create_model("resnet8", 10, in_channels=1, image_size=28)
+    with torch.no_grad():
+        broken.net.fc.weight.fill_(float("nan"))
+    corrupt = folder / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    return {"hundred": _write_checkpoint(folder / "hundred.pt", hundred),
+            "nan": _write_checkpoint(folder / "nan.pt", broken), "corrupt": corrupt}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet8", "--suite", "autoatack"], r"unknown suite 'autoatack' \(did you mean 'autoattack'\?\)"),
+    (["--model", "resnet8", "--eps", "2"], r"--eps 2 is out of range for Linf"),
+    (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' is not a number"),
+    (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
+    (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
+    (["--model", "resnet8", "--data", "embedded"], r"takes 3-channel images but embedded has 1"),
+    (["--model", "resnet9"], r"neither a checkpoint, a run folder nor a model name \(did you mean"),
+    (["--model", "resnet32x4"], r"no trained resnet32x4 under .*robust-kd train --model resnet32x4"),
+    (["--model", "missing.pt"], r"checkpoint 'missing.pt' does not exist"),
+    (["--model", "{hundred}", "--data", "embedded"], r"has 100 classes but embedded has 10"),
+    (["--model", "{nan}", "--data", "embedded"], r"NaN"),
+    (["--model", "{corrupt}"], r"corrupt|not a robust-kd checkpoint|cannot read"),
+])
+def test_bad_attack_input_is_one_line(capsys, trained_runs, odd_checkpoints, args, message):
+    args = [a.format(**{k: str(v) for k, v in odd_checkpoints.items()}) for a in args]
+    code, out, err = run(capsys, "attack", *args, "--runs-dir", str(trained_runs), "--n", "4") if "--n" not in args \
+        else run(capsys, "attack", *args, "--runs-dir", str(trained_runs))
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert lines[-1].startswith("robust-kd: error:") and re.search(message, lines[-1]), err
+    assert "Traceback" not in err
+
+
+def test_unsupported_norm_in_a_suite_file_is_one_line(capsys, trained_runs, tmp_path):
+    suite = tmp_path / "l2only.yaml"
+    suite.write_text("attacks:\n  - {attack: pgd, norm: L3}\n")
+    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
+                       str(trained_runs))
+    assert code == 2 and re.search(r"pgd supports Linf and L2, not 'L3'", err)
+
+
+def test_a_norm_an_attack_does_not_support_is_one_line(capsys, trained_runs, tmp_path):
+    suite = tmp_path / "cw.yaml"
+    suite.write_text("attacks:\n  - {attack: cw-l2, steps: 5}\n")
+    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
+                       str(trained_runs))
+    assert code == 2 and re.search(r"cw-l2 supports L2, not 'Linf'", err) and "Traceback" not in err
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--norm", "L2",
+                         "--runs-dir", str(trained_runs), "--json")
+    assert code == 0, err
+
+
+def test_out_of_gpu_memory_retries_with_a_smaller_batch(capsys, trained_runs, monkeypatch):
+    import robust_kd.robustness as robustness
+
+    real, batch_sizes = robustness.attacks.evaluate, []
+
+    def flaky(*args, **kwargs):
+        batch_sizes.append(kwargs["batch_size"])
+        if len(batch_sizes) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(robustness.attacks, "evaluate", flaky)
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "8", "--batch-size", "8",
+                         "--runs-dir", str(trained_runs), "--fresh")
+    assert code == 0, err
+    assert batch_sizes[:2] == [8, 4] and "out of GPU memory: retrying with --batch-size 4" in err
