@@ -96,7 +96,7 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
 
 
 def test_attack_list_shows_suites_and_attacks(capsys):
-    code, out, _ = run(capsys, "attack", "--model", "x", "--list")
+    code, out, _ = run(capsys, "attack", "--list")
     assert code == 0
     for name in ("autoattack", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
         assert name in out
@@ -180,6 +180,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--suite", "fast"], r"--model is required"),
     (["--model", "resnet8", "--suite", "autoatack"], r"unknown suite 'autoatack' \(did you mean 'autoattack'\?\)"),
     (["--model", "resnet8", "--eps", "2"], r"--eps 2 is out of range for Linf"),
     (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' is not a number"),

@@ -72,7 +72,7 @@ class _VariantProgress:
 
 
 @click.command()
-@click.option("--model", "-m", "model_spec", required=True, metavar="NAME|CHECKPOINT|RUN",
+@click.option("--model", "-m", "model_spec", metavar="NAME|CHECKPOINT|RUN",
               help="An architecture (its newest run under --runs-dir), a checkpoint, a run folder, or a pretrained "
                    "model (autoattack_resnet18_cifar10).")
 @click.option("--suite", "-s", default="fast", show_default=True, metavar="NAME|YAML",
@@ -92,7 +92,7 @@ class _VariantProgress:
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an earlier evaluation of the same settings.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
-def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
+def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
            data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
            list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
@@ -110,6 +110,9 @@ def attack(model_spec: str, suite: str, eps: str | None, norm: str, n: int | Non
     if list_suites:
         _print_catalogue()
         return
+    if not model_spec:
+        raise UserError("--model is required: an architecture name, a checkpoint, a run folder or "
+                        "autoattack_resnet18_cifar10 (e.g. robust-kd attack --model autoattack_resnet18_cifar10)")
     target = resolve_model(model_spec, runs_dir)
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
