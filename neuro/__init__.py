@@ -1,1 +1,28 @@
-"""Representational similarity analysis between network layers and brain data."""
+"""Representational similarity analysis between network layers and brain data.
+
+    import neuro
+    patterns = neuro.load_betas(["face.nii.gz", "house.nii.gz", ...], "vt_mask.nii.gz")   # {roi: Patterns}
+    brain = neuro.compute_rdm(patterns["vt_mask"], "correlation")
+    acts = neuro.activations(model, images, layers="blocks")                              # {layer: array}
+    layers = neuro.RDMs.concat([neuro.compute_rdm(a, "correlation", name=l) for l, a in acts.items()])
+    result = neuro.rsa(layers, {"VT": brain}, method="spearman")
+
+This package stands alone (numpy, scipy, nibabel, torch for activations): it never imports robust-kd.
+"""
+
+from .errors import NeuroError
+from .patterns import Patterns
+from .rdms import RDMs
+from .noise import NoiseModel, noise_from_patterns, noise_from_residuals
+from .rdm_methods import RDM_METHODS, compute_rdm, register_rdm_method
+from .compare import COMPARATORS, compare, register_comparator
+from .inference import Bootstrap, PermutationTest, bootstrap, fdr, noise_ceiling, permutation_test, subject_tests
+from .rsa import RSAResult, rsa
+from .simulate import simulate_study
+
+__all__ = [
+    "COMPARATORS", "Bootstrap", "NeuroError", "NoiseModel", "Patterns", "PermutationTest", "RDMs", "RDM_METHODS",
+    "RSAResult", "bootstrap", "compare", "compute_rdm", "fdr", "noise_ceiling", "noise_from_patterns",
+    "noise_from_residuals", "permutation_test", "register_comparator", "register_rdm_method", "rsa",
+    "simulate_study", "subject_tests",
+]
