@@ -19,10 +19,14 @@ from .compare import COMPARATORS, compare, register_comparator
 from .inference import Bootstrap, PermutationTest, bootstrap, fdr, noise_ceiling, permutation_test, subject_tests
 from .rsa import RSAResult, rsa
 from .simulate import simulate_study
+from . import datasets, glm, io, plots, variants  # noqa: E402
+from .activations import activations, list_layers, load_activations, save_activations
+from .io import load_betas, load_bold, load_mask, load_rdm
 
 __all__ = [
     "COMPARATORS", "Bootstrap", "NeuroError", "NoiseModel", "Patterns", "PermutationTest", "RDMs", "RDM_METHODS",
     "RSAResult", "bootstrap", "compare", "compute_rdm", "fdr", "noise_ceiling", "noise_from_patterns",
     "noise_from_residuals", "permutation_test", "register_comparator", "register_rdm_method", "rsa",
-    "simulate_study", "subject_tests",
+    "simulate_study", "subject_tests", "activations", "list_layers", "load_activations", "save_activations",
+    "load_betas", "load_bold", "load_mask", "load_rdm", "datasets", "glm", "io", "plots", "variants",
 ]

@@ -1,0 +1,216 @@
+"""``robust-kd rsa`` and ``robust-kd rsa-adversarial``: network layers against brain data, and how
+adversarial stimuli change a network's representation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from .. import console
+from .output import print_json, print_line, print_table
+
+
+class StepProgress:
+    """One rich bar per named step (activations, bootstrap, permutations, attacks); a line per step when piped."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.tasks: dict[str, Any] = {}
+        if console.interactive():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console.stderr())
+            self.bar.start()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            if label not in self.tasks:
+                self.tasks[label] = self.bar.add_task(label, total=max(total, 1))
+            self.bar.update(self.tasks[label], completed=done)
+        elif done >= total:
+            console.stderr().print(f"{label}: done ({total})", markup=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _common(fn):
+    options = [
+        click.option("--model", "-m", "model_spec", required=True, metavar="NAME|CHECKPOINT|RUN",
+                     help="A model name (its newest run), a checkpoint, a run folder, or a pretrained model "
+                          "(autoattack_resnet18_cifar10)."),
+        click.option("--stimuli", default="rsa92", show_default=True, metavar="rsa92|FOLDER|NPY",
+                     help="The images shown to the network: 'rsa92' (embedded 92 object images), a folder, or a .npy."),
+        click.option("--layers", default="blocks", show_default=True, metavar="blocks|all|L1,L2,...",
+                     help="Dotted module names (see 'python -c \"import neuro; print(neuro.list_layers(model))\"'), "
+                          "or 'blocks'."),
+        click.option("--rdm-method", default="correlation", show_default=True,
+                     type=click.Choice(["correlation", "euclidean", "cosine"])),
+        click.option("--compare", "comparator", default="spearman", show_default=True,
+                     type=click.Choice(["spearman", "pearson", "kendall-tau-a", "rho-a", "cosine",
+                                        "whitened-cosine", "whitened-pearson"])),
+        click.option("--n-bootstrap", type=int, default=1000, show_default=True),
+        click.option("--n-permutations", type=int, default=1000, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up."),
+        click.option("--out", metavar="FOLDER", help="Analysis folder; default: <run>/rsa/<name>."),
+        click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _layers(text: str) -> Sequence[str] | str:
+    return text if text in ("blocks", "all", "leaves") else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _check_counts(n_bootstrap: int, n_permutations: int) -> None:
+    from ..errors import UserError
+    if n_bootstrap < 0 or n_permutations < 0:
+        raise UserError("--n-bootstrap and --n-permutations must be 0 (off) or more")
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"
+
+
+def _fmt_p(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3g}"
+
+
+@click.command(epilog="""\b
+Examples:
+  robust-kd rsa --model autoattack_resnet18_cifar10 --stimuli rsa92 --brain-rdm rsa92
+  robust-kd rsa --model resnet8x4 --stimuli images/ --fmri betas.nii.gz --conditions conds.txt --roi vt.nii.gz
+""")
+@_common
+@click.option("--fmri", multiple=True, metavar="BETAS",
+              help="Beta images of one subject: a 4-D NIfTI (with --conditions) or a folder of 3-D NIfTIs named "
+                   "after the conditions. Repeat for several subjects.")
+@click.option("--roi", "rois", multiple=True, metavar="MASK", help="ROI mask (binary or label image). Repeatable.")
+@click.option("--conditions", metavar="FILE", help="Condition label per volume of a 4-D --fmri (one per line, "
+                                                   "or 'label run' to give runs for crossnobis).")
+@click.option("--brain-rdm", "brain_rdms", multiple=True, metavar="[ROI=]FILE|rsa92",
+              help="Pre-computed brain RDMs (.npy/.mat/.csv/.npz, several subjects per file allowed), or 'rsa92' "
+                   "for the embedded human-IT RDMs. Repeatable.")
+@click.option("--brain-method", default="correlation", show_default=True,
+              type=click.Choice(["correlation", "euclidean", "cosine", "crossnobis"]),
+              help="RDM method for --fmri betas (crossnobis needs runs in --conditions).")
+@click.option("--noise", type=click.Choice(["diag", "shrinkage_diag", "shrinkage_eye"]),
+              help="Noise normalisation for crossnobis, estimated from the runs.")
+@click.option("--bootstrap-over", default="conditions", show_default=True,
+              type=click.Choice(["conditions", "subjects", "both"]))
+def rsa(model_spec: str, stimuli: str, layers: str, rdm_method: str, comparator: str, n_bootstrap: int,
+        n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None, as_json: bool,
+        fmri: tuple[str, ...], rois: tuple[str, ...], conditions: str | None, brain_rdms: tuple[str, ...],
+        brain_method: str, noise: str | None, bootstrap_over: str) -> None:
+    """Compare a network's layer RDMs with brain RDMs (per ROI), with CIs, p-values and noise ceiling."""
+    from ..device import resolve_device
+    from ..rsa_study import load_brain, load_stimuli, run_rsa
+    from ..targets import resolve_model
+
+    _check_counts(n_bootstrap, n_permutations)
+    target = resolve_model(model_spec, runs_dir)
+    model = target.model
+    brain = load_brain(fmri, rois, conditions, None, brain_rdms, brain_method, noise)
+    images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
+    name = f"{Path(stimuli).name}-{'-'.join(brain.rois)}"
+    folder = Path(out) if out else target.results_dir.parent / "rsa" / name
+    progress = StepProgress()
+    try:
+        payload = run_rsa(model, target.name, target.source, images, brain, folder, layers=_layers(layers),
+                          rdm_method=rdm_method, comparator=comparator, n_bootstrap=n_bootstrap,
+                          n_permutations=n_permutations, over=bootstrap_over, seed=seed,
+                          device=resolve_device(device), batch_size=batch_size, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        print_json(payload)
+        return
+    print_table(f"RSA {target.name}: {payload['n_stimuli']} stimuli, {payload['rdm_method']} RDMs, "
+                f"{payload['settings']['method']} ({n_bootstrap} bootstrap, {n_permutations} permutations)",
+                ["layer", "ROI", "similarity", "95% CI", "p", "p FDR", "noise ceiling"],
+                [[r["model"], r["roi"], _fmt(r["similarity"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+                  _fmt_p(r["p"]), _fmt_p(r["p_fdr"]),
+                  f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}"] for r in payload["rows"]],
+                right=["similarity", "p", "p FDR"])
+    print_line(f"results: {folder / 'rsa.json'} (table rsa.csv, figures in {folder / 'figures'})")
+
+
+@click.command("rsa-adversarial", epilog="""\b
+Examples:
+  robust-kd rsa-adversarial --model autoattack_resnet18_cifar10 --stimuli rsa92 --brain-rdm rsa92
+  robust-kd rsa-adversarial --model jpegdl_resnet8x4 --black transfer --surrogate resnet8x4 --eps 4/255
+""")
+@_common
+@click.option("--eps", default="8/255", show_default=True, help="Perturbation budget of both attacks.")
+@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--white-steps", type=int, default=20, show_default=True, help="PGD steps of the white-box attack.")
+@click.option("--black", type=click.Choice(["square", "transfer"]), default="square", show_default=True)
+@click.option("--queries", type=int, default=1000, show_default=True, help="Square attack query budget.")
+@click.option("--surrogate", metavar="NAME|CHECKPOINT|RUN", help="Source model of the transfer attack.")
+@click.option("--brain-rdm", "brain_rdms", multiple=True, metavar="[ROI=]FILE|rsa92",
+              help="Optional brain RDMs over the same stimuli (e.g. 'rsa92').")
+def rsa_adversarial(model_spec: str, stimuli: str, layers: str, rdm_method: str, comparator: str, n_bootstrap: int,
+                    n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
+                    as_json: bool, eps: str, norm: str, white_steps: int, black: str, queries: int,
+                    surrogate: str | None, brain_rdms: tuple[str, ...]) -> None:
+    """Clean vs white-box vs black-box adversarial stimuli: per-layer RDMs, the white- vs black-box test,
+    and (with brain RDMs) their similarity to the brain (the design of Han et al. 2019)."""
+    from ..device import resolve_device
+    from ..errors import UserError
+    from ..robustness import check_eps, parse_eps
+    from ..rsa_study import AdversarialSettings, load_brain, load_stimuli, run_rsa_adversarial
+    from ..targets import resolve_model
+
+    _check_counts(n_bootstrap, n_permutations)
+    eps_values = parse_eps(eps) or []
+    if len(eps_values) != 1:
+        raise UserError("--eps takes one value here, e.g. 8/255")
+    target = resolve_model(model_spec, runs_dir)
+    model = target.model
+    images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
+    check_eps(eps_values, norm, images.images[0].numel())
+    brain = load_brain((), (), None, None, brain_rdms, "correlation", None) if brain_rdms else None
+    surrogate_model = resolve_model(surrogate, runs_dir).model if surrogate else None
+    settings = AdversarialSettings(eps=eps_values[0], norm=norm, white_steps=white_steps, black=black,
+                                   queries=queries, surrogate=surrogate, seed=seed)
+    folder = Path(out) if out else target.results_dir.parent / "rsa" / f"adversarial-{Path(stimuli).name}-{black}"
+    progress = StepProgress()
+    try:
+        payload = run_rsa_adversarial(model, target.name, target.source, images, folder, settings=settings,
+                                      brain=brain, surrogate=surrogate_model, layers=_layers(layers),
+                                      rdm_method=rdm_method, comparator=comparator, n_bootstrap=n_bootstrap,
+                                      n_permutations=n_permutations, seed=seed, device=resolve_device(device),
+                                      batch_size=batch_size, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        print_json(payload)
+        return
+    effect = payload["attack_effect"]
+    print_line(f"prediction changed: white-box {100 * effect['white']['prediction_changed']:.1f}%, "
+               f"black-box {100 * effect['black']['prediction_changed']:.1f}% of {payload['n_stimuli']} stimuli")
+    print_table("White- vs black-box: RDM similarity to the clean RDM, and displacement from the clean pattern",
+                ["layer", "sim white", "sim black", "diff [95% CI]", "p boot (FDR)", "displ. white", "displ. black",
+                 "p Wilcoxon (FDR)"],
+                [[r["model"] if "model" in r else r["layer"], _fmt(r["similarity_a"]), _fmt(r["similarity_b"]),
+                  f"{_fmt(r['difference'])} [{_fmt(r.get('ci_low', float('nan')))}, "
+                  f"{_fmt(r.get('ci_high', float('nan')))}]",
+                  f"{_fmt_p(r.get('p_bootstrap', float('nan')))} ({_fmt_p(r.get('p_bootstrap_fdr', float('nan')))})",
+                  _fmt(r["displacement_a"]), _fmt(r["displacement_b"]),
+                  f"{_fmt_p(r['p_wilcoxon'])} ({_fmt_p(r['p_wilcoxon_fdr'])})"] for r in payload["white_vs_black"]],
+                right=["sim white", "sim black"])
+    if payload["brain_rows"]:
+        print_table("Network RDMs (layer/variant) vs brain",
+                    ["layer/variant", "ROI", "similarity", "95% CI", "p FDR", "noise ceiling"],
+                    [[r["model"], r["roi"], _fmt(r["similarity"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+                      _fmt_p(r["p_fdr"]), f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}"]
+                     for r in payload["brain_rows"]], right=["similarity"])
+    print_line(f"results: {folder / 'rsa_adversarial.json'} (figures in {folder / 'figures'})")
