@@ -1,0 +1,100 @@
+"""neuro.activations: forward hooks on named layers of any nn.Module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neuro import NeuroError
+from neuro.activations import activations, list_layers, load_activations, save_activations
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2))
+        self.fc = nn.Linear(24, 5)
+        self.boom = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.boom:
+            raise RuntimeError("boom")
+        return self.fc(self.features(x).flatten(1))
+
+
+@pytest.fixture
+def model() -> Small:
+    torch.manual_seed(0)
+    return Small()
+
+
+def _hooks(m: nn.Module) -> int:
+    return sum(len(mod._forward_hooks) for mod in m.modules())
+
+
+def test_activations_equal_manual_forward_and_hooks_are_removed(model):
+    x = torch.rand(7, 3, 8, 8)
+    acts = activations(model, x, ["features.2", "features.5", "logits"], batch_size=3)
+    with torch.no_grad():
+        manual = model.features[:3](x)
+        np.testing.assert_allclose(acts["features.2"], manual.flatten(1).numpy(), atol=1e-6)
+        np.testing.assert_allclose(acts["features.5"], model.features(x).flatten(1).numpy(), atol=1e-6)
+        np.testing.assert_allclose(acts["logits"], model(x).numpy(), atol=1e-6)
+    assert list(acts) == ["features.2", "features.5", "logits"]
+    assert _hooks(model) == 0
+
+
+def test_hooks_removed_and_mode_restored_when_forward_fails(model):
+    model.train()
+    model.boom = True
+    with pytest.raises(RuntimeError, match="boom"):
+        activations(model, torch.rand(2, 3, 8, 8), ["features.0"])
+    assert _hooks(model) == 0 and model.training
+
+
+def test_batching_invariance_and_training_mode_restored(model):
+    model.train()
+    x = torch.rand(7, 3, 8, 8)
+    one = activations(model, x, ["features.3"], batch_size=1)
+    seven = activations(model, x, ["features.3"], batch_size=7)
+    np.testing.assert_allclose(one["features.3"], seven["features.3"], atol=1e-5)
+    assert model.training
+
+
+def test_uint8_hwc_input_and_resizing(model):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+    as_tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    a = activations(model, images, ["logits"])["logits"]
+    b = activations(model, as_tensor, ["logits"])["logits"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    big = rng.integers(0, 256, size=(2, 20, 20, 3), dtype=np.uint8)
+    resized = activations(model, big, ["features.0"], size=8)["features.0"]
+    assert resized.shape == (2, 4 * 8 * 8)
+
+
+def test_unknown_layer_names_a_close_match(model):
+    with pytest.raises(NeuroError, match="features.2"):
+        activations(model, torch.rand(1, 3, 8, 8), ["feature.2"])
+
+
+def test_blocks_of_project_models():
+    from robust_kd.models import create_model
+    layers = list_layers(create_model("resnet8x4", 10), "blocks")
+    assert "net.layer1.0" in layers and "net.layer3.0" in layers and layers[-1] == "logits"
+    jpeg = list_layers(create_model("jpegdl_resnet8x4", 10), "blocks")
+    assert jpeg[0] == "input_layer"
+    small = list_layers(Small(), "blocks")
+    assert small == ["features.2", "features.5", "logits"]     # flat stage: its pools; the classifier = logits
+
+
+def test_save_load_round_trip(model, tmp_path):
+    acts = activations(model, torch.rand(3, 3, 8, 8), "blocks")
+    save_activations(acts, tmp_path / "acts", ["a", "b", "c"])
+    back, names = load_activations(tmp_path / "acts")
+    assert names == ["a", "b", "c"] and list(back) == list(acts)
+    for k in acts:
+        np.testing.assert_array_equal(back[k], acts[k])

@@ -1,0 +1,128 @@
+"""robust-kd rsa / rsa-adversarial end to end: embedded 92 images, NIfTI betas, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from robust_kd.cli import main
+from robust_kd.checkpoint import save_checkpoint
+from robust_kd.models import create_model
+
+FAST = ["--n-bootstrap", "50", "--n-permutations", "50", "--device", "cpu"]
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained resnet8 checkpoint for 3-channel 32-px images (RSA does not need a trained model)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    import torch
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, in_channels=3, image_size=32)
+    path = folder / "resnet8.pt"
+    save_checkpoint(path, model, metadata={"epoch": 0})
+    return path
+
+
+def test_rsa_on_the_embedded_92_images_against_human_it(capsys, tmp_path, checkpoint):
+    out = tmp_path / "rsa92"
+    code, stdout, err = run(capsys, "rsa", "--model", str(checkpoint), "--stimuli", "rsa92", "--brain-rdm", "rsa92",
+                            "--layers", "net.layer1.0,net.layer3.0,logits", "--out", str(out), *FAST)
+    assert code == 0, err
+    result = json.loads((out / "rsa.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["net.layer1.0", "net.layer3.0", "logits"]
+    for row in result["rows"]:
+        assert row["roi"] == "hIT" and row["n_subjects"] == 4 and row["n_conditions"] == 92
+        assert row["ci_low"] <= row["similarity"] <= row["ci_high"]
+        assert 0 < row["p"] <= 1 and row["noise_lower"] < row["noise_upper"]
+    for name in ("rsa_bars.png", "network_rdms.png", "brain_rdms.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert len(list((out / "network_rdms").glob("*.npz"))) == 3
+    assert "net.layer3.0" in stdout and "noise ceiling" in stdout
+    csv_lines = (out / "rsa.csv").read_text().splitlines()
+    assert len(csv_lines) == 4
+
+
+def _write_betas(folder: Path, names: list[str], seed: int = 0) -> tuple[Path, Path]:
+    """SIMULATED betas (4-D, one volume per condition) and a mask, written as NIfTI for the CLI."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((6, 6, 2, len(names))).astype(np.float32)
+    betas = folder / "betas_simulated.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(betas))
+    mask = np.zeros((6, 6, 2), np.uint8)
+    mask[1:5, 1:5, :] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(folder / "vt.nii.gz"))
+    (folder / "conditions.txt").write_text("\n".join(names) + "\n")
+    return betas, folder / "vt.nii.gz"
+
+
+def test_rsa_with_nifti_betas_and_a_stimulus_folder(capsys, tmp_path, checkpoint):
+    names = [f"img{i:02d}" for i in range(8)]
+    stim = tmp_path / "stimuli"
+    stim.mkdir()
+    rng = np.random.default_rng(1)
+    for n in reversed(names):                                   # order must come from the brain conditions
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(stim / f"{n}.png")
+    betas, mask = _write_betas(tmp_path, names)
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--stimuli", str(stim), "--fmri", str(betas),
+                       "--fmri", str(betas), "--conditions", str(tmp_path / "conditions.txt"), "--roi", str(mask),
+                       "--layers", "logits", "--out", str(tmp_path / "out"), *FAST)
+    assert code == 0, err
+    result = json.loads((tmp_path / "out" / "rsa.json").read_text())
+    assert result["rows"][0]["roi"] == "vt" and result["rows"][0]["n_subjects"] == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--brain-rdm", "missing.npy"], "does not exist"),
+    (["--brain-rdm", "rsa92", "--layers", "net.layer9"], "no layer"),
+    (["--brain-rdm", "rsa92", "--stimuli", "nowhere.npy"], "does not exist"),
+    ([], "no brain data"),
+])
+def test_rsa_bad_input_is_one_line(capsys, tmp_path, checkpoint, extra, message):
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--out", str(tmp_path / "o"), *FAST, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_rsa_condition_mismatch_says_what_to_do(capsys, tmp_path, checkpoint):
+    betas, mask = _write_betas(tmp_path, [f"c{i}" for i in range(5)])
+    stim = tmp_path / "stim.npy"
+    np.save(stim, np.zeros((5, 32, 32, 3), np.uint8))
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--stimuli", str(stim), "--fmri", str(betas),
+                       "--conditions", str(tmp_path / "conditions.txt"), "--roi", str(mask), *FAST)
+    assert code == 2 and "no stimulus of that name" in err
+
+
+def test_rsa_adversarial_white_vs_black_on_92_images(capsys, tmp_path, checkpoint):
+    out = tmp_path / "adv"
+    args = ["rsa-adversarial", "--model", str(checkpoint), "--stimuli", "rsa92", "--brain-rdm", "rsa92",
+            "--layers", "net.layer2.0,logits", "--white-steps", "3", "--queries", "10", "--eps", "8/255",
+            "--out", str(out), *FAST]
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    result = json.loads((out / "rsa_adversarial.json").read_text())
+    effect = result["attack_effect"]
+    assert effect["clean"]["prediction_changed"] == 0
+    assert effect["white"]["max_perturbation"] <= 8 / 255 + 1e-6 and effect["black"]["max_perturbation"] <= 8 / 255 + 1e-6
+    rows = result["white_vs_black"]
+    assert [r["layer"] for r in rows] == ["net.layer2.0", "logits"]
+    for r in rows:
+        assert 0 < r["p_wilcoxon"] <= 1 and np.isclose(r["difference"], r["similarity_a"] - r["similarity_b"])
+    assert {r["model"] for r in result["brain_rows"]} == {f"{l}/{v}" for l in ("net.layer2.0", "logits")
+                                                          for v in ("clean", "white", "black")}
+    white = np.load(out / "stimuli" / "white.npy")
+    # a rerun reuses the saved adversarial stimuli
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(out / "stimuli" / "white.npy"), white)
+    assert "White- vs black-box" in stdout
