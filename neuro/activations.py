@@ -109,8 +109,10 @@ def _resolve(model: nn.Module, layers: Sequence[str] | str) -> list[str]:
     return out
 
 
-def as_image_batch(images: torch.Tensor | np.ndarray, size: int | None = None) -> torch.Tensor:
-    """Float N×C×H×W in [0, 1] from a tensor or a uint8/float array (N×H×W×C or N×C×H×W)."""
+def as_image_batch(images: torch.Tensor | np.ndarray, size: int | None = None,
+                   channels: int | None = None) -> torch.Tensor:
+    """Float N×C×H×W in [0, 1] from a tensor or a uint8/float array (N×H×W×C or N×C×H×W); ``size``
+    resizes (antialiased), ``channels`` converts RGB → luminance (ITU-R 601) or grey → RGB."""
     if isinstance(images, np.ndarray):
         a = images
         if a.ndim == 3:
@@ -127,6 +129,13 @@ def as_image_batch(images: torch.Tensor | np.ndarray, size: int | None = None) -
             raise NeuroError(f"images must be N×C×H×W, got shape {tuple(t.shape)}")
     else:
         raise NeuroError(f"images must be a tensor or a numpy array, not {type(images).__name__}")
+    if channels is not None and t.shape[1] != channels:
+        if t.shape[1] == 3 and channels == 1:
+            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        elif t.shape[1] == 1 and channels == 3:
+            t = t.repeat(1, 3, 1, 1)
+        else:
+            raise NeuroError(f"cannot turn {t.shape[1]}-channel images into {channels}-channel ones")
     if size is not None and tuple(t.shape[-2:]) != (size, size):
         t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     return t
@@ -148,10 +157,12 @@ def _first_tensor(output: object) -> torch.Tensor:
 
 def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Sequence[str] | str = "blocks",
                 batch_size: int = 64, device: torch.device | str | None = None, size: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """``{layer: N × features}`` float32 arrays, in the order of ``layers``."""
+                channels: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """``{layer: N × features}`` float32 arrays, in the order of ``layers``.
+
+    ``size`` / ``channels`` adapt the images to the model's input (see ``as_image_batch``)."""
     names = _resolve(model, layers)
-    x = as_image_batch(images, size)
+    x = as_image_batch(images, size, channels)
     if len(x) == 0:
         raise NeuroError("no images given")
     if batch_size < 1:

@@ -74,6 +74,128 @@ def _batched_stat(method: str, x: np.ndarray, y: np.ndarray, valid: np.ndarray) 
     return out
 
 
+_FAST = ("cosine", "pearson", "spearman", "rho-a")
+
+
+def _dense_codes(matrices: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer codes preserving the order (and ties) of every entry of each matrix: (R, n, n), count."""
+    flat = matrices.reshape(len(matrices), -1)
+    codes = np.stack([rankdata(row, method="dense") - 1 for row in flat]).astype(np.int64)
+    return codes.reshape(matrices.shape), int(codes.max()) + 1
+
+
+def _codes_rank(codes: np.ndarray, valid: np.ndarray, n_codes: int) -> np.ndarray:
+    """Average ranks (1-based) among the valid entries of integer codes (R, B, P), by counting: no sort."""
+    rows = codes.shape[0] * codes.shape[1]
+    index = np.arange(rows).reshape(codes.shape[0], codes.shape[1], 1) * n_codes + codes
+    mask = np.broadcast_to(valid, codes.shape)
+    counts = np.bincount(index[mask], minlength=rows * n_codes)
+    less = np.cumsum(counts) - counts
+    less -= np.repeat(less[::n_codes], n_codes)              # restart the count in every row
+    return less[index] + (counts[index] + 1) / 2.0
+
+
+def _unit(name: str, x: np.ndarray, valid: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+    """Vectors (R, B, P), zero off ``valid``, whose inner products are the comparator's values."""
+    w = valid.astype(np.float64)
+    if name in ("spearman", "rho-a"):
+        x = _masked_rank(x, valid) if ranks is None else ranks
+    if name == "cosine":
+        v = x * w
+    else:
+        v = _masked_centre(x, valid)
+    if name == "rho-a":
+        m = w.sum(-1, keepdims=True)
+        return v * np.sqrt(12.0 / (m ** 3 - m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return v / np.sqrt((v * v).sum(-1, keepdims=True))
+
+
+def _pool_prepare_fast(name: str, x: np.ndarray, valid: np.ndarray, ranks: np.ndarray | None) -> np.ndarray:
+    w = valid.astype(np.float64)
+    cnt = w.sum(-1, keepdims=True)
+    if name in ("spearman", "rho-a"):
+        return ranks * w
+    if name == "cosine":
+        return x * w / np.sqrt((x * x * w).sum(-1, keepdims=True) / cnt)
+    c = _masked_centre(x, valid)
+    return c / np.sqrt((c * c).sum(-1, keepdims=True) / cnt)
+
+
+def _ceiling_fast(name: str, y: np.ndarray, valid: np.ndarray, y_units: np.ndarray, y_ranks: np.ndarray | None,
+                  groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Noise ceiling per sample for the inner-product comparators, reusing the subjects' unit vectors."""
+    s = y.shape[0]
+    if s < 2:
+        nan = np.full(y.shape[1], np.nan)
+        return nan, nan
+    prepared = _pool_prepare_fast(name, y, valid, y_ranks)
+    total = prepared.sum(0)
+    pooled = _unit(name, (total / s)[None], valid)[0]
+    upper = np.einsum("sbp,bp->sb", y_units, pooled)
+    lower = np.empty_like(upper)
+    for i in range(s):
+        if groups is None:
+            others = (total - prepared[i]) / (s - 1)
+            lower[i] = np.einsum("bp,bp->b", y_units[i], _unit(name, others[None], valid)[0])
+        else:
+            same = groups == groups[:, i:i + 1]
+            n_other = (~same).sum(1)
+            rest = total - np.einsum("bs,sbp->bp", same.astype(np.float64), prepared)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                others = rest / n_other[:, None]
+                val = np.einsum("bp,bp->b", y_units[i], _unit(name, others[None], valid)[0])
+            lower[i] = np.where(n_other > 0, val, np.nan)
+    return _combine_ceiling(lower, upper, groups)
+
+
+def _moment_similarity(matrices: np.ndarray, counts: np.ndarray, centred: bool) -> np.ndarray:
+    """Pearson (``centred``) or cosine similarity between all RDMs of ``matrices`` (R, n, n) on each
+    resampled condition set, without building the resampled vectors.
+
+    A resample with condition counts c has every pair (i, j), i ≠ j, c_i·c_j times (pairs of a condition
+    with its own copy are left out), so a sum over its pairs is ½ cᵀ F c with F's diagonal zero. Every
+    moment needed is such a sum: (B, n) counts times (n, n) matrices."""
+    r = matrices.shape[0]
+    mats = matrices.copy()
+    idx = np.arange(mats.shape[1])
+    mats[:, idx, idx] = 0.0
+
+    def pair_sum(f: np.ndarray) -> np.ndarray:
+        return 0.5 * np.einsum("bi,bi->b", counts @ f, counts)
+
+    m = 0.5 * (counts.sum(1) ** 2 - (counts ** 2).sum(1))
+    second = np.empty((counts.shape[0], r, r))
+    for a in range(r):
+        for b in range(a, r):
+            second[:, a, b] = second[:, b, a] = pair_sum(mats[a] * mats[b])
+    if centred:
+        first = np.stack([pair_sum(mats[a]) for a in range(r)], axis=1) / m[:, None]     # (B, R) means
+        second = second / m[:, None, None] - first[:, :, None] * first[:, None, :]
+    diag = np.sqrt(np.einsum("bii->bi", second))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return second / diag[:, :, None] / diag[:, None, :]
+
+
+def _ceiling_from_similarity(sim: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noise ceiling per sample from the subjects' similarity matrices (B, S, S) for comparators whose
+    pooled RDM is a weighted mean of normalised subject RDMs (Pearson: z-scores; cosine: unit RMS):
+    sim(y_i, Σ w_t u_t) = Σ w_t sim_it / sqrt(Σ w_t w_u sim_tu). ``weights`` (B, S): copies per row."""
+    def against(w: np.ndarray) -> np.ndarray:                       # w (B, S) → (B, S)
+        num = np.einsum("bt,bit->bi", w, sim)
+        den = np.sqrt(np.einsum("bt,bu,btu->b", w, w, sim))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den[:, None]
+
+    upper = against(weights)                                         # (B, S)
+    lower = np.empty_like(upper)
+    for i in range(sim.shape[1]):
+        w = weights.copy()
+        w[:, i] = 0.0
+        lower[:, i] = against(w)[:, i]
+    return lower, upper
+
+
 def _whitened_with_missing(name: str, x: np.ndarray, y: np.ndarray, ok: np.ndarray) -> np.ndarray:
     if ok.all():
         return compare(x, y, name)
@@ -131,6 +253,10 @@ def _ceiling_batched(method: str, subjects: np.ndarray, valid: np.ndarray,
                 others = rest / n_other[:, None]
             val = _batched_stat(method, subjects[i:i + 1], others[None], valid)[0, 0]
             lower[i] = np.where(n_other > 0, val, np.nan)
+    return _combine_ceiling(lower, upper, groups)
+
+
+def _combine_ceiling(lower: np.ndarray, upper: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     if groups is None:
         return np.nanmean(lower, axis=0), upper.mean(0)
     # copies of one subject count once, as rsatoolbox's leave-one-subject-out over a resampled set does
@@ -210,6 +336,17 @@ def bootstrap(models: RDMs, brain: RDMs, method: str = "spearman", n: int = 1000
         ceiling = False
 
     model_m, brain_m = models.matrices(), brain.matrices()
+    name = resolve_method(method).name
+    if name in ("pearson", "cosine") and np.isfinite(model_m).all() and np.isfinite(brain_m).all():
+        return _bootstrap_moments(name, model_m, brain_m, n, over, ceiling, condition_indices, subject_indices,
+                                  chunk, progress)
+    if name in ("spearman", "rho-a") and np.isfinite(model_m).all() and np.isfinite(brain_m).all():
+        return _bootstrap_ranks(name, model_m, brain_m, n, over, ceiling, condition_indices, subject_indices,
+                                32, progress)  # small chunks stay in cache
+    fast = name in _FAST
+    if fast and resolve_method(method).rank_based:
+        model_codes, model_nc = _dense_codes(model_m)
+        brain_codes, brain_nc = _dense_codes(brain_m)
     samples = np.full((n, models.n_rdm), np.nan)
     ceil = np.full((n, 2), np.nan) if ceiling else None
     full_a, full_b = _pair_index(n_cond)
@@ -228,7 +365,16 @@ def bootstrap(models: RDMs, brain: RDMs, method: str = "spearman", n: int = 1000
         valid = valid & np.isfinite(brain_m[:, a, b]).all(0) & np.isfinite(model_m[:, a, b]).all(0)
         x = np.nan_to_num(model_m[:, a, b])                              # (k, B, P)
         y_all = np.nan_to_num(brain_m[:, a, b])                          # (s, B, P)
-        per_subject = _batched_stat(method, x, y_all, valid)             # (k, s, B)
+        y_ranks = None
+        if fast:
+            x_ranks = None
+            if resolve_method(method).rank_based:
+                x_ranks = _codes_rank(model_codes[:, a, b], valid, model_nc)
+                y_ranks = _codes_rank(brain_codes[:, a, b], valid, brain_nc)
+            x_units, y_units = _unit(name, x, valid, x_ranks), _unit(name, y_all, valid, y_ranks)
+            per_subject = np.einsum("kbp,sbp->ksb", x_units, y_units, optimize=True)
+        else:
+            per_subject = _batched_stat(method, x, y_all, valid)             # (k, s, B)
         if subject_indices is not None:
             si = subject_indices[start:stop]                             # (B, s')
             picked = np.take_along_axis(per_subject, si.T[None], axis=1)  # (k, s', B)
@@ -239,15 +385,187 @@ def bootstrap(models: RDMs, brain: RDMs, method: str = "spearman", n: int = 1000
         samples[start:stop] = stat.T
         if ceiling:
             if subject_indices is not None:
-                ys = np.stack([y_all[si[j], j] for j in range(stop - start)], axis=1)   # (s', B, P)
-                lo, up = _ceiling_batched(method, ys, valid, groups=si)
+                pick = lambda arr: np.stack([arr[si[j], j] for j in range(stop - start)], axis=1)  # noqa: E731
+                ys = pick(y_all)                                             # (s', B, P)
+                lo, up = _ceiling_fast(name, ys, valid, pick(y_units), None if y_ranks is None else pick(y_ranks),
+                                       si) if fast else _ceiling_batched(method, ys, valid, groups=si)
             else:
-                lo, up = _ceiling_batched(method, y_all, valid)
+                lo, up = _ceiling_fast(name, y_all, valid, y_units, y_ranks, None) if fast else \
+                    _ceiling_batched(method, y_all, valid)
             ceil[start:stop, 0] = np.where(enough, lo, np.nan)
             ceil[start:stop, 1] = np.where(enough, up, np.nan)
         if progress is not None:
             progress(stop, n)
     return Bootstrap(samples, over, method, ceil, condition_indices, subject_indices)
+
+
+def _bootstrap_moments(name: str, model_m: np.ndarray, brain_m: np.ndarray, n: int, over: str, ceiling: bool,
+                       condition_indices: np.ndarray | None, subject_indices: np.ndarray | None, chunk: int,
+                       progress: Progress) -> Bootstrap:
+    """The bootstrap for Pearson and cosine from pair-sum moments: same numbers, no resampled vectors."""
+    k, s, n_cond = model_m.shape[0], brain_m.shape[0], brain_m.shape[1]
+    all_m = np.concatenate([model_m, brain_m])
+    samples = np.full((n, k), np.nan)
+    ceil = np.full((n, 2), np.nan) if ceiling else None
+    step = max(chunk, 256)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if condition_indices is not None:
+            ci = condition_indices[start:stop]
+            counts = np.zeros((stop - start, n_cond))
+            np.add.at(counts, (np.arange(stop - start)[:, None], ci), 1.0)
+            enough = (counts > 0).sum(1) >= 3
+        else:
+            counts = np.ones((stop - start, n_cond))
+            enough = np.ones(stop - start, bool)
+        sim = _moment_similarity(all_m, counts, centred=name == "pearson")      # (B, k+s, k+s)
+        model_subject = sim[:, :k, k:]                                           # (B, k, s)
+        subject_subject = sim[:, k:, k:]
+        if subject_indices is not None:
+            si = subject_indices[start:stop]
+            weights = np.zeros((stop - start, s))
+            np.add.at(weights, (np.arange(stop - start)[:, None], si), 1.0)
+        else:
+            weights = np.ones((stop - start, s))
+        stat = np.einsum("bks,bs->bk", model_subject, weights) / weights.sum(1, keepdims=True)
+        stat[~enough] = np.nan
+        samples[start:stop] = stat
+        if ceiling and s >= 2:
+            lower, upper = _ceiling_from_similarity(subject_subject, weights)  # per unique subject
+            present = weights > 0
+            with np.errstate(invalid="ignore"):
+                lo = np.nansum(np.where(present, lower, 0), 1) / np.sum(present & np.isfinite(lower), 1)
+                up = np.sum(np.where(present, upper, 0), 1) / present.sum(1)
+            if subject_indices is None:       # every subject once: the plain means
+                lo, up = np.nanmean(lower, 1), upper.mean(1)
+            ceil[start:stop, 0] = np.where(enough, lo, np.nan)
+            ceil[start:stop, 1] = np.where(enough, up, np.nan)
+        if progress is not None:
+            progress(stop, n)
+    return Bootstrap(samples, over, name, ceil, condition_indices, subject_indices)
+
+
+def _weighted_ranks_sorted(keys_sorted: np.ndarray, w_sorted: np.ndarray) -> np.ndarray:
+    """Average ranks of entries with multiplicities ``w`` (rows sorted by key): a tie group occupying
+    expanded positions L+1 … L+W gets L + (W + 1)/2."""
+    b, p = keys_sorted.shape
+    change = np.ones((b, p), bool)
+    change[:, 1:] = keys_sorted[:, 1:] != keys_sorted[:, :-1]
+    cs = np.cumsum(w_sorted, axis=1)
+    # cumulative sums never decrease, so "the value at my group's start / end" is a running max / min
+    before = np.maximum.accumulate(np.where(change, cs - w_sorted, 0.0), axis=1)
+    is_end = np.ones((b, p), bool)
+    is_end[:, :-1] = change[:, 1:]
+    through = np.flip(np.minimum.accumulate(np.flip(np.where(is_end, cs, np.inf), axis=1), axis=1), axis=1)
+    return before + (through - before + 1.0) / 2.0
+
+
+def _weighted_ranks(values: np.ndarray, w: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """Ranks of ``values`` (B, P) in the expanded vector where entry p appears w[b, p] times."""
+    if order is None:
+        order = np.argsort(values, axis=1, kind="stable")
+    elif order.ndim == 1:
+        order = np.broadcast_to(order, values.shape)
+    keys = np.take_along_axis(values, order, 1)
+    ranks_sorted = _weighted_ranks_sorted(keys, np.take_along_axis(w, order, 1))
+    out = np.empty_like(ranks_sorted)
+    np.put_along_axis(out, order, ranks_sorted, 1)
+    return out
+
+
+def _rank_plan(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a fixed vector: its sort order and, per sorted position, the first and last position of its tie group."""
+    order = np.argsort(v, kind="stable")
+    keys = v[order]
+    p = len(v)
+    change = np.ones(p, bool)
+    change[1:] = keys[1:] != keys[:-1]
+    pos = np.arange(p)
+    start = np.maximum.accumulate(np.where(change, pos, 0))
+    is_end = np.ones(p, bool)
+    is_end[:-1] = change[1:]
+    end = np.minimum.accumulate(np.where(is_end, pos, p)[::-1])[::-1]
+    return order, start, end
+
+
+def _ranks_fixed(plan: tuple[np.ndarray, np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
+    order, start, end = plan
+    ws = w[:, order]
+    cs = np.cumsum(ws, axis=1)
+    before = cs[:, start] - ws[:, start]
+    ranks_sorted = before + (cs[:, end] - before + 1.0) / 2.0
+    out = np.empty_like(ranks_sorted)
+    out[:, order] = ranks_sorted
+    return out
+
+
+def _weighted_units(name: str, ranks: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(..., B, P) rank vectors → vectors whose w-weighted inner products are Spearman / rho-a."""
+    m = w.sum(-1, keepdims=True)
+    d = ranks - (ranks * w).sum(-1, keepdims=True) / m
+    if name == "rho-a":
+        return d * np.sqrt(12.0 / (m ** 3 - m))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return d / np.sqrt((d * d * w).sum(-1, keepdims=True))
+
+
+def _bootstrap_ranks(name: str, model_m: np.ndarray, brain_m: np.ndarray, n: int, over: str, ceiling: bool,
+                     condition_indices: np.ndarray | None, subject_indices: np.ndarray | None, chunk: int,
+                     progress: Progress) -> Bootstrap:
+    """The bootstrap for Spearman and rho-a on the distinct condition pairs, each weighted by how often
+    the resample holds it (c_i·c_j): the ranks of the resampled vector without building it."""
+    k, s, n_cond = model_m.shape[0], brain_m.shape[0], brain_m.shape[1]
+    iu = np.triu_indices(n_cond, 1)
+    model_v, brain_v = model_m[:, iu[0], iu[1]], brain_m[:, iu[0], iu[1]]
+    model_plans = [_rank_plan(v) for v in model_v]
+    brain_plans = [_rank_plan(v) for v in brain_v]
+    samples = np.full((n, k), np.nan)
+    ceil = np.full((n, 2), np.nan) if ceiling else None
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        bsz = stop - start
+        if condition_indices is not None:
+            counts = np.zeros((bsz, n_cond))
+            np.add.at(counts, (np.arange(bsz)[:, None], condition_indices[start:stop]), 1.0)
+        else:
+            counts = np.ones((bsz, n_cond))
+        enough = (counts > 0).sum(1) >= 3
+        w = counts[:, iu[0]] * counts[:, iu[1]]                                   # (B, P)
+        model_r = np.stack([_ranks_fixed(plan, w) for plan in model_plans])
+        brain_r = np.stack([_ranks_fixed(plan, w) for plan in brain_plans])
+        mu, bu = _weighted_units(name, model_r, w), _weighted_units(name, brain_r, w)
+        per_subject = np.einsum("kbp,sbp,bp->ksb", mu, bu, w, optimize=True)     # (k, s, B)
+        if subject_indices is not None:
+            weights = np.zeros((bsz, s))
+            np.add.at(weights, (np.arange(bsz)[:, None], subject_indices[start:stop]), 1.0)
+        else:
+            weights = np.ones((bsz, s))
+        stat = np.einsum("ksb,bs->bk", per_subject, weights) / weights.sum(1, keepdims=True)
+        stat[~enough] = np.nan
+        samples[start:stop] = stat
+        if ceiling and s >= 2:
+            total = np.einsum("bs,sbp->bp", weights, brain_r)
+
+            def pool_units(pool: np.ndarray) -> np.ndarray:
+                keys = np.rint(2 * pool).astype(np.int64)     # sums of half-integer ranks: exact integers
+                if keys.max() < 2 ** 16:
+                    keys = keys.astype(np.uint16)              # numpy's stable argsort is a radix sort here
+                return _weighted_units(name, _weighted_ranks(keys, w), w)
+
+            every = pool_units(total)
+            upper = np.einsum("sbp,bp,bp->bs", bu, every, w)
+            lower = np.stack([np.einsum("bp,bp,bp->b", bu[i], pool_units(total - weights[:, i:i + 1] * brain_r[i]), w)
+                              for i in range(s)], 1)
+            lower[weights >= weights.sum(1, keepdims=True)] = np.nan                        # nobody else left
+            present = weights > 0
+            with np.errstate(invalid="ignore"):
+                lo = np.nansum(np.where(present, lower, 0), 1) / np.sum(present & np.isfinite(lower), 1)
+                up = np.sum(np.where(present, upper, 0), 1) / present.sum(1)
+            ceil[start:stop, 0] = np.where(enough, lo, np.nan)
+            ceil[start:stop, 1] = np.where(enough, up, np.nan)
+        if progress is not None:
+            progress(stop, n)
+    return Bootstrap(samples, over, name, ceil, condition_indices, subject_indices)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -98,3 +98,17 @@ def test_save_load_round_trip(model, tmp_path):
     assert names == ["a", "b", "c"] and list(back) == list(acts)
     for k in acts:
         np.testing.assert_array_equal(back[k], acts[k])
+
+
+def test_readme_python_example_runs_on_a_grey_model():
+    """The README's neuro example: 92 RGB images into a 1-channel 28-px model, then the RSA table."""
+    import neuro
+    from robust_kd.models import create_model
+    model = create_model("resnet8", 10, in_channels=1, image_size=28)
+    hit = neuro.datasets.load_rsa92()
+    acts = neuro.activations(model, hit.images, "blocks", size=28, channels=1)
+    assert all(len(a) == 92 for a in acts.values())
+    layers = neuro.RDMs.concat([neuro.compute_rdm(a, "correlation", conditions=hit.conditions, name=k)
+                                for k, a in acts.items()])
+    table = neuro.rsa(layers, {"hIT": hit.hit_subjects}, "spearman", n_bootstrap=20, n_permutations=20)
+    assert len(table.rows) == layers.n_rdm and table.rows[0]["n_subjects"] == 8
