@@ -15,6 +15,20 @@ import numpy as np
 from .errors import NeuroError
 
 
+def group_means(data: np.ndarray, rows: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of the rows of ``data`` per group label in ``rows`` (0 … n_groups−1), as one BLAS product."""
+    counts = np.bincount(rows, minlength=n_groups)
+    if (counts == 0).any():
+        raise NeuroError(f"group {int(np.flatnonzero(counts == 0)[0])} has no observations")
+    if counts.max() == 1 and len(rows) == n_groups:
+        out = np.empty((n_groups, data.shape[1]))
+        out[rows] = data
+        return out
+    onehot = np.zeros((n_groups, len(rows)))
+    onehot[rows, np.arange(len(rows))] = 1.0 / counts[rows]
+    return onehot @ data
+
+
 @dataclass
 class Patterns:
     data: np.ndarray
@@ -85,12 +99,7 @@ class Patterns:
         if missing:
             raise NeuroError(f"conditions {sorted(missing)[:5]} are not in the requested order")
         rows = np.array([index[c] for c in self.conditions])
-        sums = np.zeros((len(names), self.n_channels))
-        np.add.at(sums, rows, self.data)
-        counts = np.bincount(rows, minlength=len(names))
-        if (counts == 0).any():
-            raise NeuroError(f"condition {names[counts == 0][0]!r} has no observations")
-        return sums / counts[:, None], names
+        return group_means(self.data, rows, len(names)), names
 
     def subset_channels(self, mask: np.ndarray) -> "Patterns":
         return Patterns(self.data[:, mask], self.conditions, self.runs, dict(self.descriptors))

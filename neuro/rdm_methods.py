@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import NeuroError
 from .noise import NoiseModel
-from .patterns import Patterns
+from .patterns import Patterns, group_means
 from .rdms import RDMs, matrix_to_vector
 
 
@@ -121,18 +121,17 @@ def run_condition_means(p: Patterns) -> tuple[np.ndarray, np.ndarray, np.ndarray
     runs = np.unique(p.runs)
     if len(runs) < 2:
         raise NeuroError("cross-validated distances need at least 2 runs; only one was given")
-    names = np.unique(p.conditions)
-    out = np.empty((len(runs), len(names), p.n_channels))
-    for r, run in enumerate(runs):
-        sel = p.runs == run
-        present = set(p.conditions[sel])
-        missing = [c for c in names if c not in present]
-        if missing:
-            raise NeuroError(f"run {run!r} lacks conditions {missing[:5]}; crossnobis needs every condition in "
-                             "every run (drop the run or the condition)")
-        sub = Patterns(p.data[sel], p.conditions[sel])
-        out[r], _ = sub.condition_means(order=names)
-    return out, runs, names
+    names, cond_index = np.unique(p.conditions, return_inverse=True)
+    run_index = np.searchsorted(runs, p.runs)
+    cells = run_index * len(names) + cond_index
+    counts = np.bincount(cells, minlength=len(runs) * len(names)).reshape(len(runs), len(names))
+    if (counts == 0).any():
+        r, c = np.argwhere(counts == 0)[0]
+        missing = [str(n) for n in names[counts[r] == 0]]
+        raise NeuroError(f"run {runs[r]!r} lacks conditions {missing[:5]}; crossnobis needs every condition in "
+                         "every run (drop the run or the condition)")
+    out = group_means(p.data, cells, len(runs) * len(names))
+    return out.reshape(len(runs), len(names), p.n_channels), runs, names
 
 
 @register_rdm_method("crossnobis", cross_validated=True, citation="Walther et al. 2016; Nili et al. 2014")
@@ -143,7 +142,8 @@ def _crossnobis(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]
     w = _whiten(means.reshape(-1, means.shape[2]), noise).reshape(means.shape[0], means.shape[1], -1)
     total = w.sum(axis=0)
     # mean over folds of (total − M_r)/(R−1) · M_rᵀ  =  (S Sᵀ − Σ_r M_r M_rᵀ) / (R (R−1))
-    within = np.einsum("rik,rjk->ij", w, w, optimize=True)
+    side_by_side = w.transpose(1, 0, 2).reshape(w.shape[1], -1)        # conditions × (runs · channels)
+    within = side_by_side @ side_by_side.T                              # Σ_r M_r M_rᵀ in one product
     gram = (total @ total.T - within) / (n_runs * (n_runs - 1))
     return _gram_to_distances(gram) / means.shape[2], names
 

@@ -233,3 +233,21 @@ def test_haxby_crossnobis_with_noise_equals_rsatoolbox(haxby):
     m = RDMs(ours.vectors, ours.conditions, "crossnobis").subset_conditions(["face", "cat", "house"]).matrices()[0]
     assert m[0, 1] < m[0, 2]
     assert (ours.vectors > 0).mean() > 0.9          # real category information: distances mostly positive
+
+
+@pytest.mark.parametrize("method", ["correlation", "euclidean"])
+def test_rdms_on_real_patterns_equal_rsatoolbox(haxby, method):
+    """Haxby's per-run betas (96 × 530) averaged per category, and network activations of the 92 images."""
+    _, patterns, _, _ = haxby
+    ds = Dataset(patterns.data, obs_descriptors={"cond": patterns.conditions})
+    ref = calc_rdm(ds, method=method, descriptor="cond")
+    ours = neuro.compute_rdm(patterns, method)
+    order = [list(ours.conditions).index(c) for c in ref.pattern_descriptors["cond"]]
+    np.testing.assert_allclose(ours.subset_conditions(np.array(order)).vectors, ref.get_vectors(), rtol=1e-9)
+    import torch
+    from robust_kd.models import create_model
+    torch.manual_seed(0)
+    acts = neuro.activations(create_model("resnet8", 10), load_rsa92().images, ["net.layer2.0"], size=32)
+    x = acts["net.layer2.0"].astype(np.float64)
+    np.testing.assert_allclose(neuro.compute_rdm(x, method).vectors, calc_rdm(Dataset(x), method=method).get_vectors(),
+                               rtol=1e-9, atol=1e-12)

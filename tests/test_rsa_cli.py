@@ -126,3 +126,28 @@ def test_rsa_adversarial_white_vs_black_on_92_images(capsys, tmp_path, checkpoin
     assert code == 0, err
     np.testing.assert_array_equal(np.load(out / "stimuli" / "white.npy"), white)
     assert "White- vs black-box" in stdout
+
+
+def test_rsa_with_crossnobis_betas_per_run(capsys, tmp_path, checkpoint):
+    """4-D betas with a 'label run' conditions file: cross-validated brain RDMs with noise normalisation."""
+    names = [f"img{i:02d}" for i in range(6)]
+    rng = np.random.default_rng(2)
+    signal = rng.standard_normal((6, 6, 2, 6)).astype(np.float32)
+    runs = 3
+    data = np.concatenate([signal + 0.5 * rng.standard_normal(signal.shape).astype(np.float32)
+                           for _ in range(runs)], axis=3)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "betas_simulated.nii.gz"))
+    mask = np.ones((6, 6, 2), np.uint8)
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "roi.nii.gz"))
+    (tmp_path / "conds.txt").write_text("".join(f"{n} {r}\n" for r in range(runs) for n in names))
+    np.save(tmp_path / "stim.npy", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    (tmp_path / "stim.txt").write_text("\n".join(names))
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--stimuli", str(tmp_path / "stim.npy"),
+                       "--fmri", str(tmp_path / "betas_simulated.nii.gz"), "--conditions", str(tmp_path / "conds.txt"),
+                       "--roi", str(tmp_path / "roi.nii.gz"), "--brain-method", "crossnobis", "--noise", "diag",
+                       "--layers", "logits", "--out", str(tmp_path / "out"), *FAST)
+    assert code == 0, err
+    from neuro import RDMs
+    brain = RDMs.load(tmp_path / "out" / "brain_rdms" / "roi.npz")
+    assert brain.measure == "crossnobis" and brain.descriptors["noise"] == "diag"
+    assert (brain.vectors > 0).mean() > 0.9                       # planted differences between the 6 conditions
