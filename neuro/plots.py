@@ -108,3 +108,25 @@ def plot_rsa_bars(rows: Sequence[dict], path: str | Path, method: str = "", titl
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def plot_similarity_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "",
+                           label: str = "RDM similarity") -> Path:
+    """A square heatmap of pairwise similarities (e.g. model × model), values written in the cells."""
+    plt = _pyplot()
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.7 * n))
+    im = ax.imshow(matrix, cmap="magma", vmin=min(0.0, float(np.nanmin(matrix))), vmax=1.0)
+    for i in range(n):
+        for j in range(n):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] < 0.6 else "black")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+    if title:
+        ax.set_title(title, fontsize=10)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -449,3 +449,64 @@ def run_rsa_adversarial(model: nn.Module, model_name: str, model_source: str, st
     }
     write_json(out / "rsa_adversarial.json", payload)
     return payload
+
+
+# ------------------------------------------------------------------------------------------ model vs model
+def test_split_stimuli(target_data: str | None, data_root: str | None, options: dict, n: int, channels: int,
+                       size: int) -> Stimuli:
+    """The first ``n`` test images of a data set (the models' own), as stimuli named by index and class."""
+    from .data import load_dataset
+    dataset = load_dataset(target_data or "embedded", data_root, **options)
+    if n < 3:
+        raise UserError("--n must be at least 3 (an RDM needs 3 stimuli)")
+    images = dataset.test_images[:n].float() / 255.0
+    names = [f"{i:04d}_{dataset.class_names[int(c)]}" for i, c in enumerate(dataset.test_labels[:n])]
+    return Stimuli(fit_to_model(images, channels, size), names, f"test split of {dataset.name} (first {n})",
+                   tuple(images.shape[-2:]))  # type: ignore[arg-type]
+
+
+def run_rsa_models(models: dict[str, tuple[nn.Module, str]], stimuli: dict[str, Stimuli], out: Path, *,
+                   layers: Sequence[str], rdm_method: str = "correlation", comparator: str = "spearman",
+                   n_bootstrap: int = 1000, seed: int = 0, device: torch.device = torch.device("cpu"),
+                   batch_size: int = 64, progress: ProgressFn = None) -> dict:
+    """Model × model RDM similarity per layer on the same stimuli (e.g. teacher vs students vs JPEG-DL
+    twins), with bootstrap CIs over stimuli. ``stimuli`` maps each model to the stimuli fitted to its input."""
+    start = time.time()
+    names = list(models)
+    per_layer: dict[str, RDMs] = {}
+    for name, (model, _) in models.items():
+        acts = network_activations(model, stimuli[name].images, list(layers), device, batch_size, progress,
+                                   f"activations ({name})")
+        for layer, a in acts.items():
+            rdm = layer_rdms({layer: a}, stimuli[name].names, rdm_method, suffix="")
+            rdm.names = np.asarray([name])
+            per_layer[layer] = rdm if layer not in per_layer else RDMs.concat([per_layer[layer], rdm])
+    results: dict[str, Any] = {}
+    figures: dict[str, str] = {}
+    for layer, rdms in per_layer.items():
+        sim = neuro.compare(rdms, rdms, comparator)
+        low = np.full_like(sim, np.nan)
+        high = np.full_like(sim, np.nan)
+        if n_bootstrap:
+            for j in range(len(names)):
+                try:
+                    boot = neuro.bootstrap(rdms, rdms[j], comparator, n=n_bootstrap, seed=seed, ceiling=False)
+                except NeuroError as err:
+                    raise UserError(str(err)) from None
+                ci = boot.ci()
+                low[:, j], high[:, j] = ci[:, 0], ci[:, 1]
+        results[layer] = {"models": names, "similarity": sim.tolist(), "ci_low": low.tolist(),
+                          "ci_high": high.tolist()}
+        write_rdm_folder(out / "model_rdms" / _safe(layer), rdms)
+        figures[layer] = str(neuro.plots.plot_similarity_matrix(
+            sim, names, out / "figures" / f"similarity_{_safe(layer)}.png",
+            title=f"{layer}: {comparator} between RDMs", label=f"{comparator}"))
+        figures[layer + " RDMs"] = str(neuro.plots.plot_rdms(rdms, out / "figures" / f"rdms_{_safe(layer)}.png"))
+    first = stimuli[names[0]]
+    payload = {"kind": "rsa-models", "models": {n: src for n, (_, src) in models.items()}, "stimuli": first.source,
+               "n_stimuli": len(first.names), "layers": list(per_layer), "rdm_method": rdm_method,
+               "comparator": comparator, "n_bootstrap": n_bootstrap, "bootstrap_over": "stimuli", "seed": seed,
+               "results": results, "figures": figures, "device": str(device), "versions": versions(),
+               "seconds": round(time.time() - start, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(out / "rsa_models.json", payload)
+    return payload

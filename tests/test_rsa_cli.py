@@ -151,3 +151,31 @@ def test_rsa_with_crossnobis_betas_per_run(capsys, tmp_path, checkpoint):
     brain = RDMs.load(tmp_path / "out" / "brain_rdms" / "roi.npz")
     assert brain.measure == "crossnobis" and brain.descriptors["noise"] == "diag"
     assert (brain.vectors > 0).mean() > 0.9                       # planted differences between the 6 conditions
+
+
+def test_rsa_models_compares_model_representations(capsys, tmp_path, checkpoint):
+    """Model × model RDM similarity: a model equals itself, and the CIs bracket the values."""
+    import torch
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, create_model("resnet8", 10, in_channels=3, image_size=32), metadata={"epoch": 0})
+    out = tmp_path / "models"
+    code, stdout, err = run(capsys, "rsa-models", "--models", f"{checkpoint},{other},autoattack_resnet18_cifar10",
+                            "--stimuli", "rsa92", "--layers", "logits", "--n-bootstrap", "50", "--device", "cpu",
+                            "--out", str(out))
+    assert code == 0, err
+    res = json.loads((out / "rsa_models.json").read_text())["results"]["logits"]
+    sim = np.array(res["similarity"])
+    assert sim.shape == (3, 3) and np.allclose(np.diag(sim), 1.0) and np.allclose(sim, sim.T)
+    low, high = np.array(res["ci_low"]), np.array(res["ci_high"])
+    off = ~np.eye(3, dtype=bool)
+    assert np.all(low[off] <= sim[off] + 1e-12) and np.all(sim[off] <= high[off] + 1e-12)
+    assert (out / "figures" / "similarity_logits.png").is_file()
+    code, _, err = run(capsys, "rsa-models", "--models", "autoattack_resnet18_cifar10,autoattack_resnet18_cifar10",
+                       "--stimuli", "test", "--n", "20", "--n-bootstrap", "0", "--device", "cpu",
+                       "--out", str(tmp_path / "same"))
+    assert code == 0, err
+    same = json.loads((tmp_path / "same" / "rsa_models.json").read_text())
+    assert same["n_stimuli"] == 20 and np.allclose(same["results"]["logits"]["similarity"], 1.0)
+    code, _, err = run(capsys, "rsa-models", "--models", str(checkpoint), "--device", "cpu")
+    assert code == 2 and "at least two models" in err

@@ -16,7 +16,7 @@ from .attack_cmd import attack, transfer
 from .data_cmd import data
 from .distill_cmd import distill
 from .models_cmd import models
-from .rsa_cmd import rsa, rsa_adversarial
+from .rsa_cmd import rsa, rsa_adversarial, rsa_models
 from .train_cmd import train
 
 
@@ -31,7 +31,7 @@ def cli() -> None:
     """
 
 
-for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial):
+for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial, rsa_models):
     cli.add_command(command)
 
 

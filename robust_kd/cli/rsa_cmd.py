@@ -214,3 +214,77 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, rdm_method: str,
                       _fmt_p(r["p_fdr"]), f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}"]
                      for r in payload["brain_rows"]], right=["similarity"])
     print_line(f"results: {folder / 'rsa_adversarial.json'} (figures in {folder / 'figures'})")
+
+
+@click.command("rsa-models", epilog="""\b
+Examples:
+  robust-kd rsa-models --models resnet32x4,resnet8x4,jpegdl_resnet8x4 --stimuli test --n 200
+  robust-kd rsa-models --models runs/teacher,runs/kd,runs/wttm --stimuli rsa92 --layers net.avgpool,logits
+""")
+@click.option("--models", "model_specs", required=True, metavar="A,B,...",
+              help="Models to compare (names, checkpoints, run folders, pretrained names), comma-separated.")
+@click.option("--stimuli", default="test", show_default=True, metavar="test|rsa92|FOLDER|NPY",
+              help="'test': the first --n test images of the first model's data set; or as for 'robust-kd rsa'.")
+@click.option("--n", "n", type=int, default=200, show_default=True, help="Number of test images for --stimuli test.")
+@click.option("--layers", default="logits", show_default=True, metavar="L1,L2,...",
+              help="Dotted layer names present in every model (e.g. net.avgpool), and/or 'logits'.")
+@click.option("--rdm-method", default="correlation", show_default=True,
+              type=click.Choice(["correlation", "euclidean", "cosine"]))
+@click.option("--compare", "comparator", default="spearman", show_default=True,
+              type=click.Choice(["spearman", "pearson", "kendall-tau-a", "rho-a", "cosine"]))
+@click.option("--n-bootstrap", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True)
+@click.option("--out", metavar="FOLDER", help="Default: <runs-dir>/rsa-models/<models>-<stimuli>.")
+@click.option("--json", "as_json", is_flag=True)
+def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: str, comparator: str,
+               n_bootstrap: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
+               as_json: bool) -> None:
+    """How similar are the representations of several models (teacher vs students vs JPEG-DL twins)?
+    Model × model RDM similarity per layer on the same stimuli, with bootstrap CIs over stimuli."""
+    from ..device import resolve_device
+    from ..errors import UserError
+    from ..rsa_study import load_stimuli, run_rsa_models, test_split_stimuli
+    from ..targets import resolve_model
+
+    _check_counts(n_bootstrap, 0)
+    specs = [s.strip() for s in model_specs.split(",") if s.strip()]
+    if len(specs) < 2:
+        raise UserError("--models needs at least two models, comma-separated")
+    targets = [resolve_model(s, runs_dir) for s in specs]
+    labels = [t.name for t in targets]
+    if len(set(labels)) != len(labels):
+        labels = [f"{i + 1}:{t.name}" for i, t in enumerate(targets)]
+    fitted = {}
+    for label, t in zip(labels, targets):
+        channels, size = int(getattr(t.model, "in_channels", 3)), int(getattr(t.model, "image_size", 32))
+        if stimuli == "test":
+            first = targets[0]
+            fitted[label] = test_split_stimuli(first.data, first.data_root, first.data_options, n, channels, size)
+        else:
+            fitted[label] = load_stimuli(stimuli, channels, size)
+    layer_list = [x.strip() for x in layers.split(",") if x.strip()]
+    folder = Path(out) if out else Path(runs_dir) / "rsa-models" / f"{'-'.join(t.name for t in targets)}-{Path(stimuli).name}"
+    progress = StepProgress()
+    try:
+        payload = run_rsa_models({lab: (t.model, t.source) for lab, t in zip(labels, targets)}, fitted, folder,
+                                 layers=layer_list, rdm_method=rdm_method, comparator=comparator,
+                                 n_bootstrap=n_bootstrap, seed=seed, device=resolve_device(device),
+                                 batch_size=batch_size, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        print_json(payload)
+        return
+    for layer, res in payload["results"].items():
+        rows = []
+        for i, a in enumerate(res["models"]):
+            for j, b in enumerate(res["models"]):
+                if j > i:
+                    rows.append([a, b, _fmt(res["similarity"][i][j]),
+                                 f"[{_fmt(res['ci_low'][i][j])}, {_fmt(res['ci_high'][i][j])}]"])
+        print_table(f"{layer}: {comparator} between model RDMs ({payload['n_stimuli']} stimuli, {payload['stimuli']})",
+                    ["model A", "model B", "similarity", "95% CI"], rows, right=["similarity"])
+    print_line(f"results: {folder / 'rsa_models.json'} (figures in {folder / 'figures'})")
