@@ -200,7 +200,7 @@ def _whitened_with_missing(name: str, x: np.ndarray, y: np.ndarray, ok: np.ndarr
     if ok.all():
         return compare(x, y, name)
     raise NeuroError("whitened comparators cannot be bootstrapped over conditions (resampled conditions leave "
-                     "pairs undefined); use over='subjects', or a pearson/cosine/rank comparator")
+                     "pairs undefined); use over='subjects' (robust-kd: --bootstrap-over subjects), or a pearson/cosine/rank comparator")
 
 
 # ----------------------------------------------------------------------------------------------------

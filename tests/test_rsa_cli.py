@@ -179,3 +179,15 @@ def test_rsa_models_compares_model_representations(capsys, tmp_path, checkpoint)
     assert same["n_stimuli"] == 20 and np.allclose(same["results"]["logits"]["similarity"], 1.0)
     code, _, err = run(capsys, "rsa-models", "--models", str(checkpoint), "--device", "cpu")
     assert code == 2 and "at least two models" in err
+
+
+def test_list_layers_and_whitened_bootstrap_hint(capsys, tmp_path, checkpoint):
+    code, out, _ = run(capsys, "rsa", "--model", str(checkpoint), "--list-layers")
+    assert code == 0 and "net.layer1.0   (block)" in out and out.strip().splitlines()[-1].startswith("logits")
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--brain-rdm", "rsa92", "--layers", "logits",
+                       "--compare", "whitened-cosine", "--out", str(tmp_path / "w"), *FAST)
+    assert code == 2 and "--bootstrap-over subjects" in err
+    code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--brain-rdm", "rsa92", "--layers", "logits",
+                       "--compare", "whitened-cosine", "--bootstrap-over", "subjects", "--out", str(tmp_path / "w"),
+                       *FAST)
+    assert code == 0, err

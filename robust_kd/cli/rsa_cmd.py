@@ -45,8 +45,9 @@ def _common(fn):
         click.option("--stimuli", default="rsa92", show_default=True, metavar="rsa92|FOLDER|NPY",
                      help="The images shown to the network: 'rsa92' (embedded 92 object images), a folder, or a .npy."),
         click.option("--layers", default="blocks", show_default=True, metavar="blocks|all|L1,L2,...",
-                     help="Dotted module names (see 'python -c \"import neuro; print(neuro.list_layers(model))\"'), "
-                          "or 'blocks'."),
+                     help="Dotted module names (--list-layers shows them), 'blocks' (stem, each block, pool, "
+                          "logits), or 'all'."),
+        click.option("--list-layers", is_flag=True, help="Print the model's layer names and exit."),
         click.option("--rdm-method", default="correlation", show_default=True,
                      type=click.Choice(["correlation", "euclidean", "cosine"])),
         click.option("--compare", "comparator", default="spearman", show_default=True,
@@ -74,6 +75,13 @@ def _check_counts(n_bootstrap: int, n_permutations: int) -> None:
     from ..errors import UserError
     if n_bootstrap < 0 or n_permutations < 0:
         raise UserError("--n-bootstrap and --n-permutations must be 0 (off) or more")
+
+
+def _print_layers(model: Any) -> None:
+    import neuro
+    blocks = set(neuro.list_layers(model, "blocks"))
+    for name in neuro.list_layers(model, "all"):
+        print_line(f"{name}{'   (block)' if name in blocks else ''}")
 
 
 def _fmt(x: float) -> str:
@@ -106,9 +114,9 @@ Examples:
               help="Noise normalisation for crossnobis, estimated from the runs.")
 @click.option("--bootstrap-over", default="conditions", show_default=True,
               type=click.Choice(["conditions", "subjects", "both"]))
-def rsa(model_spec: str, stimuli: str, layers: str, rdm_method: str, comparator: str, n_bootstrap: int,
-        n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None, as_json: bool,
-        fmri: tuple[str, ...], rois: tuple[str, ...], conditions: str | None, brain_rdms: tuple[str, ...],
+def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_method: str, comparator: str,
+        n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
+        as_json: bool, fmri: tuple[str, ...], rois: tuple[str, ...], conditions: str | None, brain_rdms: tuple[str, ...],
         brain_method: str, noise: str | None, bootstrap_over: str) -> None:
     """Compare a network's layer RDMs with brain RDMs (per ROI), with CIs, p-values and noise ceiling."""
     from ..device import resolve_device
@@ -118,6 +126,9 @@ def rsa(model_spec: str, stimuli: str, layers: str, rdm_method: str, comparator:
     _check_counts(n_bootstrap, n_permutations)
     target = resolve_model(model_spec, runs_dir)
     model = target.model
+    if list_layers:
+        _print_layers(model)
+        return
     brain = load_brain(fmri, rois, conditions, None, brain_rdms, brain_method, noise)
     images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
     name = f"{Path(stimuli).name}-{'-'.join(brain.rois)}"
@@ -157,8 +168,8 @@ Examples:
 @click.option("--surrogate", metavar="NAME|CHECKPOINT|RUN", help="Source model of the transfer attack.")
 @click.option("--brain-rdm", "brain_rdms", multiple=True, metavar="[ROI=]FILE|rsa92",
               help="Optional brain RDMs over the same stimuli (e.g. 'rsa92').")
-def rsa_adversarial(model_spec: str, stimuli: str, layers: str, rdm_method: str, comparator: str, n_bootstrap: int,
-                    n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
+def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_method: str, comparator: str,
+                    n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
                     as_json: bool, eps: str, norm: str, white_steps: int, black: str, queries: int,
                     surrogate: str | None, brain_rdms: tuple[str, ...]) -> None:
     """Clean vs white-box vs black-box adversarial stimuli: per-layer RDMs, the white- vs black-box test,
@@ -175,6 +186,9 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, rdm_method: str,
         raise UserError("--eps takes one value here, e.g. 8/255")
     target = resolve_model(model_spec, runs_dir)
     model = target.model
+    if list_layers:
+        _print_layers(model)
+        return
     images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
     check_eps(eps_values, norm, images.images[0].numel())
     brain = load_brain((), (), None, None, brain_rdms, "correlation", None) if brain_rdms else None
