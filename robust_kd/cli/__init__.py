@@ -16,6 +16,8 @@ from .attack_cmd import attack, transfer
 from .data_cmd import data
 from .distill_cmd import distill
 from .models_cmd import models
+from .quickstart_cmd import quickstart
+from .report_cmd import report
 from .rsa_cmd import rsa, rsa_adversarial, rsa_models
 from .train_cmd import train
 
@@ -31,7 +33,7 @@ def cli() -> None:
     """
 
 
-for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial, rsa_models):
+for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial, rsa_models, report, quickstart):
     cli.add_command(command)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .output import print_json, print_line
@@ -9,7 +11,7 @@ from .output import print_json, print_line
 
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--teacher", "-t", metavar="CHECKPOINT", help="The teacher's .pt (from a run folder); required.")
+@click.option("--teacher", "-t", metavar="CHECKPOINT|RUN", help="The teacher's .pt, or its run folder; required.")
 @click.option("--student", "-s", metavar="ARCH", help="Student architecture (see 'robust-kd models'); default resnet8x4.")
 @click.option("--method", default="kd", show_default=True, help="Distillation method (see 'robust-kd distill --list').")
 @click.option("--data", "-d", metavar="NAME", help="Data set (see 'robust-kd data'); default: embedded.")
@@ -41,6 +43,8 @@ def distill(overrides: tuple[str, ...], teacher: str | None, student: str | None
         return
     if teacher is None:
         raise UserError("robust-kd distill needs --teacher <checkpoint>, e.g. runs/<run>/checkpoints/last.pt")
+    if Path(teacher).is_dir():                       # a run folder: its last checkpoint
+        teacher = str(Path(teacher) / "checkpoints" / "last.pt")
     trainer = prepare_distillation(
         teacher, method, student=student, data=data, data_root=data_root, recipe=recipe, seed=seed, device=device,
         overrides=list(overrides), runs_dir=runs_dir, name=name, fresh=fresh,

@@ -43,7 +43,8 @@ def _common(fn):
                      help="A model name (its newest run), a checkpoint, a run folder, or a pretrained model "
                           "(autoattack_resnet18_cifar10)."),
         click.option("--stimuli", default="rsa92", show_default=True, metavar="rsa92|FOLDER|NPY",
-                     help="The images shown to the network: 'rsa92' (embedded 92 object images), a folder, or a .npy."),
+                     help="The images shown to the network: 'rsa92' (embedded 92 object images), a folder, or a .npy; "
+                          "rsa-adversarial also takes 'test' (the first --n images of the model's test split)."),
         click.option("--layers", default="blocks", show_default=True, metavar="blocks|all|L1,L2,...",
                      help="Dotted module names (--list-layers shows them), 'blocks' (stem, each block, pool, "
                           "logits), or 'all'."),
@@ -158,6 +159,7 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
 Examples:
   robust-kd rsa-adversarial --model autoattack_resnet18_cifar10 --stimuli rsa92 --brain-rdm rsa92
   robust-kd rsa-adversarial --model jpegdl_resnet8x4 --black transfer --surrogate resnet8x4 --eps 4/255
+  robust-kd rsa-adversarial --model resnet8x4 --stimuli test --n 100     # network side only, own test images
 """)
 @_common
 @click.option("--eps", default="8/255", show_default=True, help="Perturbation budget of both attacks.")
@@ -168,16 +170,20 @@ Examples:
 @click.option("--surrogate", metavar="NAME|CHECKPOINT|RUN", help="Source model of the transfer attack.")
 @click.option("--brain-rdm", "brain_rdms", multiple=True, metavar="[ROI=]FILE|rsa92",
               help="Optional brain RDMs over the same stimuli (e.g. 'rsa92').")
+@click.option("--n", "n_test", type=int, default=100, show_default=True,
+              help="Number of test images for --stimuli test (the model's own test split).")
 def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_method: str, comparator: str,
                     n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
                     as_json: bool, eps: str, norm: str, white_steps: int, black: str, queries: int,
-                    surrogate: str | None, brain_rdms: tuple[str, ...]) -> None:
+                    surrogate: str | None, brain_rdms: tuple[str, ...], n_test: int) -> None:
     """Clean vs white-box vs black-box adversarial stimuli: per-layer RDMs, the white- vs black-box test,
-    and (with brain RDMs) their similarity to the brain (the design of Han et al. 2019)."""
+    and (with brain RDMs) their similarity to the brain (the design of Han et al. 2019).
+
+    --stimuli test uses the first --n images of the model's own test split (network side only)."""
     from ..device import resolve_device
     from ..errors import UserError
     from ..robustness import check_eps, parse_eps
-    from ..rsa_study import AdversarialSettings, load_brain, load_stimuli, run_rsa_adversarial
+    from ..rsa_study import AdversarialSettings, load_brain, load_stimuli, run_rsa_adversarial, test_split_stimuli
     from ..targets import resolve_model
 
     _check_counts(n_bootstrap, n_permutations)
@@ -189,7 +195,13 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     if list_layers:
         _print_layers(model)
         return
-    images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
+    channels, size = int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32))
+    if stimuli == "test":
+        if brain_rdms:
+            raise UserError("--brain-rdm needs the stimuli the brain saw (e.g. --stimuli rsa92), not --stimuli test")
+        images = test_split_stimuli(target.data, target.data_root, target.data_options, n_test, channels, size)
+    else:
+        images = load_stimuli(stimuli, channels, size)
     check_eps(eps_values, norm, images.images[0].numel())
     brain = load_brain((), (), None, None, brain_rdms, "correlation", None) if brain_rdms else None
     surrogate_model = resolve_model(surrogate, runs_dir).model if surrogate else None

@@ -1,0 +1,30 @@
+"""``robust-kd report``: the numbers and pictures of one or more runs in one HTML page (and Markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .output import print_line
+
+
+@click.command(epilog="""\b
+Examples:
+  robust-kd report runs/                                  # every run under runs/, transfer matrices too
+  robust-kd report runs/resnet8x4_embedded_quick_seed0 runs/jpegdl_resnet8x4_embedded_quick_seed0 --out cmp
+""")
+@click.argument("paths", nargs=-1, required=True, metavar="RUN_OR_FOLDER_OR_JSON...")
+@click.option("--out", metavar="FOLDER", help="Where report.html and report.md go; default: <the first folder>/report.")
+@click.option("--title", default="robust-kd report", show_default=True)
+def report(paths: tuple[str, ...], out: str | None, title: str) -> None:
+    """Write a self-contained HTML report (plots embedded, opens from disk) and its Markdown twin from the
+    results files of run folders: training curves, teacher vs students, clean and robust accuracy with the
+    attack that broke each point and the sanity flags, accuracy-vs-eps curves, transfer matrices, JPEG-DL
+    tables, and RSA results."""
+    from ..report import write_report
+
+    first = Path(paths[0])
+    folder = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
+    html_path, md_path = write_report(list(paths), folder, title)
+    print_line(f"report: {html_path} (Markdown: {md_path})")

@@ -1,0 +1,127 @@
+"""A report as plain data (sections of text, tables and figures) and its two renderings: one
+self-contained HTML page (figures embedded as base64 PNG, no network) and a Markdown twin whose
+figures sit beside it in ``<name>_files/``."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class Figure:
+    name: str            # file name in the Markdown twin's folder, e.g. "curves_resnet8.png"
+    png: bytes
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    blocks: list[Table | Figure] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    subtitle: str
+    sections: list[Section]
+
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.subtitle { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; color: #444; padding-bottom: 0.3em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; } .flag { color: #a33; }
+"""
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value).rstrip("%"))
+        return True
+    except ValueError:
+        return False
+
+
+def render_html(report: Report) -> str:
+    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+           f"<title>{html.escape(report.title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(report.title)}</h1>", f"<p class='subtitle'>{html.escape(report.subtitle)}</p>"]
+    for section in report.sections:
+        out.append(f"<h2>{html.escape(section.title)}</h2>")
+        for p in section.paragraphs:
+            out.append(f"<p>{html.escape(p)}</p>")
+        for block in section.blocks:
+            if isinstance(block, Table):
+                out.append("<table>")
+                if block.caption:
+                    out.append(f"<caption>{html.escape(block.caption)}</caption>")
+                out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in block.columns) + "</tr>")
+                for row in block.rows:
+                    cells = []
+                    for v in row:
+                        cls = " class='num'" if _is_number(v) else ""
+                        cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
+                    out.append("<tr>" + "".join(cells) + "</tr>")
+                out.append("</table>")
+            else:
+                data = base64.b64encode(block.png).decode("ascii")
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption or block.name)}'>"
+                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report, files_dir: str) -> tuple[str, dict[str, bytes]]:
+    """The Markdown text and the figure files it links to (relative to the Markdown file)."""
+    lines = [f"# {report.title}", "", f"_{report.subtitle}_", ""]
+    files: dict[str, bytes] = {}
+    for section in report.sections:
+        lines += [f"## {section.title}", ""]
+        for p in section.paragraphs:
+            lines += [p, ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                if block.caption:
+                    lines += [f"**{block.caption}**", ""]
+                lines.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
+                lines.append("|" + "|".join("---:" if block.rows and _is_number(block.rows[0][i]) else "---"
+                                            for i in range(len(block.columns))) + "|")
+                for row in block.rows:
+                    lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
+                lines.append("")
+            else:
+                path = f"{files_dir}/{block.name}"
+                files[block.name] = block.png
+                lines += [f"![{block.caption or block.name}]({path})", ""]
+                if block.caption:
+                    lines += [f"_{block.caption}_", ""]
+    return "\n".join(lines), files
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> Table:
+    return Table(list(columns), [list(r) for r in rows], caption)

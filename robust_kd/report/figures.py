@@ -1,0 +1,94 @@
+"""Report figures as PNG bytes (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def training_curves(name: str, metrics: Sequence[dict[str, Any]]) -> bytes:
+    plt = _plt()
+    epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    terms = sorted({k for m in metrics for k in (m.get("train_loss") or {})})
+    for term in terms:
+        ax_loss.plot(epochs, [(m.get("train_loss") or {}).get(term, np.nan) for m in metrics], marker="o", label=term)
+    if any("test_loss" in m for m in metrics):
+        ax_loss.plot(epochs, [m.get("test_loss", np.nan) for m in metrics], marker="s", ls="--", label="test loss")
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.legend(fontsize=7)
+    for key, label in (("train_accuracy", "train"), ("test_accuracy", "test")):
+        if any(key in m for m in metrics):
+            ax_acc.plot(epochs, [100 * m.get(key, np.nan) for m in metrics], marker="o", label=label)
+    ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy (%)"), ax_acc.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(name, fontsize=10)
+    return _png(fig)
+
+
+def eps_curves(curves: dict[str, list[tuple[float, float]]], norm: str) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in curves.items():
+        points = sorted(points)
+        ax.plot([p[0] * (255 if norm == "Linf" else 1) for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xlabel("eps (×1/255)" if norm == "Linf" else "eps (L2)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"Accuracy vs eps ({norm})", fontsize=10)
+    return _png(fig)
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title: str, label: str,
+            vmax: float | None = None) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(cols), 1.0 + 0.6 * len(rows)))
+    im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=vmax)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("target"), ax.set_ylabel("source")
+    fig.colorbar(im, ax=ax, label=label, shrink=0.8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def jpeg_tables(name: str, tables: dict[str, list]) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from ..jpeg import standard_tables
+    from ..jpeg.plot import plot_tables
+    standard = dict(zip(("luma", "chroma"), standard_tables(50)))
+    panels = {}
+    for kind, table in tables.items():
+        panels[f"learned {kind}"] = torch.tensor(table)
+        if kind in standard:
+            panels[f"standard {kind} (q=50)"] = standard[kind]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_tables(panels, Path(tmp) / "tables.png", title=f"{name}: learned vs standard tables")
+        return Path(path).read_bytes()

@@ -1,0 +1,190 @@
+"""robust-kd report from real (tiny) runs: the HTML parses, every image is embedded, and every number in
+the tables equals the one in the results JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from robust_kd.cli import main
+
+TINY = ["--data", "synthetic", "--device", "cpu", "epochs=2", "batch_size=32", "data.options.size=16",
+        "data.options.train=96", "data.options.test=48", "data.options.classes=4"]
+
+
+class Page(HTMLParser):
+    """Tables as lists of rows of cell texts, headings, and image sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.headings: list[str] = []
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self._cell: list[str] | None = None
+        self._heading = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self._heading = True
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        for key in ("href", "src"):
+            if key in attrs and tag != "img":
+                self.links.append(attrs[key])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "h2":
+            self._heading = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._heading:
+            self.headings.append(data.strip())
+
+
+def run(capsys, *args: str) -> str:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    r = ["--runs-dir", str(runs)]
+    assert main(["train", "--model", "resnet8", *r, *TINY]) == 0
+    assert main(["train", "--model", "jpegdl_resnet8", *r, *TINY]) == 0
+    teacher = runs / "resnet8_synthetic_quick_seed0"
+    assert main(["distill", "--teacher", str(teacher / "checkpoints" / "last.pt"), "--student", "resnet8",
+                 "--method", "kd", *r, *TINY]) == 0
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()):
+        assert main(["attack", "--model", str(run_dir), "--suite", "fast", "--n", "24", "--eps", "2/255,8/255",
+                     "--device", "cpu"]) == 0
+    jpeg = runs / "jpegdl_resnet8_synthetic_quick_seed0"
+    assert main(["transfer", "--source", f"{teacher},{jpeg}", "--target", f"{teacher},{jpeg}", "--n", "24",
+                 "--device", "cpu", "--runs-dir", str(runs), "--out", str(runs / "transfer" / "m.json")]) == 0
+    assert main(["rsa", "--model", str(teacher), "--stimuli", "rsa92", "--brain-rdm", "rsa92", "--layers", "logits",
+                 "--n-bootstrap", "30", "--n-permutations", "30", "--device", "cpu"]) == 0
+    return runs
+
+
+def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, tmp_path):
+    out = run(capsys, "report", str(runs), "--out", str(tmp_path / "rep"))
+    html_path = tmp_path / "rep" / "report.html"
+    assert str(html_path) in out.strip().splitlines()[-1]
+    page = Page()
+    page.feed(html_path.read_text())
+    for heading in ("Runs", "Teacher vs students", "Training curves", "Robustness", "Accuracy vs eps", "Transfer",
+                    "JPEG-DL quantization tables", "Representational similarity (RSA)"):
+        assert heading in page.headings
+    # every image embedded as a real PNG, nothing fetched from anywhere
+    assert len(page.images) >= 8
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [link for link in page.links if "://" in link]
+
+    def rows_of(first_header: str, *needed: str) -> list[dict[str, str]]:
+        """Rows of every table whose first column is ``first_header`` and that has the ``needed`` columns."""
+        rows = []
+        for t in page.tables:
+            if t and t[0] and t[0][0] == first_header and all(c in t[0] for c in needed):
+                rows += [dict(zip(t[0], row)) for row in t[1:]]
+        assert rows, f"no table starting with {first_header!r} with columns {needed}"
+        return rows
+
+    # runs table = summary.json
+    runs_rows = {r["run"]: r for r in rows_of("run", "final test acc")}
+    for run_dir in (p for p in runs.iterdir() if (p / "summary.json").is_file()):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert runs_rows[run_dir.name]["final test acc"] == f"{100 * summary['final_test_accuracy']:.2f}"
+    # robustness table = attack results JSON, every evaluation
+    robust_rows = rows_of("run", "variant", "robust acc", "clean acc")
+    seen = 0
+    for result_file in runs.glob("*/attacks/*.json"):
+        result = json.loads(result_file.read_text())
+        run_name = result_file.parent.parent.name
+        for ev in result["evaluations"]:
+            match = [r for r in robust_rows if r["run"] == run_name and r["variant"] == ev.get("variant", "model")
+                     and r["eps"] == ev["eps"]]
+            assert len(match) == 1
+            assert match[0]["clean acc"] == f"{ev['clean_acc']:.2f}"
+            assert match[0]["robust acc"] == f"{ev['robust_acc']:.2f}"
+            assert match[0]["points"] == str(ev["n_examples"])
+            seen += 1
+    assert seen == 2 * 2 + 2 + 2                   # jpegdl: 2 variants × 2 eps; the two plain runs: 2 eps each
+    # transfer table = the matrix JSON
+    matrix = json.loads((runs / "transfer" / "m.json").read_text())
+    transfer_rows = rows_of("source \\ target")
+    for row in transfer_rows:
+        source = next(s for s in matrix["sources"] if Path(s).name == row["source \\ target"])
+        for target in matrix["targets"]:
+            assert row[Path(target).name] == f"{100 * matrix['cells'][source][target]['success_rate']:.2f}"
+    # RSA table = rsa.json
+    rsa = json.loads(next(runs.glob("*/rsa/*/rsa.json")).read_text())
+    rsa_rows = rows_of("layer", "ROI", "noise lower")
+    assert rsa_rows[0]["similarity"] == f"{rsa['rows'][0]['similarity']:.3f}"
+    assert rsa_rows[0]["noise lower"] == f"{rsa['rows'][0]['noise_lower']:.3f}"
+    # the Markdown twin has the same tables and links its figures
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"{rsa['rows'][0]['similarity']:.3f}" in md
+    for line in md.splitlines():
+        if line.startswith("!["):
+            assert (tmp_path / "rep" / line.split("](")[1].rstrip(")")).is_file()
+
+
+def test_report_bad_input_is_one_line(capsys, tmp_path):
+    code = main(["report", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    code = main(["report", str(tmp_path / "empty")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nothing to report" in err
+
+
+def _chromium() -> str | None:
+    import shutil
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
+def test_report_renders_in_a_real_headless_browser(runs, tmp_path):
+    """The page opens from disk in Chromium with no network, and its embedded plots are drawn: the
+    screenshot holds coloured pixels (plots) besides the black and grey of text and tables."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    from robust_kd.report import write_report
+
+    html_path, _ = write_report([runs], tmp_path / "rep")
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,6000", f"--screenshot={shot}",
+                    html_path.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (6000, 1200)
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    coloured_rows = np.where((saturation > 60).sum(axis=1) > 20)[0]
+    # plots from the training curves down to the RSA section: coloured rows spread over the page
+    assert len(coloured_rows) > 400 and coloured_rows.max() - coloured_rows.min() > 3000
