@@ -85,6 +85,10 @@ class Step:
     key: str
     title: str
     argv: list[str]
+    output: str = ""          # a glob under the quickstart folder that the finished step leaves behind
+
+    def finished(self, out: Path) -> bool:
+        return not self.output or any(out.glob(self.output))
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Chain:
     out: Path
     steps: list[Step] = field(default_factory=list)
     report: Path = Path()
+    owned: list[str] = field(default_factory=list)     # what the chain writes directly under ``out``
 
 
 def build_chain(plan: Plan, out: Path, *, data: str | None = None, data_root: str | None = None,
@@ -111,35 +116,39 @@ def build_chain(plan: Plan, out: Path, *, data: str | None = None, data_root: st
     jpegdl = f"student_{plan.jpegdl}"
     runs = [teacher, *students, jpegdl]
 
+    chain.owned = [*runs, "transfer", "report", STATE_FILE]
+
     chain.steps.append(Step("train-teacher", f"train the teacher ({plan.teacher})",
                             ["train", "--model", plan.teacher, "--name", teacher, *train_args,
-                             *plan.train_overrides]))
+                             *plan.train_overrides], f"{teacher}/summary.json"))
     for method, name in zip(plan.methods, students):
         chain.steps.append(Step(f"distill-{method}", f"distil {plan.student} from the teacher with {method.upper()}",
                                 ["distill", "--teacher", str(out / teacher), "--student", plan.student,
-                                 "--method", method, "--name", name, *train_args, *plan.train_overrides]))
+                                 "--method", method, "--name", name, *train_args, *plan.train_overrides],
+                                f"{name}/summary.json"))
     chain.steps.append(Step("train-jpegdl", f"train the JPEG-DL student ({plan.jpegdl})",
-                            ["train", "--model", plan.jpegdl, "--name", jpegdl, *train_args, *plan.train_overrides]))
+                            ["train", "--model", plan.jpegdl, "--name", jpegdl, *train_args, *plan.train_overrides],
+                            f"{jpegdl}/summary.json"))
     attack_where = ["--data-root", data_root] if data_root else []
     for suite, n, eps in plan.suites:
         for run in runs:
             size = ["--n", str(n)] if n else []
             chain.steps.append(Step(f"attack-{suite}-{run}", f"attack {run} with the {suite} suite (eps {eps})",
                                     ["attack", "--model", str(out / run), "--suite", suite, "--eps", eps, *size,
-                                     *attack_where, *common]))
+                                     *attack_where, *common], f"{run}/attacks/{suite}-*.json"))
     models = ",".join(str(out / r) for r in runs)
     chain.steps.append(Step("transfer", "transfer matrix among the four models",
                             ["transfer", "--source", models, "--target", models, "--eps", plan.eps,
                              "--n", str(plan.transfer_n), "--out", str(out / "transfer" / "matrix.json"),
-                             *attack_where, *common]))
+                             *attack_where, *common], "transfer/matrix.json"))
     chain.steps.append(Step("rsa-adversarial", f"RSA of clean vs white-box vs black-box examples ({students[0]})",
                             ["rsa-adversarial", "--model", str(out / students[0]), "--stimuli", "test",
                              "--n", str(plan.rsa_n), "--eps", plan.eps, "--queries", str(plan.rsa_queries),
                              "--n-bootstrap", str(plan.rsa_resamples), "--n-permutations", str(plan.rsa_resamples),
-                             *common]))
+                             *common], f"{students[0]}/rsa/*/rsa_adversarial.json"))
     chain.steps.append(Step("report", "write the report",
                             ["report", str(out), "--out", str(out / "report"), "--title",
-                             f"robust-kd quickstart ({plan.name})"]))
+                             f"robust-kd quickstart ({plan.name})"], "report/report.html"))
     return chain
 
 
@@ -161,16 +170,22 @@ def _read_state(out: Path) -> dict | None:
     return state
 
 
-def prepare_folder(out: Path, settings: dict, fresh: bool) -> dict:
-    """The state of an earlier quickstart in ``out`` to resume, or a new one; ``fresh`` wipes ``out`` first
-    (only a quickstart folder: one holding quickstart.json)."""
+def prepare_folder(out: Path, settings: dict, fresh: bool, owned: Sequence[str] = ()) -> dict:
+    """The state of an earlier quickstart in ``out`` to resume, or a new one. ``fresh`` first deletes what
+    the chain writes there (``owned``: its run folders, transfer/, report/, the state file) and nothing
+    else; only a quickstart folder (one holding quickstart.json) or an empty one is written to."""
     if out.exists() and not out.is_dir():
         raise UserError(f"'{out}' is a file; give --out a folder")
     ours = (out / STATE_FILE).is_file()
     if out.is_dir() and any(out.iterdir()) and not ours:
         raise UserError(f"'{out}' exists and is not a quickstart folder (no {STATE_FILE}); choose another --out")
     if fresh and ours:
-        shutil.rmtree(out)
+        for name in {*owned, STATE_FILE}:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     state = _read_state(out)
     if state is not None and state.get("settings") != settings:
         raise UserError(f"'{out}' holds a quickstart with other settings ({state.get('settings')}); rerun with "
@@ -194,8 +209,10 @@ def run_chain(chain: Chain, state: dict, runner: Runner, say: Say) -> float:
     for k, step in enumerate(chain.steps, 1):
         head = f"[{k}/{total}] {step.title}"
         if step.key in state["done"]:
-            say(f"{head}: done earlier ({state['done'][step.key]:.0f} s), skipped")
-            continue
+            if step.finished(chain.out):
+                say(f"{head}: done earlier ({state['done'][step.key]:.0f} s), skipped")
+                continue
+            say(f"{head}: done earlier, but its results are gone: running it again")
         say(f"\n{head}\n$ {command_line(step)}")
         start = time.perf_counter()
         code = runner(step.argv)

@@ -87,15 +87,19 @@ def test_fresh_starts_over_only_in_a_quickstart_folder(capsys, tmp_path):
     assert (foreign / "precious.txt").read_text() == "keep me"
 
     ours = tmp_path / "qs"
-    qs.prepare_folder(ours, {"plan": "smoke"}, fresh=False)
+    chain = qs.build_chain(qs.PLANS["smoke"], ours)
+    qs.prepare_folder(ours, {"plan": "smoke"}, fresh=False, owned=chain.owned)
     (ours / "teacher_resnet8").mkdir()
-    state = qs.prepare_folder(ours, {"plan": "smoke"}, fresh=True)
-    assert state["done"] == {} and not (ours / "teacher_resnet8").exists()
+    (ours / "report").mkdir()
+    (ours / "my_own_run").mkdir()           # e.g. a later 'robust-kd train --runs-dir <the same folder>'
+    state = qs.prepare_folder(ours, {"plan": "smoke"}, fresh=True, owned=chain.owned)
+    assert state["done"] == {} and not (ours / "teacher_resnet8").exists() and not (ours / "report").exists()
+    assert (ours / "my_own_run").is_dir()
 
     (ours / qs.STATE_FILE).write_text("{not json")
     with pytest.raises(UserError, match="--fresh"):
         qs.prepare_folder(ours, {"plan": "smoke"}, fresh=False)
-    assert qs.prepare_folder(ours, {"plan": "smoke"}, fresh=True)["done"] == {}
+    assert qs.prepare_folder(ours, {"plan": "smoke"}, fresh=True, owned=chain.owned)["done"] == {}
 
 
 def test_a_failing_step_stops_the_chain_and_keeps_finished_steps(tmp_path):
@@ -114,8 +118,22 @@ def test_a_failing_step_stops_the_chain_and_keeps_finished_steps(tmp_path):
     saved = json.loads((chain.out / qs.STATE_FILE).read_text())
     assert list(saved["done"]) == [s.key for s in chain.steps[:2]]
     calls.clear()
+
+    def leave_outputs(steps):                # what the real commands would have written
+        for step in steps:
+            target = chain.out / step.output.replace("*", "x")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("{}")
+
+    leave_outputs(chain.steps[:2])           # the two finished steps left their outputs: they are skipped
     qs.run_chain(chain, saved, lambda argv: calls.append(list(argv)) or 0, lines.append)
     assert calls == [s.argv for s in chain.steps[2:]]
+    leave_outputs(chain.steps[2:])
+    # a step marked done whose results were deleted since runs again, alone
+    (chain.out / chain.steps[0].output).unlink()
+    calls.clear()
+    qs.run_chain(chain, saved, lambda argv: calls.append(list(argv)) or 0, lines.append)
+    assert calls == [chain.steps[0].argv] and any("results are gone" in line for line in lines)
 
 
 def test_full_plan_needs_the_data_and_dry_run_prints_the_commands(capsys, tmp_path):

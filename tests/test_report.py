@@ -82,6 +82,12 @@ def runs(tmp_path_factory) -> Path:
                  "--device", "cpu", "--runs-dir", str(runs), "--out", str(runs / "transfer" / "m.json")]) == 0
     assert main(["rsa", "--model", str(teacher), "--stimuli", "rsa92", "--brain-rdm", "rsa92", "--layers", "logits",
                  "--n-bootstrap", "30", "--n-permutations", "30", "--device", "cpu"]) == 0
+    # the autoattack suite names its robust accuracy autoattack_acc (RobustBench's field)
+    assert main(["attack", "--model", str(teacher), "--suite", "autoattack", "--n", "8", "--device", "cpu"]) == 0
+    assert main(["rsa-adversarial", "--model", str(teacher), "--stimuli", "test", "--n", "12", "--queries", "50",
+                 "--n-bootstrap", "20", "--n-permutations", "20", "--device", "cpu"]) == 0
+    assert main(["rsa-models", "--models", f"{teacher},{jpeg}", "--n", "12", "--n-bootstrap", "20",
+                 "--device", "cpu", "--runs-dir", str(runs)]) == 0
     return runs
 
 
@@ -117,6 +123,7 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
         assert runs_rows[run_dir.name]["final test acc"] == f"{100 * summary['final_test_accuracy']:.2f}"
     # robustness table = attack results JSON, every evaluation
     robust_rows = rows_of("run", "variant", "robust acc", "clean acc")
+    breakdown = rows_of("run", "attack", "points broken")
     seen = 0
     for result_file in runs.glob("*/attacks/*.json"):
         result = json.loads(result_file.read_text())
@@ -124,12 +131,21 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
         for ev in result["evaluations"]:
             match = [r for r in robust_rows if r["run"] == run_name and r["variant"] == ev.get("variant", "model")
                      and r["eps"] == ev["eps"]]
+            match = [r for r in match if r["suite"] == result["suite"]]
             assert len(match) == 1
+            robust = ev["autoattack_acc"] if result["suite"] == "autoattack" else ev["robust_acc"]
             assert match[0]["clean acc"] == f"{ev['clean_acc']:.2f}"
-            assert match[0]["robust acc"] == f"{ev['robust_acc']:.2f}"
+            assert match[0]["robust acc"] == f"{robust:.2f}"
             assert match[0]["points"] == str(ev["n_examples"])
+            steps = [r for r in breakdown if r["run"] == run_name and r["variant"] == ev.get("variant", "model")
+                     and r["eps"] == ev["eps"] and r["suite"] == result["suite"]]
+            assert [r["attack"] for r in steps] == [a["label"] for a in ev["attacks"]]
+            for row, a in zip(steps, ev["attacks"]):
+                assert row["points attacked"] == str(a["points_attacked"])
+                assert row["points broken"] == str(a["points_broken"])
+                assert row["robust acc after"] == f"{100 * a['robust_accuracy_after']:.2f}"
             seen += 1
-    assert seen == 2 * 2 + 2 + 2                   # jpegdl: 2 variants × 2 eps; the two plain runs: 2 eps each
+    assert seen == 2 * 2 + 2 + 2 + 1               # jpegdl: 2 variants × 2 eps; plain runs: 2 eps each; autoattack
     # transfer table = the matrix JSON
     matrix = json.loads((runs / "transfer" / "m.json").read_text())
     transfer_rows = rows_of("source \\ target")
@@ -142,6 +158,21 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
     rsa_rows = rows_of("layer", "ROI", "noise lower")
     assert rsa_rows[0]["similarity"] == f"{rsa['rows'][0]['similarity']:.3f}"
     assert rsa_rows[0]["noise lower"] == f"{rsa['rows'][0]['noise_lower']:.3f}"
+    # adversarial RSA and model-vs-model tables = their JSON
+    adversarial = json.loads(next(runs.glob("*/rsa/*/rsa_adversarial.json")).read_text())
+    adv_rows = rows_of("layer", "difference")
+    assert [r["layer"] for r in adv_rows] == [r["layer"] for r in adversarial["white_vs_black"]]
+    for row, ref in zip(adv_rows, adversarial["white_vs_black"]):
+        assert row["difference"] == f"{ref['difference']:.3f}"
+        assert row["sim. to clean, white"] == f"{ref['similarity_a']:.3f}"
+    models = json.loads(next(runs.glob("rsa-models/*/rsa_models.json")).read_text())
+    pair_rows = rows_of("model A", "similarity")
+    assert len(pair_rows) == len(models["results"])               # two models: one pair per layer
+    for row, (layer, ref) in zip(pair_rows, models["results"].items()):
+        assert row["similarity"] == f"{ref['similarity'][0][1]:.3f}"
+    # every figure the analyses wrote is in the page: training curves (3), eps curves, transfer, JPEG tables,
+    # RSA bars + network + brain RDMs, adversarial RDMs, one model × model heatmap per layer
+    assert len(page.images) == 3 + 1 + 1 + 1 + 3 + 1 + len(models["results"])
     # the Markdown twin has the same tables and links its figures
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"{rsa['rows'][0]['similarity']:.3f}" in md

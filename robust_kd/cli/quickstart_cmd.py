@@ -48,7 +48,7 @@ def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root
             print_line(f"[{k}/{len(chain.steps)}] {step.title}\n  {qs.command_line(step)}")
         return
     settings = {"plan": plan.name, "data": data or plan.data, "data_root": data_root}
-    state = qs.prepare_folder(folder, settings, fresh)
+    state = qs.prepare_folder(folder, settings, fresh, chain.owned)
     print_line(f"quickstart ({plan.name}: {plan.description}) into {folder}")
     start = time.perf_counter()
     try:

@@ -22,9 +22,15 @@ def report(paths: tuple[str, ...], out: str | None, title: str) -> None:
     results files of run folders: training curves, teacher vs students, clean and robust accuracy with the
     attack that broke each point and the sanity flags, accuracy-vs-eps curves, transfer matrices, JPEG-DL
     tables, and RSA results."""
-    from ..report import write_report
+    from ..errors import UserError
+    from ..report import collect, write_report
 
     first = Path(paths[0])
     folder = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
-    html_path, md_path = write_report(list(paths), folder, title)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out '{folder}' is a file; give a folder for report.html and report.md")
+    data = collect(list(paths))
+    for line in data.skipped:
+        print_line(f"left out {line}")
+    html_path, md_path = write_report(data, folder, title)
     print_line(f"report: {html_path} (Markdown: {md_path})")

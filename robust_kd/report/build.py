@@ -14,13 +14,13 @@ from .document import Figure, Report, Section, table
 
 FLAG_WORDS = {
     "iterative_weaker_than_single_step": "an iterative attack did worse than a single-step one: gradients may be masked",
-    "not_monotone_in_eps": "robust accuracy rose with a larger eps: the attack is not converging",
+    "accuracy_not_monotone_in_eps": "robust accuracy rose with a larger eps: the attack is not converging",
     "large_eps_not_zero": "robust accuracy stays well above 0% at a very large eps: gradients may be masked",
     "black_box_beats_white_box": "a black-box attack broke points the white-box attacks missed: gradients may be masked",
     "zero_or_nan_gradients": "gradients were zero or NaN on some points: the model may mask gradients",
     "probabilities_not_logits": "the model seems to return probabilities, not logits",
     "non_deterministic": "the model gave different outputs for the same input",
-    "outside_threat_model": "an adversarial example left the eps-ball or [0, 1]",
+    "adversarial_examples_outside_the_ball": "an adversarial example left the eps-ball or [0, 1]",
 }
 
 
@@ -46,12 +46,19 @@ def pval(value: Any) -> str:
 
 
 def eps_text(eps: Any, norm: Any) -> str:
-    eps = float(eps or 0.0)
+    if eps is None:
+        return "?"
+    eps = float(eps)
     return f"{eps * 255:.3g}/255" if norm == "Linf" else f"{eps:g}"
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:80]
+
+
+def robust_value(ev: dict[str, Any]) -> Any:
+    """Robust accuracy in % of one evaluation: RobustBench names it autoattack_acc for the autoattack suite."""
+    return ev.get("robust_acc", ev.get("autoattack_acc"))
 
 
 # --------------------------------------------------------------------------------------------------- runs
@@ -92,8 +99,8 @@ def teacher_section(data: ReportData) -> Section | None:
 
 
 def curves_section(data: ReportData) -> Section | None:
-    blocks = [Figure(f"curves_{_slug(r.name)}.png", figures.training_curves(r.name, r.metrics),
-                     f"{r.name}: loss terms and accuracy per epoch") for r in data.runs if r.metrics]
+    blocks = [Figure(f"curves_{k:02d}_{_slug(r.name)}.png", figures.training_curves(r.name, r.metrics),
+                     f"{r.name}: loss terms and accuracy per epoch") for k, r in enumerate(data.runs) if r.metrics]
     return Section("Training curves", [], blocks) if blocks else None
 
 
@@ -112,13 +119,16 @@ def robustness_section(data: ReportData) -> Section | None:
             d = result.get("data", {})
             rows.append([run.name, variant, result.get("suite", ""), ev.get("norm", ""), ev.get("eps", ""),
                          d.get("name", ""), ev.get("n_examples", ""), ev.get("seed", ""), pct(ev.get("clean_acc")),
-                         pct(ev.get("robust_acc")), ev.get("device", "")])
+                         pct(robust_value(ev)), ev.get("device", "")])
             for a in ev.get("attacks", []):
-                breakdown.append([run.name, variant, result.get("suite", ""), ev.get("eps", ""), a.get("label", ""), a.get("points_attacked", 0),
-                                  a.get("points_broken", 0), pct(100 * a.get("robust_accuracy_after", 0.0))])
+                breakdown.append([run.name, variant, result.get("suite", ""), ev.get("eps", ""), a.get("label", ""),
+                                  a.get("points_attacked", 0), a.get("points_broken", 0),
+                                  pct(100 * a["robust_accuracy_after"]) if "robust_accuracy_after" in a else ""])
             for flag in ev.get("flags", []):
-                words = FLAG_WORDS.get(flag.get("code", ""), "")
-                flags.append(f"{run.name} · {variant} · {ev.get('eps', '')}: {flag.get('message') or words}")
+                code = flag.get("code", "")
+                words = FLAG_WORDS.get(code, code.replace("_", " "))
+                detail = f" ({flag['message']})" if flag.get("message") else ""
+                flags.append(f"{run.name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: {words}{detail}")
     if not rows:
         return None
     paragraphs = ["Clean and robust accuracy in % over the points shown; robust accuracy is the per-point worst case "
@@ -139,9 +149,11 @@ def eps_section(data: ReportData) -> Section | None:
     by_norm: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for run in data.runs:
         for result, ev in _evaluations(run):
+            if robust_value(ev) is None or ev.get("eps_value") is None:
+                continue
             label = f"{run.name} · {ev.get('variant', 'model')} · {result.get('suite', '')}"
             by_norm.setdefault(ev.get("norm", "Linf"), {}).setdefault(label, []).append(
-                (float(ev.get("eps_value", 0.0)), float(ev.get("robust_acc", 0.0))))
+                (float(ev["eps_value"]), float(robust_value(ev))))
     blocks = []
     for norm, curves in by_norm.items():
         for label in curves:
@@ -152,12 +164,17 @@ def eps_section(data: ReportData) -> Section | None:
     return Section("Accuracy vs eps", [], blocks) if blocks else None
 
 
+def _success(cell: dict[str, Any]) -> float:
+    """Success rate in %, NaN where the target got no point right (nothing to break)."""
+    return float("nan") if cell.get("points", 1) == 0 else 100 * float(cell["success_rate"])
+
+
 def transfer_section(data: ReportData) -> Section | None:
     blocks = []
     for k, t in enumerate(data.transfers):
         sources, targets = t["sources"], t["targets"]
         short = {m: Path(m).name for m in set(sources) | set(targets)}
-        matrix = np.array([[100 * t["cells"][s][g]["success_rate"] for g in targets] for s in sources])
+        matrix = np.array([[_success(t["cells"][s][g]) for g in targets] for s in sources])
         caption = (f"Transfer success rate (%) of MI-FGSM-{t.get('steps', '')} examples, {t.get('norm')} eps "
                    f"{eps_text(t.get('eps'), t.get('norm'))}, "
                    f"{t.get('n_examples')} points of {t.get('data')}, {t.get('device')}")
@@ -165,76 +182,100 @@ def transfer_section(data: ReportData) -> Section | None:
                                                                   [short[g] for g in targets], caption, "success (%)",
                                                                   vmax=100), caption))
         blocks.append(table(["source \\ target"] + [short[g] for g in targets],
-                            [[short[s]] + [pct(100 * t["cells"][s][g]["success_rate"]) for g in targets]
-                             for s in sources], "The same matrix in numbers (success rate, %)"))
+                            [[short[s]] + [num(v, 2) for v in row] for s, row in zip(sources, matrix)],
+                            "The same matrix in numbers (success rate, %; n/a: the target got no point right)"))
     return Section("Transfer", ["Success rate: the share of points the target classified correctly that the "
                                 "source's adversarial examples broke."], blocks) if blocks else None
 
 
 def jpeg_section(data: ReportData) -> Section | None:
-    blocks = [Figure(f"jpeg_tables_{_slug(r.name)}.png", figures.jpeg_tables(r.name, r.jpeg_tables),
+    blocks = [Figure(f"jpeg_tables_{k:02d}_{_slug(r.name)}.png", figures.jpeg_tables(r.name, r.jpeg_tables),
                      f"{r.name}: learned quantization tables next to the standard q=50 tables")
-              for r in data.runs if r.jpeg_tables]
+              for k, r in enumerate(data.runs) if r.jpeg_tables]
     return Section("JPEG-DL quantization tables", [], blocks) if blocks else None
 
 
 # --------------------------------------------------------------------------------------------------- RSA
-def _embed(folder: str, name: str, caption: str, prefix: str) -> Figure | None:
-    path = Path(folder) / "figures" / name
-    return Figure(f"{prefix}_{name}", path.read_bytes(), caption) if path.is_file() else None
+def _embed(folder: str, stored: str | None, caption: str, name: str) -> Figure | None:
+    """A figure an analysis wrote into ``<folder>/figures/`` (found by file name: the stored path may be
+    relative to wherever that analysis ran); None when it is not there."""
+    if not stored:
+        return None
+    path = Path(folder) / "figures" / Path(stored).name
+    return Figure(name, path.read_bytes(), caption) if path.is_file() else None
+
+
+def _brain_table(rows: list[dict[str, Any]], caption: str):
+    return table(["layer", "ROI", "similarity", "CI low", "CI high", "p", "p FDR", "noise lower", "noise upper"],
+                 [[r.get("model", ""), r.get("roi", ""), num(r.get("similarity")), num(r.get("ci_low")),
+                   num(r.get("ci_high")), pval(r.get("p")), pval(r.get("p_fdr")), num(r.get("noise_lower")),
+                   num(r.get("noise_upper"))] for r in rows], caption)
+
+
+def _rsa_blocks(run_name: str, k: int, res: dict[str, Any], paragraphs: list[str]) -> list[Any]:
+    blocks: list[Any] = []
+    prefix = f"rsa_{k:02d}_{_slug(run_name)}"
+    folder, figs = res["_folder"], res.get("figures") or {}
+    if res.get("descriptors", {}).get("simulated") or "SIMULATED" in str(res.get("brain", "")):
+        paragraphs.append(f"{run_name}: the brain data are SIMULATED, not measured.")
+    if res.get("kind") == "rsa":
+        s = res.get("settings", {})
+        caption = (f"{run_name}: {res.get('rdm_method')} RDMs of {res.get('n_stimuli')} stimuli ({res.get('stimuli')}) "
+                   f"vs {res.get('brain')}; {s.get('method')}, {s.get('n_bootstrap')} bootstrap samples over "
+                   f"{s.get('bootstrap_over')}, {s.get('n_permutations')} permutations, seed {s.get('seed')}, "
+                   f"{res.get('device')}")
+        blocks.append(_brain_table(res.get("rows", []), caption))
+        for key, cap in (("rsa_bars", "layer × ROI similarity with 95% CIs and the noise ceiling"),
+                         ("network_rdms", "network RDMs per layer"), ("brain_rdms", "brain RDMs")):
+            fig = _embed(folder, figs.get(key), f"{run_name}: {cap}", f"{prefix}_{key}.png")
+            if fig:
+                blocks.append(fig)
+    elif res.get("kind") == "rsa-adversarial":
+        a, effect = res.get("attack", {}), res.get("attack_effect", {})
+        caption = (f"{run_name}: clean vs white-box (PGD-{a.get('white_steps')}) vs black-box ({a.get('black')}) "
+                   f"stimuli, {a.get('norm')} eps {eps_text(a.get('eps'), a.get('norm'))}, {res.get('n_stimuli')} "
+                   f"stimuli ({res.get('stimuli')}), {res.get('comparator')}, {res.get('n_bootstrap')} bootstrap "
+                   f"samples, seed {res.get('seed')}, {res.get('device')}")
+        changed = {kind: (effect.get(kind) or {}).get("prediction_changed") for kind in ("white", "black")}
+        if all(v is not None for v in changed.values()):
+            paragraphs.append(f"{run_name}: the attacks changed the model's prediction on "
+                              f"{100 * changed['white']:.1f}% (white-box) and {100 * changed['black']:.1f}% "
+                              f"(black-box) of the {res.get('n_stimuli')} stimuli; labels: {res.get('labels', '')}.")
+        blocks.append(table(["layer", "sim. to clean, white", "sim. to clean, black", "difference", "CI low",
+                             "CI high", "p boot FDR", "displ. white", "displ. black", "p Wilcoxon FDR"],
+                            [[r.get("layer", r.get("model", "")), num(r.get("similarity_a")), num(r.get("similarity_b")),
+                              num(r.get("difference")), num(r.get("ci_low")), num(r.get("ci_high")),
+                              pval(r.get("p_bootstrap_fdr")), num(r.get("displacement_a")),
+                              num(r.get("displacement_b")), pval(r.get("p_wilcoxon_fdr"))]
+                             for r in res.get("white_vs_black", [])], caption))
+        if res.get("brain_rows"):
+            blocks.append(_brain_table(res["brain_rows"], f"{run_name}: every layer × stimulus type vs {res.get('brain')}"))
+        for key in ("rsa_bars", "network_rdms"):
+            fig = _embed(folder, figs.get(key), f"{run_name}: adversarial RSA, {key.replace('_', ' ')}",
+                         f"{prefix}_{key}.png")
+            if fig:
+                blocks.append(fig)
+    return blocks
 
 
 def rsa_section(data: ReportData) -> Section | None:
     blocks: list[Any] = []
-    paragraphs = []
-    for run in data.runs:
+    paragraphs: list[str] = []
+    for i, run in enumerate(data.runs):
         for k, res in enumerate(run.rsa):
-            prefix = f"rsa_{_slug(run.name)}_{k}"
-            if res.get("kind") == "rsa":
-                s = res.get("settings", {})
-                caption = (f"{run.name}: {res.get('rdm_method')} RDMs of {res.get('n_stimuli')} stimuli ({res.get('stimuli')}) "
-                           f"vs {res.get('brain')}; {s.get('method')}, {s.get('n_bootstrap')} bootstrap samples over "
-                           f"{s.get('bootstrap_over')}, {s.get('n_permutations')} permutations, seed {s.get('seed')}, "
-                           f"{res.get('device')}")
-                blocks.append(table(["layer", "ROI", "similarity", "CI low", "CI high", "p", "p FDR", "noise lower",
-                                     "noise upper"],
-                                    [[r["model"], r["roi"], num(r["similarity"]), num(r["ci_low"]), num(r["ci_high"]),
-                                      pval(r["p"]), pval(r["p_fdr"]), num(r["noise_lower"]), num(r["noise_upper"])]
-                                     for r in res.get("rows", [])], caption))
-                for name, cap in (("rsa_bars.png", "layer × ROI similarity with 95% CIs and the noise ceiling"),
-                                  ("network_rdms.png", "network RDMs per layer"), ("brain_rdms.png", "brain RDMs")):
-                    fig = _embed(res["_folder"], name, f"{run.name}: {cap}", prefix)
-                    if fig:
-                        blocks.append(fig)
-                if res.get("descriptors", {}).get("simulated"):
-                    paragraphs.append(f"{run.name}: the brain data are SIMULATED, not measured.")
-            elif res.get("kind") == "rsa-adversarial":
-                a = res.get("attack", {})
-                caption = (f"{run.name}: clean vs white-box (PGD-{a.get('white_steps')}) vs black-box ({a.get('black')}) "
-                           f"stimuli, {a.get('norm')} eps {eps_text(a.get('eps'), a.get('norm'))}, {res.get('n_stimuli')} "
-                           f"stimuli, {res.get('comparator')}, {res.get('n_bootstrap')} bootstrap samples, seed "
-                           f"{res.get('seed')}, {res.get('device')}")
-                blocks.append(table(["layer", "sim white", "sim black", "difference", "CI low", "CI high", "p boot FDR",
-                                     "displ. white", "displ. black", "p Wilcoxon FDR"],
-                                    [[r["layer"], num(r["similarity_a"]), num(r["similarity_b"]), num(r["difference"]),
-                                      num(r.get("ci_low")), num(r.get("ci_high")), pval(r.get("p_bootstrap_fdr")),
-                                      num(r["displacement_a"]), num(r["displacement_b"]), pval(r["p_wilcoxon_fdr"])]
-                                     for r in res.get("white_vs_black", [])], caption))
-                for name in ("rsa_bars.png", "network_rdms.png"):
-                    fig = _embed(res["_folder"], name, f"{run.name}: adversarial RSA, {name[:-4].replace('_', ' ')}",
-                                 prefix)
-                    if fig:
-                        blocks.append(fig)
+            blocks += _rsa_blocks(run.name, 100 * i + k, res, paragraphs)
     for k, res in enumerate(data.rsa_models):
-        for layer, r in res.get("results", {}).items():
+        figs = res.get("figures") or {}
+        for j, (layer, r) in enumerate(res.get("results", {}).items()):
             names = r["models"]
-            rows = [[a, b, num(r["similarity"][i][j]), num(r["ci_low"][i][j]), num(r["ci_high"][i][j])]
-                    for i, a in enumerate(names) for j, b in enumerate(names) if j > i]
+            rows = [[a, b, num(r["similarity"][i][j2]), num(r["ci_low"][i][j2]), num(r["ci_high"][i][j2])]
+                    for i, a in enumerate(names) for j2, b in enumerate(names) if j2 > i]
             blocks.append(table(["model A", "model B", "similarity", "CI low", "CI high"], rows,
                                 f"Model vs model, {layer}: {res.get('comparator')} between RDMs over "
-                                f"{res.get('n_stimuli')} stimuli ({res.get('stimuli')})"))
-            fig = _embed(res["_folder"], f"similarity_{_slug(layer)}.png", f"model × model similarity, {layer}",
-                         f"rsa_models_{k}")
+                                f"{res.get('n_stimuli')} stimuli ({res.get('stimuli')}), {res.get('n_bootstrap')} "
+                                f"bootstrap samples, seed {res.get('seed')}, {res.get('device')}"))
+            fig = _embed(res["_folder"], figs.get(layer), f"model × model similarity, {layer}",
+                         f"rsa_models_{k:02d}_{j:02d}.png")
             if fig:
                 blocks.append(fig)
     return Section("Representational similarity (RSA)", paragraphs, blocks) if blocks else None
@@ -246,6 +287,8 @@ SECTIONS = [runs_section, teacher_section, curves_section, robustness_section, e
 
 def build(data: ReportData, title: str = "robust-kd report") -> Report:
     sections = [s for s in (make(data) for make in SECTIONS) if s is not None]
+    if data.skipped:
+        sections.append(Section("Files left out", [f"{line}" for line in data.skipped]))
     subtitle = (f"{len(data.runs)} run(s), {len(data.transfers)} transfer matrix(es); from "
                 f"{', '.join(data.sources)}; written {time.strftime('%Y-%m-%d %H:%M')}")
     return Report(title, subtitle, sections)

@@ -38,26 +38,30 @@ class ReportData:
     transfers: list[dict[str, Any]] = field(default_factory=list)
     rsa_models: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)     # files found while scanning a folder and left out, why
 
 
 def _json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError):          # ValueError covers bad UTF-8 and bad JSON
         return None
     return value if isinstance(value, dict) else None
 
 
 def _metrics(path: Path) -> list[dict[str, Any]]:
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue                 # a half-written last line of a live run
-            if isinstance(row, dict):
-                out.append(row)
+    out: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, ValueError):
+        return out
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue                     # a half-written last line of a live run
+        if isinstance(row, dict):
+            out.append(row)
     return out
 
 
@@ -83,7 +87,7 @@ def read_run(path: Path) -> RunRecord:
     try:
         config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else {}
         record.config = config if isinstance(config, dict) else {}
-    except yaml.YAMLError:
+    except (OSError, ValueError, yaml.YAMLError):
         record.config = {}
     for file in sorted((path / "attacks").glob("*.json")) if (path / "attacks").is_dir() else []:
         result = _json(file)
@@ -101,45 +105,77 @@ def read_run(path: Path) -> RunRecord:
     return record
 
 
+def _transfer_problem(result: dict[str, Any]) -> str | None:
+    """Why a transfer matrix cannot be drawn, or None when it is complete."""
+    sources, targets, cells = result.get("sources"), result.get("targets"), result.get("cells")
+    if not (isinstance(sources, list) and isinstance(targets, list) and isinstance(cells, dict) and sources and targets):
+        return "it lacks sources, targets or cells"
+    for s in sources:
+        for t in targets:
+            cell = (cells.get(s) or {}).get(t) if isinstance(cells.get(s), dict) else None
+            if not isinstance(cell, dict) or "success_rate" not in cell:
+                return f"the cell {s} -> {t} is missing"
+    return None
+
+
 def collect(paths: list[str | Path]) -> ReportData:
-    """Run folders, folders of runs (e.g. ``runs/``) and results JSON files, in the order given."""
+    """Run folders, folders of runs (e.g. ``runs/``) and results JSON files, in the order given. A JSON file
+    named on the command line must be usable (else a one-line error); one found while scanning a folder is
+    skipped with its reason in ``skipped``."""
     data = ReportData()
     seen: set[Path] = set()
 
-    def add_json(file: Path) -> None:
+    def add_json(file: Path, named: bool) -> None:
+        if file.resolve() in seen:
+            return
+        seen.add(file.resolve())
         result = _json(file)
+        problem = None
         if result is None:
-            raise UserError(f"'{file}' is not a readable JSON results file")
-        if "cells" in result and "sources" in result:
-            data.transfers.append(result)
+            problem = "it is not a readable JSON object"
+        elif "cells" in result or "sources" in result:
+            problem = _transfer_problem(result)
+            if problem is None:
+                data.transfers.append(result)
+                return
         elif result.get("kind") == "rsa-models":
             result["_folder"] = str(file.parent)
             data.rsa_models.append(result)
+            return
         else:
-            raise UserError(f"'{file}' is not a transfer matrix or an rsa-models result; give run folders for the rest")
+            problem = "it is not a transfer matrix or an rsa-models result"
+        if named:
+            raise UserError(f"cannot report '{file}': {problem}; give run folders, a runs folder, transfer matrices "
+                            "or rsa_models.json files")
+        data.skipped.append(f"{file}: {problem}")
+
+    def add_run(folder: Path) -> None:
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            data.runs.append(read_run(folder))
 
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise UserError(f"'{path}' does not exist; give run folders, a runs folder or results JSON files")
         if path.is_file():
-            add_json(path)
+            add_json(path, named=True)
         elif is_run(path):
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                data.runs.append(read_run(path))
+            add_run(path)
         else:
-            children = sorted(p for p in path.iterdir() if p.is_dir())
-            for child in children:
-                if is_run(child) and child.resolve() not in seen:
-                    seen.add(child.resolve())
-                    data.runs.append(read_run(child))
+            for child in sorted(p for p in path.iterdir() if p.is_dir()):
+                if is_run(child):
+                    add_run(child)
             for file in sorted((path / "transfer").glob("*.json")) if (path / "transfer").is_dir() else []:
-                add_json(file)
+                add_json(file, named=False)
             for file in sorted((path / "rsa-models").glob("*/rsa_models.json")) if (path / "rsa-models").is_dir() else []:
-                add_json(file)
+                add_json(file, named=False)
         data.sources.append(str(path))
     if not (data.runs or data.transfers or data.rsa_models):
         raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no run folders (summary.json, attacks/, "
                         "rsa/) and no results JSON")
+    names = [r.name for r in data.runs]
+    for run in data.runs:                     # the same run name from two folders: say which is which
+        if names.count(run.name) > 1:
+            run.name = f"{run.path.parent.name}/{run.path.name}"
     return data

@@ -66,7 +66,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], title:
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w")
+                ax.text(j, i, f"{matrix[i, j]:.1f}" if np.isfinite(matrix[i, j]) else "n/a", ha="center", va="center",
+                        fontsize=8, color="w")
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_xlabel("target"), ax.set_ylabel("source")
