@@ -28,6 +28,7 @@ from .adaptive import BPDA
 from .core import AttackError, CountingModel, model_device
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
+from .shard import Shard, gather, owns, resolve_shard
 from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
@@ -124,6 +125,7 @@ def evaluate(
     sanity_checks: bool = True,
     bpda: nn.Module | None = None,
     gradient_views: Mapping[str, nn.Module] | None = None,
+    shard: Shard | str | None = "auto",
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -139,13 +141,18 @@ def evaluate(
     ``gradient_views``: {label: module} of other ways to differentiate the same function (BPDA
     with another stand-in, EOT). The suite's gradient-based steps run again through each view, after
     the suite's own gradient steps and before its black-box ones, on the points still robust.
+
+    ``shard``: (rank, world size) to attack only the points ``i`` with ``i mod world == rank`` and
+    gather the verdicts of all ranks (every rank returns the whole result, equal to one process's);
+    ``"auto"`` (default) shards over the initialised ``torch.distributed`` group, if any. With
+    ``state_path``, each rank keeps its own state file.
     """
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
-                            bpda=bpda, gradient_views=gradient_views, **suite_context)
+                            bpda=bpda, gradient_views=gradient_views, shard=shard, **suite_context)
                    for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
         if flag is not None:
@@ -162,17 +169,20 @@ def evaluate(
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise AttackError("images must lie in [0, 1]; models own their normalization")
     device = model_device(model)
+    parts = resolve_shard(shard)
+    if state_path is not None and parts[1] > 1:
+        state_path = Path(state_path).with_suffix(f".rank{parts[0]}of{parts[1]}.json")
     was_training = model.training
     model.eval()
     try:
         return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                         keep_examples, sanity_checks, bpda, gradient_views, suite_context)
+                         keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
-              sanity_checks, bpda, gradient_views, suite_context) -> EvaluationResult:
+              sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1)) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -182,7 +192,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "shard": list(shard)}
     state = _State(Path(state_path) if state_path is not None else None, key)
     flags = [Flag(**f) for f in state.flags]
     kept = x.clone() if keep_examples else None
@@ -212,10 +222,13 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     clean_accuracy = sum(clean_correct) / max(total, 1)
 
     try:
-        records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total)
+        records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
+                             shard)
     except BaseException:
         state.save(force=True)  # an interrupted evaluation keeps every finished batch
         raise
+    if shard[1] > 1:
+        records = _gather_shards(state, records, kept, clean_correct, shard)
 
     flags.extend(_suite_flags(built, records, total, eps, norm))
     if sanity_checks:
@@ -268,12 +281,40 @@ def with_gradient_views(suite: Suite, views: Mapping[str, nn.Module]) -> Suite:
     return Suite(suite.name, gradient + extra + others)
 
 
-def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total) -> list[AttackRecord]:
+def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Tensor | None,
+                   clean_correct: list[bool], shard: Shard) -> list[AttackRecord]:
+    """Merge the ranks' verdicts (each rank decided its own points), sum their attack counts, and
+    recompute each step's robust accuracy from the merged verdicts."""
+    mine = [i for i in range(len(state.robust)) if owns(i, shard)]
+    part = {"index": mine, "robust": [state.robust[i] for i in mine], "broken_by": [state.broken_by[i] for i in mine],
+            "records": [asdict(r) for r in records],
+            "x_adv": kept[mine].cpu() if kept is not None and mine else None}
+    parts = gather(part, shard)
+    for p in parts:
+        for k, i in enumerate(p["index"]):
+            state.robust[i], state.broken_by[i] = p["robust"][k], p["broken_by"][k]
+        if kept is not None and p["x_adv"] is not None:
+            kept[p["index"]] = p["x_adv"]
+    merged = []
+    total = max(len(state.robust), 1)
+    broken_so_far = sum(1 for c in clean_correct if not c)
+    for k, record in enumerate(records):
+        for field in ("points_attacked", "points_broken", "invalid_examples", "forwards", "backwards"):
+            setattr(record, field, sum(p["records"][k][field] for p in parts))
+        record.seconds = max(p["records"][k]["seconds"] for p in parts)
+        broken_so_far += sum(1 for b in state.broken_by if b == record.label)
+        record.robust_accuracy_after = (len(state.robust) - broken_so_far) / total
+        merged.append(record)
+    return merged
+
+
+def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
+               shard: Shard = (0, 1)) -> list[AttackRecord]:
     records: list[AttackRecord] = []
     for step in built.steps:
         record = AttackRecord(step.label, step.attack.describe(), **state.records.get(step.label, {}))
         done = set(state.attacked.get(step.label, []))
-        todo = [i for i in range(total) if state.robust[i] and i not in done]
+        todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
         if step.view is not None:
             view = step.view(counting)
         elif bpda is not None and step.kind in GRADIENT_KINDS:

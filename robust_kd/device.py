@@ -11,8 +11,14 @@ from .errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if visible, else the CPU. Under torchrun, ``auto`` and ``cuda`` mean this
+    process's own GPU (cuda:LOCAL_RANK)."""
+    from .distributed import launched_by_torchrun, local_rank
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and launched_by_torchrun() and torch.cuda.is_available():
+        name = f"cuda:{local_rank()}"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' asked for, but no CUDA GPU is visible; use --device cpu or auto")

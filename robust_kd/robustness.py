@@ -22,6 +22,7 @@ from torch import nn
 import attacks
 from attacks import AttackError, ModelOutputError
 
+from . import distributed
 from .device import resolve_device
 from .errors import UserError
 from .fileio import write_json
@@ -181,9 +182,10 @@ class AttackRun:
         out_dir = self.target.results_dir
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
-        if self.fresh:
+        if self.fresh and distributed.is_main():
             for old in state_dir.glob(f"{stem}.*"):
                 old.unlink()
+        distributed.barrier()          # under torchrun: nobody starts before old state is gone
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()
         for variant in variants_of(self.target, name if isinstance(self.suite, str) else "custom"):
@@ -195,7 +197,8 @@ class AttackRun:
             for result in results if isinstance(results, list) else [results]:
                 evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict()})
             content = self._content(points, evaluations, time.perf_counter() - started, device)
-            write_json(path, content)
+            if distributed.is_main():
+                write_json(path, content)
         return path, content
 
     def _evaluate(self, model, points, variant, state_path, progress, notify):
@@ -232,6 +235,7 @@ class AttackRun:
             "norm": self.norm,
             "seed": self.seed,
             "device": str(device),
+            "processes": distributed.world_size(),
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
             "evaluations": evaluations,

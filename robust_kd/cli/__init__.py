@@ -41,10 +41,35 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+# verbs that split their work across torchrun's processes
+DISTRIBUTED_VERBS = ("attack",)
+
+
+def _join_torchrun(args: list[str]) -> None:
+    """Under torchrun: join the process group; ranks other than 0 print nothing but errors."""
+    from .. import console, distributed
+
+    verb = next((a for a in args if not a.startswith("-")), None)
+    if verb not in DISTRIBUTED_VERBS:
+        raise UserError(f"'robust-kd {verb}' does not run under torchrun; run it as one process "
+                        f"(verbs that do: {', '.join(DISTRIBUTED_VERBS)})")
+    distributed.init_from_env()
+    if not distributed.is_main():
+        import os
+
+        sys.stdout = open(os.devnull, "w")   # tables, JSON and results lines come from rank 0 only
+        console.stdout().quiet = True
+        console.stderr().quiet = True        # progress too; errors still reach stderr
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robust-kd`` script; returns (and, from the shell, exits with) the exit code."""
+    from ..distributed import launched_by_torchrun
+
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if launched_by_torchrun():
+            _join_torchrun(args)
         result = cli.main(args=args, prog_name="robust-kd", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except UserError as err:
@@ -65,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         print("robust-kd: interrupted; finished epochs are saved, rerun the same command to resume", file=sys.stderr)
         code = 130
+    if launched_by_torchrun():
+        from ..distributed import shutdown
+
+        shutdown()
     if argv is None:
         sys.exit(code)
     return code
