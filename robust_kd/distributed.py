@@ -2,8 +2,8 @@
 
 ``robust-kd`` verbs started by ``torchrun --nproc-per-node N -m robust_kd.cli ...`` join the group
 that torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): NCCL
-on CUDA, gloo on the CPU. Only rank 0 prints and writes results; the work is split by the verbs
-(attack: points by index; train/distill: not yet, they refuse to run under torchrun).
+on CUDA, gloo on the CPU. Only rank 0 prints and writes results; the verbs split the work (attack:
+points by index; train and distill: each global batch, see :mod:`robust_kd.train.parallel`).
 """
 
 from __future__ import annotations

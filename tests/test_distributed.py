@@ -70,5 +70,50 @@ def test_robust_kd_attack_under_torchrun(tmp_path, capsys):
     assert sorted(p.name.split(".")[-2] for p in (run / "attacks" / ".state").glob("fast-*.rank*.json")) == \
         ["rank0of2", "rank1of2"]
 
-    refused = torchrun("-m", "robust_kd.cli", "--", "train", "--model", "resnet8", "--runs-dir", str(runs), *TINY)
+    refused = torchrun("-m", "robust_kd.cli", "--", "report", str(runs))
     assert refused.returncode != 0 and "does not run under torchrun" in refused.stderr
+
+
+def _weights(run: Path) -> dict:
+    import torch
+
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("verb", ["train", "distill"])
+def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
+    """Two processes, each half of every global batch, batch norm over the global batch: the same
+    weights as one process with the same global batch, within float tolerance."""
+    import torch
+
+    single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
+    args = [*TINY, "epochs=2"]
+    if verb == "distill":
+        teacher_runs = tmp_path / "teacher"
+        assert main(["train", "--model", "resnet8", "--runs-dir", str(teacher_runs), "--name", "t", *TINY]) == 0
+        command = ["distill", "--teacher", str(teacher_runs / "t"), "--student", "resnet8", "--method", "kd",
+                   "--name", "run"]
+    else:
+        command = ["train", "--model", "resnet8", "--name", "run"]
+    assert main([*command, "--runs-dir", str(single_dir), *args]) == 0
+    capsys.readouterr()
+    done = torchrun("-m", "robust_kd.cli", "--", *command, "--runs-dir", str(multi_dir), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _weights(single_dir / "run"), _weights(multi_dir / "run")
+    assert one.keys() == two.keys()
+    for key in one:
+        if one[key].is_floating_point():
+            assert torch.allclose(one[key], two[key], atol=2e-4, rtol=1e-3), (key, float((one[key] - two[key]).abs().max()))
+        else:
+            assert torch.equal(one[key], two[key]), key
+    summary_one = json.loads((single_dir / "run" / "summary.json").read_text())
+    summary_two = json.loads((multi_dir / "run" / "summary.json").read_text())
+    assert summary_two["processes"] == 2 and summary_one["processes"] == 1
+    assert abs(summary_one["final_test_accuracy"] - summary_two["final_test_accuracy"]) <= 1 / 64
+    again = torchrun("-m", "robust_kd.cli", "--", *command, "--runs-dir", str(multi_dir), *args)   # resumes: done
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(torch.equal(t, _weights(multi_dir / "run")[k]) for k, t in two.items())
+    metrics_one = [json.loads(line) for line in (single_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics_two = [json.loads(line) for line in (multi_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(metrics_one, metrics_two):            # train metrics reduced over both ranks
+        assert abs(a["train_accuracy"] - b["train_accuracy"]) <= 2 / 96

@@ -42,7 +42,7 @@ def _one_line(text: str) -> str:
 
 
 # verbs that split their work across torchrun's processes
-DISTRIBUTED_VERBS = ("attack",)
+DISTRIBUTED_VERBS = ("attack", "train", "distill")
 
 
 def _join_torchrun(args: list[str]) -> None:

@@ -113,8 +113,10 @@ class BatchLoader:
         for batch in self.batches(epoch):
             yield batch.images, batch.labels
 
-    def batches(self, epoch: int) -> Iterator[Batch]:
-        """The batches of ``epoch`` with sample indices and view ids."""
+    def batches(self, epoch: int, shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        """The batches of ``epoch`` with sample indices and view ids. With ``shard`` = (rank, world
+        size), this rank's share of each global batch: every world-th image from the rank-th on, with
+        the augmentation it would get in one process."""
         n = self.num_samples
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -132,8 +134,11 @@ class BatchLoader:
             if flips is not None:
                 views = views + flips.long()
         stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
+        rank, world = shard
         for start in range(0, stop, self.batch_size):
-            window = slice(start, start + self.batch_size)
+            window: slice | torch.Tensor = slice(start, start + self.batch_size)
+            if world > 1:
+                window = torch.arange(start, min(start + self.batch_size, stop), device=self.device)[rank::world]
             index = order[window]
             images = self.images[index]
             if offsets is not None:

@@ -73,7 +73,18 @@ class RunFolder:
 
     @classmethod
     def prepare(cls, runs_dir: str | Path, name: str, config: dict[str, Any], *, fresh: bool = False) -> "RunFolder":
-        """Create the folder for a new run, or reopen it to resume the same run."""
+        """Create the folder for a new run, or reopen it to resume the same run. Under torchrun, rank 0
+        creates (or wipes) it and the other ranks reopen it after."""
+        from .. import distributed
+
+        if distributed.world_size() > 1:
+            run = cls._prepare(runs_dir, name, config, fresh=fresh) if distributed.is_main() else None
+            distributed.barrier()
+            return run if run is not None else cls._prepare(runs_dir, name, config, fresh=False)
+        return cls._prepare(runs_dir, name, config, fresh=fresh)
+
+    @classmethod
+    def _prepare(cls, runs_dir: str | Path, name: str, config: dict[str, Any], *, fresh: bool = False) -> "RunFolder":
         run = cls(Path(runs_dir) / safe_run_name(name))
         if run.path.exists() and not run.path.is_dir():
             raise UserError(f"'{run.path}' exists and is not a folder; choose another --name")

@@ -11,11 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..checkpoint import load_model, read_checkpoint, save_checkpoint
 from ..data import Augment, BatchLoader, ImageDataset
 from ..device import autocast, device_name, resolve_device, uses_channels_last
 from ..errors import UserError
 from ..jpeg import initialize_tables, jpeg_layers
+from . import parallel
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective, StepInfo
 from .progress import Reporter
@@ -64,6 +66,16 @@ class _RunningStats:
         self.correct += (logits.detach().argmax(dim=1) == labels).sum()
         self.seen += n
 
+    def reduce(self) -> None:
+        """Sum over the processes of a torchrun group (every rank then reads the global numbers)."""
+        names = sorted(self.terms)
+        packed = torch.stack([self.terms[n].float() for n in names]
+                             + [self.correct.float(), torch.tensor(float(self.seen), device=self.device)])
+        packed = parallel.all_reduce_sum(packed)
+        self.terms = {n: packed[i] for i, n in enumerate(names)}
+        self.correct = packed[-2].round().long()
+        self.seen = int(packed[-1].round())
+
     def read(self) -> tuple[dict[str, float], float]:
         terms = {k: float(v) / max(self.seen, 1) for k, v in self.terms.items()}
         return terms, int(self.correct) / max(self.seen, 1)
@@ -93,9 +105,17 @@ class Trainer:
         self.metadata = metadata or {}
         self.device = resolve_device(config.device)
         self.channels_last = uses_channels_last(self.device)
+        self.shard = (distributed.rank(), distributed.world_size())
+        if self.shard[1] > 1:
+            if config.batch_size % self.shard[1]:
+                raise UserError(f"batch_size {config.batch_size} does not split evenly over {self.shard[1]} processes; "
+                                f"use a multiple of {self.shard[1]} (it is the global batch)")
+            model = parallel.share_batch_statistics(model, self.device)
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # what the training step calls: DDP around the model under torchrun, the model itself otherwise
+        self.step_model = parallel.wrap(self.model, self.device) if self.shard[1] > 1 else self.model
         self.jpeg_layers = jpeg_layers(self.model)
         self.optimizers = self.build_optimizers()
         hflip = dataset.hflip if config.augment.hflip is None else config.augment.hflip
@@ -239,12 +259,12 @@ class Trainer:
         check_every = 1 if self.device.type == "cpu" else 25
         started = time.perf_counter()
         last_refresh = started
-        for step, batch in enumerate(self.train_loader.batches(epoch)):
+        for step, batch in enumerate(self.train_loader.batches(epoch, self.shard)):
             info = StepInfo(epoch, step, steps, self.config.epochs, self.config.seed)
             lr = self._set_learning_rates(info.progress)
             labels = batch.labels
             with autocast(self.device):
-                logits, terms = self.objective(self.model, batch, info)
+                logits, terms = self.objective(self.step_model, batch, info)
             loss = sum(terms.values())
             for optimizer in self.optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
@@ -267,6 +287,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
+        if self.shard[1] > 1:
+            stats.reduce()
         term_means, accuracy = stats.read()
         return {
             "train_loss": term_means, "train_accuracy": accuracy, "lr": lr,
@@ -302,13 +324,16 @@ class Trainer:
                 if improved:
                     state.best_accuracy, state.best_epoch = record["test_accuracy"], epoch + 1
                 state.history.append(record)
-                self._save(state, improved)
-                self.run.write_metrics(state.history)
+                if distributed.is_main():          # under torchrun, rank 0 alone writes
+                    self._save(state, improved)
+                    self.run.write_metrics(state.history)
+                distributed.barrier()
                 self.reporter.end_epoch(record, epochs)
         finally:
             self.reporter.close()
         summary = self.summary(state)
-        self.run.write_summary(summary)
+        if distributed.is_main():
+            self.run.write_summary(summary)
         return summary
 
     def summary(self, state: TrainState) -> dict[str, Any]:
@@ -326,6 +351,7 @@ class Trainer:
             "train_seconds": round(state.train_seconds, 2),
             "images_per_s": round(sum(r["images_per_s"] for r in state.history) / len(state.history), 1),
             "device": device_name(self.device),
+            "processes": self.shard[1],
             "checkpoint": str(self.run.last_checkpoint),
             "best_checkpoint": str(self.run.best_checkpoint),
             **{k: v for k, v in last.items() if k.startswith("jpeg_table_shift")},

@@ -1,0 +1,82 @@
+"""Training under torchrun: DistributedDataParallel, batch statistics shared across processes, and
+the epoch's sums reduced over ranks.
+
+Each global batch (``batch_size`` images, the same ones a single process would draw) is split
+across the ranks; DDP averages the gradients, so with equal shares a step is the single-process
+step. Batch norm must then see the whole global batch too: on CUDA that is PyTorch's SyncBatchNorm;
+PyTorch's has no CPU path, so on the CPU (gloo) :class:`GlobalBatchNorm2d` does the same with one
+differentiable all-reduce of the per-channel sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch over all processes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+            return super().forward(x)
+        channels = x.shape[1]
+        # two passes, as BatchNorm computes them (E[x²] − E[x]² loses the variance to cancellation), in
+        # float64 so that summing over ranks in another order than one process costs no precision
+        wide = x.double()
+        count = torch.tensor([x.numel() / channels], dtype=torch.float64, device=x.device)
+        sums = dist_fn.all_reduce(torch.cat([wide.sum(dim=(0, 2, 3)), count]))   # differentiable all-reduce
+        total = sums[-1]
+        mean = sums[:channels] / total
+        centred = wide - mean.view(1, channels, 1, 1)
+        var = dist_fn.all_reduce((centred * centred).sum(dim=(0, 2, 3))) / total
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * total / (total - 1).clamp_min(1)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+                self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+        shape = (1, channels, 1, 1)
+        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def _to_global_bn(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlobalBatchNorm2d):
+        replacement = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                                        module.track_running_stats)
+        replacement.load_state_dict(module.state_dict())
+        replacement.train(module.training)
+        return replacement
+    for name, child in module.named_children():
+        setattr(module, name, _to_global_bn(child))
+    return module
+
+
+def share_batch_statistics(model: nn.Module, device: torch.device) -> nn.Module:
+    """Batch norm over the global batch: SyncBatchNorm on CUDA, GlobalBatchNorm2d elsewhere. The state
+    dict keys stay those of plain BatchNorm2d, so checkpoints load into the plain model."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _to_global_bn(model)
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the training step calls: DDP around ``model`` (parameters and buffers start from
+    rank 0's). ``static_graph`` lets a distiller call the student twice in one step."""
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, static_graph=True)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
