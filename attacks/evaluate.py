@@ -192,7 +192,9 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "shard": list(shard)}
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
+    if shard[1] > 1:
+        key["shard"] = list(shard)
     state = _State(Path(state_path) if state_path is not None else None, key)
     flags = [Flag(**f) for f in state.flags]
     kept = x.clone() if keep_examples else None
@@ -229,6 +231,8 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         raise
     if shard[1] > 1:
         records = _gather_shards(state, records, kept, clean_correct, shard)
+        clean_correct = [b is None or b != "clean" for b in state.broken_by]   # each point as its owner saw it
+        clean_accuracy = sum(clean_correct) / max(total, 1)
 
     flags.extend(_suite_flags(built, records, total, eps, norm))
     if sanity_checks:
@@ -297,7 +301,7 @@ def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Ten
             kept[p["index"]] = p["x_adv"]
     merged = []
     total = max(len(state.robust), 1)
-    broken_so_far = sum(1 for c in clean_correct if not c)
+    broken_so_far = sum(1 for b in state.broken_by if b == "clean")
     for k, record in enumerate(records):
         for field in ("points_attacked", "points_broken", "invalid_examples", "forwards", "backwards"):
             setattr(record, field, sum(p["records"][k][field] for p in parts))

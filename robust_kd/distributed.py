@@ -8,12 +8,15 @@ points by index; train and distill: each global batch, see :mod:`robust_kd.train
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
 import torch.distributed as dist
 
 from .errors import UserError
+
+COLLECTIVE_TIMEOUT_HOURS = 4
 
 
 def launched_by_torchrun() -> bool:
@@ -27,11 +30,12 @@ def init_from_env() -> tuple[int, int]:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank())
-            backend = "nccl"
+            backend = "cpu:gloo,cuda:nccl"       # CPU tensors (e.g. --device cpu) through gloo, CUDA ones NCCL
         else:
             backend = "gloo"
         try:
-            dist.init_process_group(backend)
+            # ranks wait for each other at the end of an evaluation, whose shards can take uneven times
+            dist.init_process_group(backend, timeout=datetime.timedelta(hours=COLLECTIVE_TIMEOUT_HOURS))
         except (RuntimeError, ValueError) as err:
             raise UserError(f"could not join torchrun's process group ({backend}): {err}") from None
     return (dist.get_rank(), dist.get_world_size())

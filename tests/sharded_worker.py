@@ -18,9 +18,9 @@ from sharded_case import EPS, SUITE, make_case  # noqa: E402
 def main() -> None:
     dist.init_process_group("gloo")
     model, x, y = make_case()
-    result = attacks.evaluate(model, x, y, SUITE, eps=EPS, seed=3, batch_size=8, sanity_checks=False)
+    results = attacks.evaluate(model, x, y, SUITE, eps=[EPS / 2, EPS], seed=3, batch_size=8, sanity_checks=False)
     if dist.get_rank() == 0:
-        Path(sys.argv[1]).write_text(json.dumps(result.to_dict()))
+        Path(sys.argv[1]).write_text(json.dumps([r.to_dict() for r in results]))
     dist.destroy_process_group()
 
 

@@ -28,16 +28,17 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 def test_sharded_evaluation_equals_one_process_point_for_point(tmp_path):
     model, x, y = make_case()
-    single = attacks.evaluate(model, x, y, SUITE, eps=EPS, seed=3, batch_size=8, sanity_checks=False).to_dict()
+    singles = attacks.evaluate(model, x, y, SUITE, eps=[EPS / 2, EPS], seed=3, batch_size=8, sanity_checks=False)
     out = tmp_path / "sharded.json"
     done = torchrun(str(Path(__file__).parent / "sharded_worker.py"), str(out))
     assert done.returncode == 0, done.stderr[-2000:]
-    sharded = json.loads(out.read_text())
-    assert sharded["points"] == single["points"]                    # every verdict and the attack that broke it
-    assert sharded["robust_acc"] == single["robust_acc"] and sharded["clean_acc"] == single["clean_acc"]
-    for mine, theirs in zip(sharded["attacks"], single["attacks"]):
-        for key in ("label", "points_attacked", "points_broken", "robust_accuracy_after"):
-            assert mine[key] == theirs[key], key
+    for sharded, single in zip(json.loads(out.read_text()), [r.to_dict() for r in singles]):   # an eps list
+        assert sharded["points"] == single["points"]                # every verdict and the attack that broke it
+        assert sharded["robust_acc"] == single["robust_acc"] and sharded["clean_acc"] == single["clean_acc"]
+        for mine, theirs in zip(sharded["attacks"], single["attacks"]):
+            for key in ("label", "points_attacked", "points_broken", "robust_accuracy_after"):
+                assert mine[key] == theirs[key], key
+    single = singles[-1].to_dict()
     assert 0 < single["robust_acc"] < 100                          # a case where attacks both fail and succeed
     assert sum(a["points_broken"] for a in single["attacks"][1:]) > 0
 
@@ -110,6 +111,10 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
     summary_two = json.loads((multi_dir / "run" / "summary.json").read_text())
     assert summary_two["processes"] == 2 and summary_one["processes"] == 1
     assert abs(summary_one["final_test_accuracy"] - summary_two["final_test_accuracy"]) <= 1 / 64
+    if verb == "distill":        # a method that calls the student again on part of a batch: refused, one line
+        heda = torchrun("-m", "robust_kd.cli", "--", *command[:-4], "--method", "heda", "--name", "h",
+                        "--runs-dir", str(multi_dir), *args)
+        assert heda.returncode != 0 and "augment=none" in heda.stderr
     again = torchrun("-m", "robust_kd.cli", "--", *command, "--runs-dir", str(multi_dir), *args)   # resumes: done
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(torch.equal(t, _weights(multi_dir / "run")[k]) for k, t in two.items())
@@ -117,3 +122,25 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
     metrics_two = [json.loads(line) for line in (multi_dir / "run" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(metrics_one, metrics_two):            # train metrics reduced over both ranks
         assert abs(a["train_accuracy"] - b["train_accuracy"]) <= 2 / 96
+
+
+def test_sharded_batches_split_each_global_batch_evenly():
+    """Each rank gets every world-th image of each global batch with its single-process augmentation;
+    a partial last batch drops its last (size mod world) images so that the shares stay equal."""
+    import torch
+
+    from robust_kd.data import Augment, BatchLoader
+
+    images = torch.arange(10 * 3 * 8 * 8, dtype=torch.uint8).reshape(10, 3, 8, 8)
+    loader = BatchLoader(images, torch.arange(10), batch_size=4, shuffle=True, augment=Augment(2, True), seed=1)
+    whole = [b for b in loader.batches(3) if len(b.index) >= 3]      # batches 4, 4, 2: the last has no 3 images
+    shards = [list(loader.batches(3, (rank, 3))) for rank in range(3)]
+    assert [len(s) for s in shards] == [2, 2, 2]
+    for step, batch in enumerate(whole):
+        usable = len(batch.index) - len(batch.index) % 3
+        for rank in range(3):
+            part = shards[rank][step]
+            assert len(part.index) == usable // 3
+            assert torch.equal(part.index, batch.index[:usable][rank::3])
+            assert torch.equal(part.images, batch.images[:usable][rank::3])      # same crop and flip
+            assert torch.equal(part.view, batch.view[:usable][rank::3])

@@ -116,7 +116,8 @@ class BatchLoader:
     def batches(self, epoch: int, shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         """The batches of ``epoch`` with sample indices and view ids. With ``shard`` = (rank, world
         size), this rank's share of each global batch: every world-th image from the rank-th on, with
-        the augmentation it would get in one process."""
+        the augmentation it would get in one process. All shares have the same size (DDP averages the
+        ranks' mean losses): a last, partial global batch drops its last ``size mod world`` images."""
         n = self.num_samples
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -138,7 +139,11 @@ class BatchLoader:
         for start in range(0, stop, self.batch_size):
             window: slice | torch.Tensor = slice(start, start + self.batch_size)
             if world > 1:
-                window = torch.arange(start, min(start + self.batch_size, stop), device=self.device)[rank::world]
+                size = min(self.batch_size, stop - start)
+                size -= size % world
+                if size == 0:
+                    continue
+                window = torch.arange(start, start + size, device=self.device)[rank::world]
             index = order[window]
             images = self.images[index]
             if offsets is not None:

@@ -99,6 +99,12 @@ class Distiller:
     def prepare(self, setup: DistillSetup) -> None:
         """Run once before training; override to compute statistics or helpers."""
 
+    def calls_student_again(self) -> bool:
+        """Whether a step may call the student a second time (on augmented copies). Under torchrun each
+        rank would decide that on its own share of the batch, and the ranks' collectives would no
+        longer pair up, so such methods run in one process only."""
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         """Small JSON-able state from :meth:`prepare`, kept in checkpoints so a resume skips it."""
         return {}

@@ -117,6 +117,9 @@ class EnergyKD(Distiller):
             terms["kd_aug"] = self._augmented_term(teacher, context)
         return terms
 
+    def calls_student_again(self) -> bool:
+        return self.options.augment != "none"
+
     def _augmented_term(self, teacher: torch.Tensor, context: StepContext) -> torch.Tensor:
         o = self.options
         assert self.augment_thresholds is not None

@@ -116,6 +116,9 @@ class R2KD(Distiller):
         rank = o.rank_weight * (1.0 - pearson_rows(ranks_s, hard_ranks(p_t)).mean())
         return value, rank
 
+    def calls_student_again(self) -> bool:
+        return self.options.augment != "none"
+
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         o = self.options
         if o.augment == "cutmix":

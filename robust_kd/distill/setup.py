@@ -102,7 +102,8 @@ def prepare_distillation(
 ):
     """Check the teacher, data and options before touching a run folder; return the trainer."""
     from ..checkpoint import load_model, read_checkpoint
-    from ..data import BatchLoader, load_dataset
+    from ..data import BatchLoader
+    from ..train import load_data_once
     from ..device import autocast, resolve_device
     from ..models import create_model
     from ..train import RunFolder, Trainer, evaluate
@@ -114,7 +115,7 @@ def prepare_distillation(
                 "data": {"name": data, "root": data_root}}
     config, where = resolve_distill_config(recipe, method, teacher_arch, settings, overrides)
     torch_device = resolve_device(config.device)
-    dataset = load_dataset(config.data.name, config.data.root, download=config.data.download, **config.data.options)
+    dataset = load_data_once(config)
     if int(teacher_meta["num_classes"]) != dataset.num_classes or int(teacher_meta["in_channels"]) != dataset.channels:
         raise UserError(
             f"teacher '{teacher_path}' ({teacher_arch}) predicts {teacher_meta['num_classes']} classes from "
@@ -129,6 +130,11 @@ def prepare_distillation(
     model = create_model(config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,
                          mean=dataset.mean, std=dataset.std, input_layer_options=config.jpeg.layer_options())
     distiller = create_distiller(config.distill.method, config.distill.options)
+    from .. import distributed
+    if distributed.world_size() > 1 and distiller.calls_student_again():
+        raise UserError(f"distill --method {config.distill.method} calls the student again on augmented copies of "
+                        "part of each batch, which does not split across torchrun's processes yet; run it as one "
+                        "process, or add distill.options.augment=none")
     objective = DistillationObjective(distiller, teacher, device=torch_device, teacher_arch=teacher_arch,
                                       student_arch=config.model, cache=config.distill.teacher_cache)
     run = RunFolder.prepare(runs_dir, name or default_distill_run_name(config, teacher_arch), config.as_dict(), fresh=fresh)

@@ -26,6 +26,20 @@ def default_run_name(config: TrainConfig) -> str:
     return f"{config.model}_{config.data.name}_{recipe}_seed{config.seed}"
 
 
+def load_data_once(config: TrainConfig):
+    """The data set; under torchrun with --download, rank 0 fetches it before the others read it."""
+    from .. import distributed
+    from ..data import load_dataset
+
+    if config.data.download and distributed.world_size() > 1 and not distributed.is_main():
+        distributed.barrier()
+        return load_dataset(config.data.name, config.data.root, **config.data.options)
+    dataset = load_dataset(config.data.name, config.data.root, download=config.data.download, **config.data.options)
+    if config.data.download and distributed.world_size() > 1:
+        distributed.barrier()
+    return dataset
+
+
 def prepare_training(
     config: TrainConfig,
     *,
@@ -45,7 +59,7 @@ def prepare_training(
     resolve_device(config.device)
     if has_input_layer(config.model) and config.jpeg.init == "sensitivity":
         read_checkpoint(config.jpeg.init_checkpoint)  # type: ignore[arg-type]  # fail before the run starts
-    dataset = load_dataset(config.data.name, config.data.root, download=config.data.download, **config.data.options)
+    dataset = load_data_once(config)
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,

@@ -2,8 +2,8 @@
 the epoch's sums reduced over ranks.
 
 Each global batch (``batch_size`` images, the same ones a single process would draw) is split
-across the ranks; DDP averages the gradients, so with equal shares a step is the single-process
-step. Batch norm must then see the whole global batch too: on CUDA that is PyTorch's SyncBatchNorm;
+across the ranks in equal shares (see :meth:`robust_kd.data.BatchLoader.batches`); DDP averages the
+gradients, so a step is the single-process step for losses that are means over the batch. Batch norm must then see the whole global batch too: on CUDA that is PyTorch's SyncBatchNorm;
 PyTorch's has no CPU path, so on the CPU (gloo) :class:`GlobalBatchNorm2d` does the same with one
 differentiable all-reduce of the per-channel sums.
 """

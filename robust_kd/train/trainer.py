@@ -304,10 +304,26 @@ class Trainer:
                 f"lower optimizer.lr or check the data ({kept})"
             )
 
+    def _agree_across_ranks(self, state: TrainState) -> None:
+        """Every rank resumed from the same epoch, and starts from rank 0's weights and buffers (each
+        rank read the checkpoint and initialised JPEG tables itself)."""
+        import torch.distributed as dist
+
+        epochs: list[Any] = [None] * self.shard[1]
+        dist.all_gather_object(epochs, state.epochs_done)
+        if len(set(epochs)) > 1:
+            raise UserError(f"the torchrun processes resumed from different epochs ({epochs}): they must all see "
+                            f"'{self.run.last_checkpoint}' (a shared file system), or start over with --fresh")
+        with torch.no_grad():
+            for tensor in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(tensor, 0)
+
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs (resuming if possible); return the summary."""
         state = self._resume()
         self.prepare(state)
+        if self.shard[1] > 1:
+            self._agree_across_ranks(state)
         epochs = self.config.epochs
         self.reporter.start(f"{self.config.model} on {self.dataset.name}", epochs, state.epochs_done)
         try:
