@@ -31,6 +31,7 @@ def _check_chain_output(out_dir: Path, stdout: str, plan: qs.Plan) -> None:
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in html, title
     assert "data:image/png;base64," in html and "://" not in html.replace("data:image", "")
+    assert "⚠ autoattack_quick: " in html and "upper bound" in html     # the reduced suite is marked as such
     runs = [f"teacher_{plan.teacher}", *(f"student_{plan.student}_{m}" for m in plan.methods), f"student_{plan.jpegdl}"]
     for run in runs:                                      # every model trained and attacked with every suite
         summary = json.loads((out_dir / run / "summary.json").read_text())

@@ -24,6 +24,12 @@ FLAG_WORDS = {
 }
 
 
+REDUCED_SUITES = {
+    "autoattack_quick": "AutoAttack's four attacks with smaller budgets (a CPU demo, e.g. the quickstart's): its "
+                        "robust accuracy is an upper bound of AutoAttack's, not a number to publish as AutoAttack.",
+}
+
+
 def pct(value: Any) -> str:
     return "" if value is None else f"{float(value):.2f}"
 
@@ -133,6 +139,9 @@ def robustness_section(data: ReportData) -> Section | None:
         return None
     paragraphs = ["Clean and robust accuracy in % over the points shown; robust accuracy is the per-point worst case "
                   "over the suite's attacks, each attack run only on the points still robust (as AutoAttack does)."]
+    reduced = sorted({str(r[2]) for r in rows if str(r[2]) in REDUCED_SUITES})
+    for suite in reduced:
+        paragraphs.append(f"⚠ {suite}: {REDUCED_SUITES[suite]}")
     if flags:
         paragraphs.append("Sanity flags raised (read these before trusting a number):")
         paragraphs += [f"⚠ {f}" for f in flags]
