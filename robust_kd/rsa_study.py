@@ -342,18 +342,29 @@ def _run_attack(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return torch.cat(out)
 
 
+def white_box_views(model: nn.Module) -> list[str]:
+    """How the white-box attack differentiates the model: itself, then (JPEG-DL) BPDA with the identity."""
+    from .jpeg.variants import is_jpegdl
+
+    return ["model", "bpda-identity"] if is_jpegdl(model) else ["model"]
+
+
 def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: AdversarialSettings, out: Path,
                         device: torch.device, batch_size: int, surrogate: nn.Module | None = None,
                         progress: ProgressFn = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """clean, white-box (PGD on the model itself) and black-box (Square, or transfer from a surrogate)
     versions of the stimuli. Labels are the model's own clean predictions (the stimuli have no labels
-    in its classes), so "success" means the prediction changed. Saved as .npy and reused on a rerun."""
+    in its classes), so "success" means the prediction changed. Saved as .npy and reused on a rerun.
+
+    For a JPEG-DL model the soft quantizer's gradients can mislead PGD (gradient masking), so the
+    points whose prediction PGD did not change are attacked again through BPDA with the identity
+    (see :func:`white_box_views`); the verdict is always the model's own."""
     import attacks
 
     model = model.to(device).eval()
     labels = _predict(model, x, device, batch_size)
     key_file = out / "stimuli" / "settings.json"
-    key = {**settings.key(), "n": len(x), "shape": list(x.shape)}
+    key = {**settings.key(), "n": len(x), "shape": list(x.shape), "white_views": white_box_views(model)}
     cached = {}
     if key_file.is_file():
         try:
@@ -379,7 +390,18 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     except attacks.AttackError as err:
         raise UserError(str(err)) from None
     if not cached:
-        cached["white"] = _run_attack(white_attack, model, x, labels, device, batch_size, progress, "white-box PGD")
+        white = _run_attack(white_attack, model, x, labels, device, batch_size, progress, "white-box PGD")
+        if "bpda-identity" in white_box_views(model):
+            from .jpeg.variants import soft_model_bpda
+
+            missed = (_predict(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
+            if len(missed):
+                view = soft_model_bpda(model).to(device).eval()
+                retry = _run_attack(white_attack, view, x[missed], labels.cpu()[missed], device, batch_size, progress,
+                                    "white-box PGD (BPDA-identity)")
+                changed = _predict(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
+                white[missed[changed]] = retry[changed]
+        cached["white"] = white
         cached["black"] = _run_attack(black_attack, model, x, labels, device, batch_size, progress,
                                       f"black-box {settings.black}")
         from .fileio import atomic_open
@@ -439,7 +461,8 @@ def run_rsa_adversarial(model: nn.Module, model_name: str, model_source: str, st
                                                             method=res.settings["method"], title=model_name))
     payload = {
         "kind": "rsa-adversarial", "model": model_name, "model_source": model_source, "stimuli": stimuli.source,
-        "n_stimuli": len(stimuli.names), "attack": settings.key(), "attack_effect": attack_stats,
+        "n_stimuli": len(stimuli.names), "attack": {**settings.key(), "white_views": white_box_views(model)},
+        "attack_effect": attack_stats,
         "labels": "the model's own clean predictions", "rdm_method": rdm_method, "comparator": comparator,
         "n_bootstrap": n_bootstrap, "seed": seed, "similarity_to_clean": analysis["similarity"],
         "white_vs_black": analysis["differences"], "brain": brain.source if brain else None,

@@ -191,3 +191,38 @@ def test_list_layers_and_whitened_bootstrap_hint(capsys, tmp_path, checkpoint):
                        "--compare", "whitened-cosine", "--bootstrap-over", "subjects", "--out", str(tmp_path / "w"),
                        *FAST)
     assert code == 0, err
+
+
+def test_rsa_adversarial_retries_jpegdl_points_through_bpda(tmp_path, capsys):
+    """For a JPEG-DL model the white-box stimuli are PGD through the soft layer, then BPDA-identity on
+    the points it missed: never fewer changed predictions than PGD through the soft layer alone."""
+    import torch
+
+    import attacks
+    from robust_kd.rsa_study import test_split_stimuli
+    from robust_kd.targets import resolve_model
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--model", "jpegdl_resnet8", "--runs-dir", str(runs), "--name", "j", "--data", "synthetic",
+                 "--device", "cpu", "epochs=1", "batch_size=32", "data.options.size=16", "data.options.train=96",
+                 "data.options.test=48", "data.options.classes=4"]) == 0
+    out = tmp_path / "adv"
+    code, _, err = run(capsys, "rsa-adversarial", "--model", str(runs / "j"), "--stimuli", "test", "--n", "24",
+                       "--eps", "2/255", "--queries", "30", "--n-bootstrap", "20", "--n-permutations", "20",
+                       "--device", "cpu", "--out", str(out))
+    assert code == 0, err
+    payload = json.loads((out / "rsa_adversarial.json").read_text())
+    assert payload["attack"]["white_views"] == ["model", "bpda-identity"]
+    target = resolve_model(str(runs / "j"))
+    model = target.model.eval()
+    stimuli = test_split_stimuli(target.data, target.data_root, target.data_options, 24, model.in_channels, 16)
+    with torch.no_grad():
+        labels = model(stimuli.images).argmax(1)
+    soft_only = attacks.PGD(eps=2 / 255, norm="Linf", steps=20, seed=0)(model, stimuli.images, labels)
+    with torch.no_grad():
+        soft_rate = float((model(soft_only).argmax(1) != labels).float().mean())
+    white = torch.from_numpy(np.load(out / "stimuli" / "white.npy"))
+    with torch.no_grad():
+        white_rate = float((model(white).argmax(1) != labels).float().mean())
+    assert white_rate >= soft_rate
+    assert payload["attack_effect"]["white"]["prediction_changed"] == pytest.approx(white_rate)

@@ -241,7 +241,9 @@ def _rsa_blocks(run_name: str, k: int, res: dict[str, Any], paragraphs: list[str
                 blocks.append(fig)
     elif res.get("kind") == "rsa-adversarial":
         a, effect = res.get("attack", {}), res.get("attack_effect", {})
-        caption = (f"{run_name}: clean vs white-box (PGD-{a.get('white_steps')}) vs black-box ({a.get('black')}) "
+        white = f"PGD-{a.get('white_steps')}" + (", BPDA-identity on the points it missed"
+                                                  if "bpda-identity" in (a.get("white_views") or []) else "")
+        caption = (f"{run_name}: clean vs white-box ({white}) vs black-box ({a.get('black')}) "
                    f"stimuli, {a.get('norm')} eps {eps_text(a.get('eps'), a.get('norm'))}, {res.get('n_stimuli')} "
                    f"stimuli ({res.get('stimuli')}), {res.get('comparator')}, {res.get('n_bootstrap')} bootstrap "
                    f"samples, seed {res.get('seed')}, {res.get('device')}")
