@@ -230,7 +230,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         state.save(force=True)  # an interrupted evaluation keeps every finished batch
         raise
     if shard[1] > 1:
-        records = _gather_shards(state, records, kept, clean_correct, shard)
+        records = _gather_shards(state, records, kept, shard)
         clean_correct = [b is None or b != "clean" for b in state.broken_by]   # each point as its owner saw it
         clean_accuracy = sum(clean_correct) / max(total, 1)
 
@@ -286,7 +286,7 @@ def with_gradient_views(suite: Suite, views: Mapping[str, nn.Module]) -> Suite:
 
 
 def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Tensor | None,
-                   clean_correct: list[bool], shard: Shard) -> list[AttackRecord]:
+                   shard: Shard) -> list[AttackRecord]:
     """Merge the ranks' verdicts (each rank decided its own points), sum their attack counts, and
     recompute each step's robust accuracy from the merged verdicts."""
     mine = [i for i in range(len(state.robust)) if owns(i, shard)]

@@ -14,7 +14,7 @@ from .output import print_line
 Examples:
   robust-kd quickstart                                   # about 4 minutes on a 2-core CPU
   robust-kd quickstart --full --data-root ~/data/cifar-100-python --device cuda
-  robust-kd quickstart --plan smoke --out /tmp/qs        # seconds: checks the chain
+  robust-kd quickstart --plan smoke --out runs/smoke    # seconds: checks the chain
   robust-kd quickstart --dry-run                         # print the commands only
 """)
 @click.option("--full", is_flag=True, help="The published setting on a GPU (same as --plan full).")

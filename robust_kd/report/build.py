@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from attacks import eps_label
+
 from . import figures
 from .collect import ReportData, RunRecord
 from .document import Figure, Report, Section, table
@@ -52,10 +54,8 @@ def pval(value: Any) -> str:
 
 
 def eps_text(eps: Any, norm: Any) -> str:
-    if eps is None:
-        return "?"
-    eps = float(eps)
-    return f"{eps * 255:.3g}/255" if norm == "Linf" else f"{eps:g}"
+    """The attack library's label (8/255 for Linf, else the number); "?" when the result lacks eps."""
+    return "?" if eps is None else eps_label(float(eps), str(norm))
 
 
 def _slug(text: str) -> str:
