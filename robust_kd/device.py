@@ -19,7 +19,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and launched_by_torchrun() and torch.cuda.is_available():
         name = f"cuda:{local_rank()}"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and launched_by_torchrun() and device.index not in (None, local_rank()):
+        raise UserError(f"under torchrun each process takes the GPU of its LOCAL_RANK, so '--device {name}' would "
+                        "put several processes on one GPU; pass --device cuda (choose GPUs with CUDA_VISIBLE_DEVICES)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device 'cuda' asked for, but no CUDA GPU is visible; use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -3,6 +3,7 @@ verdicts, in the library and through `robust-kd attack`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -144,3 +145,84 @@ def test_sharded_batches_split_each_global_batch_evenly():
             assert torch.equal(part.index, batch.index[:usable][rank::3])
             assert torch.equal(part.images, batch.images[:usable][rank::3])      # same crop and flip
             assert torch.equal(part.view, batch.view[:usable][rank::3])
+
+
+def test_under_torchrun_each_process_takes_its_own_gpu(monkeypatch):
+    import torch
+
+    from robust_kd.device import resolve_device
+    from robust_kd.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda:1") == resolve_device("auto")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES"):
+        resolve_device("cuda:0")           # both processes on GPU 0: refused before NCCL fails
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("gpu")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid``, from /proc (Linux)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL to torchrun and both workers after the first epoch; the rerun resumes from the last
+    checkpoint and ends with the weights of an uninterrupted two-process run."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    def command(name: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "robust_kd.cli", "--", "train", "--model", "resnet8", "--runs-dir", str(tmp_path),
+                "--name", name, "--data", "synthetic", "--device", "cpu", "epochs=3", "batch_size=32",
+                "data.options.size=16", "data.options.train=1200", "data.options.test=64",
+                "data.options.classes=4"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(command("whole"), env=env, capture_output=True, text=True, timeout=400)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    victim = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    for pid in [victim.pid, *_descendants(victim.pid)]:     # torchrun starts each worker in a session of
+        with contextlib.suppress(ProcessLookupError):       # its own: kill every process, as a power cut
+            os.kill(pid, signal.SIGKILL)
+    victim.wait(timeout=60)
+    done = metrics.read_text().count("\n")
+    assert 1 <= done < 3 and not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = subprocess.run(command("killed"), env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after epoch {done}" in resumed.stderr
+    assert resumed.stderr.count("resuming after epoch") == 1            # rank 0 alone says so
+    one, two = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    for key in one:
+        assert torch.allclose(one[key].float(), two[key].float(), atol=1e-6), key
+    history = lambda run: [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))  # noqa: E731
+                           for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
+    assert history("killed") == history("whole")

@@ -10,11 +10,34 @@ differentiable all-reduce of the per-channel sums.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) that gradients flow through: every rank's output is the sum of the inputs, so
+    the gradient of an input is the sum of the output gradients of all ranks."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        total = values.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over the processes (PyTorch's own, torch.distributed.nn, is deprecated)."""
+    return _SumOverRanks.apply(values)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -28,11 +51,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         # float64 so that summing over ranks in another order than one process costs no precision
         wide = x.double()
         count = torch.tensor([x.numel() / channels], dtype=torch.float64, device=x.device)
-        sums = dist_fn.all_reduce(torch.cat([wide.sum(dim=(0, 2, 3)), count]))   # differentiable all-reduce
+        sums = sum_over_ranks(torch.cat([wide.sum(dim=(0, 2, 3)), count]))
         total = sums[-1]
         mean = sums[:channels] / total
         centred = wide - mean.view(1, channels, 1, 1)
-        var = dist_fn.all_reduce((centred * centred).sum(dim=(0, 2, 3))) / total
+        var = sum_over_ranks((centred * centred).sum(dim=(0, 2, 3))) / total
         mean, var = mean.to(x.dtype), var.to(x.dtype)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
@@ -71,8 +94,13 @@ def share_batch_statistics(model: nn.Module, device: torch.device) -> nn.Module:
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """The module the training step calls: DDP around ``model`` (parameters and buffers start from
     rank 0's). ``static_graph`` lets a distiller call the student twice in one step."""
+    # buffers (batch-norm running statistics) are not re-broadcast at every forward: each rank updates
+    # them from the same global statistics. Newer PyTorch names that flag forward_sync_buffers.
+    no_buffer_sync = ({"forward_sync_buffers": False}
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False, static_graph=True)
+                                   static_graph=True, **no_buffer_sync)
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
