@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,31 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def test_sharded_evaluation_equals_one_process_point_for_point(tmp_path):
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def two_nodes(*args: str, timeout: int = 240) -> list[subprocess.CompletedProcess]:
+    """Two torchrun "nodes" of one process each on this machine, meeting through the c10d rendezvous
+    as they would across machines."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "test",
+               *args]
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=timeout) for node in nodes]
+    return [subprocess.CompletedProcess(command, node.returncode, *out) for node, out in zip(nodes, outputs)]
+
+
+@pytest.mark.parametrize("launch", ["one node", "two nodes"])
+def test_sharded_evaluation_equals_one_process_point_for_point(tmp_path, launch):
     model, x, y = make_case()
     singles = attacks.evaluate(model, x, y, SUITE, eps=[EPS / 2, EPS], seed=3, batch_size=8, sanity_checks=False)
     out = tmp_path / "sharded.json"
-    done = torchrun(str(Path(__file__).parent / "sharded_worker.py"), str(out))
-    assert done.returncode == 0, done.stderr[-2000:]
+    worker = [str(Path(__file__).parent / "sharded_worker.py"), str(out)]
+    for done in (torchrun(*worker),) if launch == "one node" else two_nodes(*worker):
+        assert done.returncode == 0, done.stderr[-2000:]
     for sharded, single in zip(json.loads(out.read_text()), [r.to_dict() for r in singles]):   # an eps list
         assert sharded["points"] == single["points"]                # every verdict and the attack that broke it
         assert sharded["robust_acc"] == single["robust_acc"] and sharded["clean_acc"] == single["clean_acc"]
