@@ -102,8 +102,8 @@ def _weights(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("verb", ["train", "distill"])
-def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
+@pytest.mark.parametrize("verb,method", [("train", None), ("distill", "kd")])
+def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb, method):
     """Two processes, each half of every global batch, batch norm over the global batch: the same
     weights as one process with the same global batch, within float tolerance."""
     import torch
@@ -113,7 +113,7 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
     if verb == "distill":
         teacher_runs = tmp_path / "teacher"
         assert main(["train", "--model", "resnet8", "--runs-dir", str(teacher_runs), "--name", "t", *TINY]) == 0
-        command = ["distill", "--teacher", str(teacher_runs / "t"), "--student", "resnet8", "--method", "kd",
+        command = ["distill", "--teacher", str(teacher_runs / "t"), "--student", "resnet8", "--method", method,
                    "--name", "run"]
     else:
         command = ["train", "--model", "resnet8", "--name", "run"]
@@ -132,7 +132,7 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
     summary_two = json.loads((multi_dir / "run" / "summary.json").read_text())
     assert summary_two["processes"] == 2 and summary_one["processes"] == 1
     assert abs(summary_one["final_test_accuracy"] - summary_two["final_test_accuracy"]) <= 1 / 64
-    if verb == "distill":        # a method that calls the student again on part of a batch: refused, one line
+    if method == "kd":           # a method that calls the student again on part of a batch: refused, one line
         heda = torchrun("-m", "robust_kd.cli", "--", *command[:-4], "--method", "heda", "--name", "h",
                         "--runs-dir", str(multi_dir), *args)
         assert heda.returncode != 0 and "augment=none" in heda.stderr
@@ -143,6 +143,22 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb):
     metrics_two = [json.loads(line) for line in (multi_dir / "run" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(metrics_one, metrics_two):            # train metrics reduced over both ranks
         assert abs(a["train_accuracy"] - b["train_accuracy"]) <= 2 / 96
+
+
+def test_batch_pooled_losses_see_the_global_batch(tmp_path):
+    """CSKD/CSWT and R2KD take cosines over the batch and DTD its mean difficulty: a mean of the
+    ranks' losses is not the single-process loss. With the logits gathered, the gradient DDP makes
+    from two shares equals the whole batch's (float64, to rounding); without, it is off."""
+    out = tmp_path / "gather.json"
+    done = torchrun(str(Path(__file__).parent / "gather_worker.py"), str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for method, diff in report.items():
+        assert diff["gathered"] <= 1e-12 * diff["size"] + 1e-14, method
+    for method in ("cskd", "cswt", "r2kd", "dtd"):              # they do pool: the gather matters
+        assert report[method]["naive"] > 1e-3 * report[method]["size"], method
+    for method in ("kd", "wttm", "dkd"):                        # per-sample losses: the same either way
+        assert report[method]["naive"] <= 1e-12 * report[method]["size"] + 1e-14, method
 
 
 def test_sharded_batches_split_each_global_batch_evenly():

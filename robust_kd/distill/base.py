@@ -54,7 +54,11 @@ class CommonOptions:
 
 @dataclass
 class StepContext:
-    """What one training step offers a method beyond the logits."""
+    """What one training step offers a method beyond the logits.
+
+    Under torchrun the logits and labels given to ``loss`` are those of the global batch, but
+    ``images`` are this process's share: methods that use them (``calls_student_again``) run in
+    one process only."""
 
     images: torch.Tensor
     labels: torch.Tensor

@@ -10,6 +10,7 @@ from torch import nn
 from ..data import Batch
 from ..device import autocast, uses_channels_last
 from ..train.objective import StepInfo
+from ..train.parallel import global_batch
 from .base import DistillSetup, Distiller, StepContext
 
 if TYPE_CHECKING:
@@ -113,4 +114,9 @@ class DistillationObjective:
             images=batch.images, labels=batch.labels, progress=step.progress, student=model,
             teacher=self.teacher_logits, generator=step.generator(),
         )
-        return student, self.distiller.loss(student.float(), teacher, batch.labels, context)
+        # Under torchrun the loss sees the global batch: several methods pool over the batch (CSKD's
+        # per-class cosines, R2KD's, DTD's batch-mean difficulty), and a mean of per-rank losses would
+        # differ from the single-process loss. Logits are small; gathering them costs little.
+        terms = self.distiller.loss(global_batch(student.float()), global_batch(teacher), global_batch(batch.labels),
+                                    context)
+        return student, terms

@@ -40,6 +40,37 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return _SumOverRanks.apply(values)
 
 
+class _GatherRows(torch.autograd.Function):
+    """The global batch from every rank's share, in single-process order (rank r holds rows r, r+N, …
+    of each global batch). Every rank then computes the same loss on the whole batch; its gradient
+    reaches this rank's rows only, times N, which DDP's average over the N ranks undoes."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        world = dist.get_world_size()
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rank, ctx.world = dist.get_rank(), world
+        return torch.stack(parts, dim=1).flatten(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        mine = grad.unflatten(0, (-1, ctx.world))[:, ctx.rank]
+        return mine * ctx.world
+
+
+def global_batch(local: torch.Tensor) -> torch.Tensor:
+    """Rows of all ranks in single-process order; differentiable for this rank's rows (see
+    :class:`_GatherRows`). Unchanged outside a process group of several ranks."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return local
+    if local.requires_grad:
+        return _GatherRows.apply(local)
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, local.contiguous())
+    return torch.stack(parts, dim=1).flatten(0, 1)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch over all processes."""
 
