@@ -191,6 +191,23 @@ def test_report_bad_input_is_one_line(capsys, tmp_path):
     assert code == 2 and "nothing to report" in err
 
 
+def test_runs_are_found_in_subfolders_such_as_runs_quickstart(runs, tmp_path):
+    from robust_kd.errors import UserError
+    from robust_kd.report.collect import collect
+
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    (outer / "quickstart").symlink_to(runs, target_is_directory=True)   # runs/quickstart/<run>, as the quickstart writes
+    flat, nested = collect([runs]), collect([outer])
+    assert len(flat.runs) >= 3 and [r.name for r in nested.runs] == [r.name for r in flat.runs]
+    assert len(nested.transfers) == len(flat.transfers) == 1 and len(nested.rsa_models) == len(flat.rsa_models) == 1
+    deep = tmp_path / "a" / "b" / "c"                 # four levels down: not searched
+    deep.mkdir(parents=True)
+    (deep / "runs").symlink_to(runs, target_is_directory=True)
+    with pytest.raises(UserError, match="nothing to report"):
+        collect([tmp_path / "a"])
+
+
 def _chromium() -> str | None:
     import shutil
     return shutil.which("chromium") or shutil.which("chromium-browser")

@@ -118,6 +118,9 @@ def _transfer_problem(result: dict[str, Any]) -> str | None:
     return None
 
 
+SCAN_DEPTH = 3  # runs/, runs/quickstart/, one more
+
+
 def collect(paths: list[str | Path]) -> ReportData:
     """Run folders, folders of runs (e.g. ``runs/``) and results JSON files, in the order given. A JSON file
     named on the command line must be usable (else a one-line error); one found while scanning a folder is
@@ -154,6 +157,21 @@ def collect(paths: list[str | Path]) -> ReportData:
             seen.add(folder.resolve())
             data.runs.append(read_run(folder))
 
+    def scan(folder: Path, depth: int) -> None:
+        """A folder of runs: its run folders, transfer/ and rsa-models/ results, and the same in its
+        other subfolders (e.g. runs/quickstart/), ``depth`` levels down."""
+        for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if is_run(child):
+                add_run(child)
+            elif child.name == "transfer":
+                for file in sorted(child.glob("*.json")):
+                    add_json(file, named=False)
+            elif child.name == "rsa-models":
+                for file in sorted(child.glob("*/rsa_models.json")):
+                    add_json(file, named=False)
+            elif depth > 1:
+                scan(child, depth - 1)
+
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -163,13 +181,7 @@ def collect(paths: list[str | Path]) -> ReportData:
         elif is_run(path):
             add_run(path)
         else:
-            for child in sorted(p for p in path.iterdir() if p.is_dir()):
-                if is_run(child):
-                    add_run(child)
-            for file in sorted((path / "transfer").glob("*.json")) if (path / "transfer").is_dir() else []:
-                add_json(file, named=False)
-            for file in sorted((path / "rsa-models").glob("*/rsa_models.json")) if (path / "rsa-models").is_dir() else []:
-                add_json(file, named=False)
+            scan(path, SCAN_DEPTH)
         data.sources.append(str(path))
     if not (data.runs or data.transfers or data.rsa_models):
         raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no run folders (summary.json, attacks/, "
