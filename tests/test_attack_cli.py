@@ -93,6 +93,13 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
         for cell in row.values():
             assert 0 <= cell["success_rate"] <= 1 and cell["broken"] <= cell["points"]
     assert "source \\ target" in out and "matrix:" in out
+    # a JPEG-DL source is differentiated with its JPEG layer as the identity (BPDA), unless asked otherwise
+    assert matrix["source_gradients"] == {"resnet8": "model", "jpegdl_resnet8": "bpda-identity"}
+    assert "jpegdl_resnet8 as a source: its JPEG layer differentiated as the identity" in err
+    code, out, err = run(capsys, "transfer", "--source", "jpegdl_resnet8", "--target", "resnet8", "--n", "16",
+                         "--runs-dir", str(trained_runs), "--out", str(tmp_path / "soft.json"), "--jpeg-gradient", "soft")
+    assert code == 0, err
+    assert json.loads((tmp_path / "soft.json").read_text())["source_gradients"] == {"jpegdl_resnet8": "model"}
 
 
 def test_attack_list_shows_suites_and_attacks(capsys):

@@ -95,6 +95,8 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
     out = run(capsys, "report", str(runs), "--out", str(tmp_path / "rep"))
     html_path = tmp_path / "rep" / "report.html"
     assert str(html_path) in out.strip().splitlines()[-1]
+    assert "crafted on jpegdl_resnet8_synthetic_quick_seed0 with its JPEG layer as the identity (BPDA)" in \
+        html_path.read_text()
     page = Page()
     page.feed(html_path.read_text())
     for heading in ("Runs", "Teacher vs students", "Training curves", "Robustness", "Accuracy vs eps", "Transfer",

@@ -226,3 +226,20 @@ def test_rsa_adversarial_retries_jpegdl_points_through_bpda(tmp_path, capsys):
         white_rate = float((model(white).argmax(1) != labels).float().mean())
     assert white_rate >= soft_rate
     assert payload["attack_effect"]["white"]["prediction_changed"] == pytest.approx(white_rate)
+
+    # --black transfer from a JPEG-DL surrogate (here the model itself): crafted with its JPEG layer as
+    # the identity (BPDA); through the soft quantizer the examples transfer 2-3x less often
+    from robust_kd.jpeg.variants import soft_model_bpda
+
+    code, _, err = run(capsys, "rsa-adversarial", "--model", str(runs / "j"), "--stimuli", "test", "--n", "24",
+                       "--eps", "2/255", "--black", "transfer", "--surrogate", str(runs / "j"), "--n-bootstrap", "20",
+                       "--n-permutations", "20", "--device", "cpu", "--out", str(tmp_path / "adv_transfer"))
+    assert code == 0, err
+    payload = json.loads((tmp_path / "adv_transfer" / "rsa_adversarial.json").read_text())
+    assert payload["attack"]["surrogate_gradient"] == "bpda-identity"
+    expected = attacks.Transfer(eps=2 / 255, norm="Linf", surrogates=[soft_model_bpda(model)])(model, stimuli.images,
+                                                                                                labels)
+    black = torch.from_numpy(np.load(tmp_path / "adv_transfer" / "stimuli" / "black.npy"))
+    assert torch.allclose(black, expected, atol=1e-6)
+    soft = attacks.Transfer(eps=2 / 255, norm="Linf", surrogates=[model])(model, stimuli.images, labels)
+    assert not torch.allclose(black, soft, atol=1e-6)

@@ -178,6 +178,12 @@ def _success(cell: dict[str, Any]) -> float:
     return float("nan") if cell.get("points", 1) == 0 else 100 * float(cell["success_rate"])
 
 
+def _jpeg_source_note(gradients: dict[str, str]) -> str:
+    """How JPEG-DL sources were differentiated (matrices written before this was recorded say nothing)."""
+    identity = sorted(Path(s).name for s, g in gradients.items() if g == "bpda-identity")
+    return f"; crafted on {', '.join(identity)} with its JPEG layer as the identity (BPDA)" if identity else ""
+
+
 def transfer_section(data: ReportData) -> Section | None:
     blocks = []
     for k, t in enumerate(data.transfers):
@@ -186,7 +192,8 @@ def transfer_section(data: ReportData) -> Section | None:
         matrix = np.array([[_success(t["cells"][s][g]) for g in targets] for s in sources])
         caption = (f"Transfer success rate (%) of MI-FGSM-{t.get('steps', '')} examples, {t.get('norm')} eps "
                    f"{eps_text(t.get('eps'), t.get('norm'))}, "
-                   f"{t.get('n_examples')} points of {t.get('data')}, {t.get('device')}")
+                   f"{t.get('n_examples')} points of {t.get('data')}, {t.get('device')}"
+                   + _jpeg_source_note(t.get("source_gradients") or {}))
         blocks.append(Figure(f"transfer_{k}.png", figures.heatmap(matrix, [short[s] for s in sources],
                                                                   [short[g] for g in targets], caption, "success (%)",
                                                                   vmax=100), caption))
