@@ -125,7 +125,7 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
         assert runs_rows[run_dir.name]["final test acc"] == f"{100 * summary['final_test_accuracy']:.2f}"
     # robustness table = attack results JSON, every evaluation
     robust_rows = rows_of("run", "variant", "robust acc", "clean acc")
-    breakdown = rows_of("run", "attack", "points broken")
+    breakdown = rows_of("run", "attacked", "robust acc")
     seen = 0
     for result_file in runs.glob("*/attacks/*.json"):
         result = json.loads(result_file.read_text())
@@ -141,11 +141,12 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
             assert match[0]["points"] == str(ev["n_examples"])
             steps = [r for r in breakdown if r["run"] == run_name and r["variant"] == ev.get("variant", "model")
                      and r["eps"] == ev["eps"] and r["suite"] == result["suite"]]
-            assert [r["attack"] for r in steps] == [a["label"] for a in ev["attacks"]]
-            for row, a in zip(steps, ev["attacks"]):
-                assert row["points attacked"] == str(a["points_attacked"])
-                assert row["points broken"] == str(a["points_broken"])
-                assert row["robust acc after"] == f"{100 * a['robust_accuracy_after']:.2f}"
+            assert len(steps) == 1                      # one row per evaluation, one column per attack
+            assert steps[0]["attacked"] == str(ev["attacks"][0]["points_attacked"])
+            for a in ev["attacks"]:
+                assert steps[0][a["label"]] == str(a["points_broken"])
+            assert steps[0]["robust acc"] == f"{robust:.2f}"
+            assert f"{100 * ev['attacks'][-1]['robust_accuracy_after']:.2f}" == f"{robust:.2f}"
             seen += 1
     assert seen == 2 * 2 + 2 + 2 + 1               # jpegdl: 2 variants × 2 eps; plain runs: 2 eps each; autoattack
     # transfer table = the matrix JSON

@@ -12,7 +12,7 @@ from attacks import eps_label
 
 from . import figures
 from .collect import ReportData, RunRecord
-from .document import Figure, Report, Section, table
+from .document import Figure, Report, Section, Table, table
 
 FLAG_WORDS = {
     "iterative_weaker_than_single_step": "an iterative attack did worse than a single-step one: gradients may be masked",
@@ -126,10 +126,8 @@ def robustness_section(data: ReportData) -> Section | None:
             rows.append([run.name, variant, result.get("suite", ""), ev.get("norm", ""), ev.get("eps", ""),
                          d.get("name", ""), ev.get("n_examples", ""), ev.get("seed", ""), pct(ev.get("clean_acc")),
                          pct(robust_value(ev)), ev.get("device", "")])
-            for a in ev.get("attacks", []):
-                breakdown.append([run.name, variant, result.get("suite", ""), ev.get("eps", ""), a.get("label", ""),
-                                  a.get("points_attacked", 0), a.get("points_broken", 0),
-                                  pct(100 * a["robust_accuracy_after"]) if "robust_accuracy_after" in a else ""])
+            breakdown.append((run.name, variant, str(result.get("suite", "")), ev.get("eps", ""),
+                              ev.get("attacks", []), pct(robust_value(ev))))
             for flag in ev.get("flags", []):
                 code = flag.get("code", "")
                 words = FLAG_WORDS.get(code, code.replace("_", " "))
@@ -150,8 +148,29 @@ def robustness_section(data: ReportData) -> Section | None:
     return Section("Robustness", paragraphs, [
         table(["run", "variant", "suite", "norm", "eps", "data", "points", "seed", "clean acc", "robust acc", "device"],
               rows, "Clean and robust accuracy"),
-        table(["run", "variant", "suite", "eps", "attack", "points attacked", "points broken", "robust acc after"], breakdown,
-              "Which attack broke the points (cumulative, in suite order)")])
+        *_breakdown_tables(breakdown)])
+
+
+def _breakdown_tables(evaluations: list[tuple]) -> list[Table]:
+    """One table per suite: a row per evaluation, a column per attack with the points it broke (each
+    attack runs on the points still robust, in suite order), so a glance shows which attack did the work."""
+    by_suite: dict[str, list[tuple]] = {}
+    for evaluation in evaluations:
+        by_suite.setdefault(evaluation[2], []).append(evaluation)
+    tables = []
+    for suite, rows in by_suite.items():
+        labels: list[str] = []
+        for *_, attacks, _robust in rows:
+            labels += [a.get("label", "") for a in attacks if a.get("label", "") not in labels]
+        body = []
+        for run_name, variant, _, eps, attacks, robust in rows:
+            broken = {a.get("label", ""): a.get("points_broken", 0) for a in attacks}
+            attacked = attacks[0].get("points_attacked", 0) if attacks else ""
+            body.append([run_name, variant, suite, eps, attacked, *(broken.get(label, "—") for label in labels), robust])
+        tables.append(table(["run", "variant", "suite", "eps", "attacked", *labels, "robust acc"], body,
+                            f"{suite}: points broken by each attack, in suite order (each attack runs on the points "
+                            "still robust; attacked: the points correct on clean input; —: not in that evaluation)"))
+    return tables
 
 
 def eps_section(data: ReportData) -> Section | None:
