@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; give the path of a .pt file from a run folder")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's notes on a damaged file ("pickle protocol 228") are noise here
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (garbage bytes raise KeyError, IndexError, struct.error, ...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
