@@ -370,8 +370,11 @@ def _rdms_from_array(a: Any, conditions: Sequence | None, measure: str, names: S
 
 def _parse_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """A square matrix from a CSV with an optional header row of names (and optional row names)."""
-    with path.open(newline="") as f:
-        rows = [[c.strip() for c in r] for r in csv.reader(f) if any(c.strip() for c in r)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = [[c.strip() for c in r] for r in csv.reader(f) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise NeuroError(f"{path} is not a text CSV file ({exc}); save the RDM as comma-separated numbers") from None
     if not rows:
         raise NeuroError(f"{path} is empty")
 
@@ -501,8 +504,9 @@ def load_rdm(path: str | Path, conditions: Sequence | None = None, measure: str 
     if suffix == ".npy":
         try:
             a = np.load(path, allow_pickle=False)
-        except ValueError:
-            raise NeuroError(f"{path} is not a plain numeric .npy array (object arrays are refused)") from None
+        except Exception:  # noqa: BLE001  numpy raises ValueError, EOFError, OSError... for damaged files
+            raise NeuroError(f"{path} is not a readable numeric .npy array (damaged, or an object array, "
+                             "which is refused); save it with numpy.save") from None
         return _rdms_from_array(a, conditions, measure, None, str(path))
     if suffix == ".csv":
         matrix, header = _parse_csv(path)

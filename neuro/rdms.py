@@ -155,8 +155,8 @@ class RDMs:
                            json.loads(str(f["descriptors"])))
         except FileNotFoundError:
             raise NeuroError(f"RDM file {path} does not exist") from None
-        except (KeyError, ValueError, OSError) as exc:
-            raise NeuroError(f"{path} is not an RDM file written by neuro ({exc}); "
+        except Exception as exc:  # noqa: BLE001  a damaged or foreign .npz: BadZipFile, KeyError, ValueError...
+            raise NeuroError(f"{path} is not an RDM file written by neuro ({type(exc).__name__}: {exc}); "
                              "load plain matrices with neuro.load_rdm") from None
 
     def __repr__(self) -> str:

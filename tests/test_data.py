@@ -283,3 +283,27 @@ def test_image_dataset_rejects_wrong_shapes():
         ImageDataset("x", good.float(), labels, good, labels, ("a", "b"), (0.5,) * 3, (0.2,) * 3)
     with pytest.raises(UserError, match="labels must lie"):
         ImageDataset("x", good, labels + 5, good, labels, ("a", "b"), (0.5,) * 3, (0.2,) * 3)
+
+
+def test_a_damaged_gzipped_idx_file_is_one_clear_error(tmp_path):
+    """Flipped bytes inside the deflate stream raise zlib.error, cut files EOFError: both one line."""
+    import random
+
+    from robust_kd.data.idx import read_idx, write_idx
+    from robust_kd.errors import UserError
+
+    good = tmp_path / "good-idx1-ubyte.gz"
+    write_idx(good, np.arange(200, dtype=np.uint8))
+    data = good.read_bytes()
+    rng = random.Random(1)
+    damaged = tmp_path / "bad-idx1-ubyte.gz"
+    for trial in range(100):
+        broken = bytearray(data)
+        for _ in range(rng.randint(1, 5)):
+            broken[rng.randrange(10, len(broken))] = rng.randrange(256)
+        damaged.write_bytes(bytes(broken) if trial % 2 else data[: rng.randrange(1, len(data))])
+        try:
+            read_idx(damaged)                       # a flip that leaves the stream valid may still read
+        except UserError:
+            pass
+    assert read_idx(good).tolist() == list(range(200))

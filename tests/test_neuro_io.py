@@ -414,3 +414,24 @@ def test_haxby_glm_gives_reliable_category_patterns():
     # without the response shared by all categories the contrast is sharper (measured: 0.29 vs -0.04)
     centred = np.corrcoef(halves[0] - halves[0].mean(0), halves[1] - halves[1].mean(0))[:8, 8:]
     assert np.diag(centred).mean() > centred[off].mean() + 0.2
+
+
+def test_damaged_files_of_every_kind_are_one_clear_error(tmp_path):
+    """Seeded junk, half of it behind a valid-looking file header: every loader answers NeuroError
+    (numpy, zipfile, csv, scipy and nibabel each raise their own exception types)."""
+    import random
+
+    rng = random.Random(0)
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((3, 3, 3), dtype=np.uint8), np.eye(4)), str(mask))
+    heads = {".npy": b"\x93NUMPY\x01\x00", ".npz": b"PK\x03\x04", ".mat": b"MATLAB 5.0 MAT-file", ".csv": b"1,2\n",
+             ".nii.gz": b"\x1f\x8b\x08"}
+    for trial in range(40):
+        for suffix, head in heads.items():
+            junk = tmp_path / f"junk{suffix}"
+            junk.write_bytes((head if trial % 2 else b"") + rng.randbytes(rng.choice([8, 200, 3000])))
+            with pytest.raises(NeuroError):
+                load_betas(junk, mask) if suffix == ".nii.gz" else load_rdm(junk)
+            if suffix == ".npz":
+                with pytest.raises(NeuroError):
+                    RDMs.load(junk)

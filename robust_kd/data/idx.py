@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:   # zlib.error: a damaged .gz stream
         raise UserError(f"cannot read idx file '{path}': {err}; replace it with an intact copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _UBYTE:
         raise UserError(f"'{path}' is not an unsigned-byte idx file (bad header); replace it with an intact copy")
