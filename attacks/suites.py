@@ -9,8 +9,10 @@ is always taken on the evaluated model itself.
 from __future__ import annotations
 
 import difflib
+import numbers
+import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 from torch import nn
 
@@ -33,12 +35,46 @@ def attack_class(name: str) -> type[Attack]:
         raise AttackError(f"unknown attack '{name}'{hint}; choose one of: {', '.join(sorted(ATTACKS))}") from None
 
 
+def _fits(kind: Any, value: Any) -> bool:
+    """Whether a setting's value has its declared type (settings of other types are not checked)."""
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if get_origin(kind) is Literal:
+        return value in get_args(kind)
+    if get_origin(kind) in (Union, types.UnionType):
+        return any(_fits(option, value) for option in get_args(kind))
+    return True
+
+
+def _describe(kind: Any) -> str:
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(repr(v) for v in get_args(kind))
+    if get_origin(kind) in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in get_args(kind))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
+
+
 def make_attack(name: str, **settings: Any) -> Attack:
+    """An attack from its registry name and settings (e.g. from a YAML suite), each setting checked
+    against its declared type, so that ``steps: many`` is one clear error and not a failure mid-run."""
     cls = attack_class(name)
     fields = set(cls.__dataclass_fields__)
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise AttackError(f"attack '{name}' has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(fields))}")
+    hints = get_type_hints(cls)
+    for key, value in settings.items():
+        if key in hints and not _fits(hints[key], value):
+            raise AttackError(f"attack '{name}': {key} must be {_describe(hints[key])}, got {value!r}")
     return cls(**settings)
 
 

@@ -71,8 +71,8 @@ def suite_source(suite: str) -> str | dict[str, Any]:
         path = shipped
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}; check its YAML") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}; check that it is YAML text") from None
     if not isinstance(data, dict):
         raise UserError(f"suite file '{path}' must hold a mapping with 'name' and 'attacks'")
     data.setdefault("name", path.stem)

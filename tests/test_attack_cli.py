@@ -219,6 +219,21 @@ def test_unsupported_norm_in_a_suite_file_is_one_line(capsys, trained_runs, tmp_
     assert code == 2 and re.search(r"pgd supports Linf and L2, not 'L3'", err)
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"\xfd\x00\x17binary garbage\xff", r"cannot read suite file .*UnicodeDecodeError"),
+    (b"attacks:\n  - {attack: pgd, steps: many}\n", r"attack 'pgd': steps must be an integer, got 'many'"),
+    (b"attacks:\n  - {attack: apgd, loss: hinge}\n", r"attack 'apgd': loss must be one of 'ce', 'dlr', got 'hinge'"),
+    (b"attacks:\n  - {attack: square, queries: 1.5}\n", r"attack 'square': queries must be an integer, got 1.5"),
+])
+def test_a_suite_file_with_bad_content_is_one_line(capsys, trained_runs, tmp_path, content, message):
+    suite = tmp_path / "bad.yaml"
+    suite.write_bytes(content)
+    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
+                       str(trained_runs))
+    assert code == 2 and re.search(message, err.strip().splitlines()[-1]), err
+    assert "Traceback" not in err
+
+
 def test_a_norm_an_attack_does_not_support_is_one_line(capsys, trained_runs, tmp_path):
     suite = tmp_path / "cw.yaml"
     suite.write_text("attacks:\n  - {attack: cw-l2, steps: 5}\n")
