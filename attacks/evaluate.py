@@ -90,7 +90,14 @@ class _State:
         self.clean_done = False
         self.last_save = 0.0
         if path is not None and path.is_file():
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                fields = ("robust", "broken_by", "attacked", "records", "flags", "clean_done")
+                if not isinstance(data, dict) or any(name not in data for name in fields):
+                    raise ValueError("not a state file")
+            except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
+                raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
+                                  "delete it to start over") from None
             if data.get("key") != key:
                 raise AttackError(
                     f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "

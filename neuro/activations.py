@@ -229,7 +229,11 @@ def load_activations(folder: str | Path) -> tuple[dict[str, np.ndarray], list[st
     index = folder / "layers.json"
     if not index.is_file():
         raise NeuroError(f"{folder} holds no layers.json; it was not written by save_activations")
-    files = json.loads(index.read_text())
-    acts = {layer: np.load(folder / fname, allow_pickle=False) for layer, fname in files.items()}
-    stimuli = (folder / "stimuli.txt").read_text().split("\n")
+    try:
+        files = json.loads(index.read_text(encoding="utf-8"))
+        acts = {layer: np.load(folder / fname, allow_pickle=False) for layer, fname in files.items()}
+        stimuli = (folder / "stimuli.txt").read_text(encoding="utf-8").split("\n")
+    except Exception as exc:  # noqa: BLE001  bad JSON, a missing or damaged .npy: the folder is unusable
+        raise NeuroError(f"{folder} is damaged ({type(exc).__name__}: {exc}); write it again with "
+                         "save_activations") from None
     return acts, [s for s in stimuli if s]

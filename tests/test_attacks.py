@@ -204,6 +204,10 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
     assert resumed.robust_accuracy == uninterrupted.robust_accuracy
     with pytest.raises(attacks.AttackError, match="different evaluation"):
         attacks.evaluate(model, x, y, "fast", eps=2 * EPS, batch_size=16, state_path=state, sanity_checks=False)
+    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}'):   # cut, binary, foreign
+        state.write_bytes(damage)
+        with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
+            attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
 
 
 def test_eps_list_gives_a_falling_curve(tiny_classifier):

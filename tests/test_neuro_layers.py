@@ -98,6 +98,13 @@ def test_save_load_round_trip(model, tmp_path):
     assert names == ["a", "b", "c"] and list(back) == list(acts)
     for k in acts:
         np.testing.assert_array_equal(back[k], acts[k])
+    first = sorted((tmp_path / "acts").glob("*.npy"))[0]
+    first.write_bytes(first.read_bytes()[:40])                      # a cut array file
+    with pytest.raises(NeuroError, match="is damaged"):
+        load_activations(tmp_path / "acts")
+    (tmp_path / "acts" / "layers.json").write_text("{not json")
+    with pytest.raises(NeuroError, match="is damaged"):
+        load_activations(tmp_path / "acts")
 
 
 def test_readme_python_example_runs_on_a_grey_model():
