@@ -208,7 +208,12 @@ def _stack_images(images: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def _read_table(path: Path, what: str) -> list[list[str]]:
     if not path.is_file():
         raise NeuroError(f"{what} file {path} does not exist")
-    rows = [line.split("#")[0].split() for line in path.read_text().splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NeuroError(f"{what} file {path} is not readable text ({type(exc).__name__}); give one entry per "
+                         "line") from None
+    rows = [line.split("#")[0].split() for line in text.splitlines()]
     return [r for r in rows if r]
 
 

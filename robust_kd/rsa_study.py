@@ -111,11 +111,16 @@ def load_stimuli(spec: str, channels: int, size: int) -> Stimuli:
                 raise UserError(f"stimuli file '{path}' does not exist")
             try:
                 array = np.load(path, allow_pickle=False)
-            except ValueError:
-                raise UserError(f"'{path}' is not a plain numeric .npy array (object arrays are refused)") from None
+            except Exception:  # noqa: BLE001  numpy raises ValueError, EOFError, OSError... for damaged files
+                raise UserError(f"'{path}' is not a readable numeric .npy array (damaged, or an object array, "
+                                "which is refused)") from None
             x = _to_nchw_float(array)
             names_file = path.with_suffix(".txt")
-            names = names_file.read_text().split() if names_file.is_file() else [f"{i:04d}" for i in range(len(x))]
+            try:
+                names = (names_file.read_text(encoding="utf-8-sig").split() if names_file.is_file()
+                         else [f"{i:04d}" for i in range(len(x))])
+            except (OSError, UnicodeDecodeError):
+                raise UserError(f"{names_file} is not readable text; give one stimulus name per line") from None
             if len(names) != len(x):
                 raise UserError(f"{names_file} has {len(names)} names for {len(x)} images; give one per line")
             source = f"array {path}"

@@ -94,6 +94,24 @@ def test_rsa_bad_input_is_one_line(capsys, tmp_path, checkpoint, extra, message)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_rsa_damaged_input_files_are_one_line(capsys, tmp_path, checkpoint):
+    """Binary junk where text or arrays are expected: stimuli .npy, its names file, a conditions file."""
+    junk = bytes(range(128, 256)) * 3
+    (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00" + junk)
+    np.save(tmp_path / "stim.npy", np.zeros((5, 32, 32, 3), np.uint8))
+    (tmp_path / "stim.txt").write_bytes(junk)
+    betas, mask = _write_betas(tmp_path, [f"c{i}" for i in range(5)])
+    (tmp_path / "conditions.txt").write_bytes(junk)
+    for extra, message in [
+        (["--stimuli", str(tmp_path / "cut.npy"), "--brain-rdm", "rsa92"], "not a readable numeric .npy array"),
+        (["--stimuli", str(tmp_path / "stim.npy"), "--brain-rdm", "rsa92"], "stim.txt is not readable text"),
+        (["--stimuli", "rsa92", "--fmri", str(betas), "--roi", str(mask), "--conditions",
+          str(tmp_path / "conditions.txt")], "conditions.txt is not readable text"),
+    ]:
+        code, _, err = run(capsys, "rsa", "--model", str(checkpoint), "--out", str(tmp_path / "o"), *FAST, *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_rsa_condition_mismatch_says_what_to_do(capsys, tmp_path, checkpoint):
     betas, mask = _write_betas(tmp_path, [f"c{i}" for i in range(5)])
     stim = tmp_path / "stim.npy"
