@@ -90,6 +90,7 @@ class SuiteStep:
 class Suite:
     name: str
     steps: list[SuiteStep] = field(default_factory=list)
+    caveat: str = ""  # what its numbers must not be read as (e.g. a reduced AutoAttack); kept with results
 
 
 SuiteBuilder = Callable[..., Suite]
@@ -123,12 +124,12 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
     return SUITES[suite](eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
 
 
-SUITE_KEYS = {"name", "description", "attacks", "transfer"}
+SUITE_KEYS = {"name", "description", "caveat", "attacks", "transfer"}
 
 
 def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: int,
                        surrogates: Mapping[str, nn.Module] | None = None, **_: Any) -> Suite:
-    """A user-defined suite: ``{name, attacks: [{attack: <name>, label: …, <setting>: …}], transfer}``.
+    """A user-defined suite: ``{name, attacks: [{attack: <name>, label: …, <setting>: …}], transfer, caveat}``.
 
     eps, norm and seed are filled in; ``alpha_fraction: f`` sets ``alpha = f·eps``, ``seed_offset: k``
     gives the attack seed + k; ``transfer: true``
@@ -158,7 +159,10 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         attack = make_attack("transfer", eps=eps, norm=norm, seed=seed, surrogates=list(surrogates.values()),
                              surrogate_names=names)
         steps.append(SuiteStep(f"transfer [{'+'.join(names)}]", attack, kind="transfer"))
-    return Suite(str(data.get("name", "custom")), steps)
+    caveat = data.get("caveat", "")
+    if not isinstance(caveat, str):
+        raise AttackError("a suite's 'caveat' must be text")
+    return Suite(str(data.get("name", "custom")), steps, caveat=" ".join(caveat.split()))
 
 
 def kind_of(attack: Attack) -> str:

@@ -83,6 +83,12 @@ def suite_name(source: str | Mapping[str, Any]) -> str:
     return source if isinstance(source, str) else str(source["name"])
 
 
+def suite_caveat(source: str | Mapping[str, Any]) -> str:
+    """A suite file's ``caveat`` (e.g. autoattack_quick: not AutoAttack), one line; '' if none."""
+    caveat = source.get("caveat", "") if isinstance(source, Mapping) else ""
+    return " ".join(caveat.split()) if isinstance(caveat, str) else ""
+
+
 @dataclass
 class Points:
     x: torch.Tensor  # N×C×H×W float in [0, 1], on the CPU
@@ -239,5 +245,6 @@ class AttackRun:
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
             "evaluations": evaluations,
+            **({"suite_caveat": suite_caveat(self.suite)} if suite_caveat(self.suite) else {}),
             "note": "robust accuracies are percentages; the top-level one is the lowest over the model variants",
         }

@@ -234,6 +234,21 @@ def test_a_suite_file_with_bad_content_is_one_line(capsys, trained_runs, tmp_pat
     assert "Traceback" not in err
 
 
+def test_a_suite_caveat_is_kept_in_the_results_and_printed(capsys, trained_runs, tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("name: tiny\ncaveat: >-\n  two PGD steps only,\n  a smoke test\nattacks:\n  - {attack: pgd, steps: 2}\n")
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
+                         str(trained_runs))
+    assert code == 0, err
+    assert "NOTE suite tiny: two PGD steps only, a smoke test" in out
+    result = json.loads(Path(out.strip().splitlines()[-1].split("results: ")[1]).read_text())
+    assert result["suite_caveat"] == "two PGD steps only, a smoke test"
+    suite.write_text("caveat: [1, 2]\nattacks:\n  - {attack: pgd, steps: 2}\n")
+    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
+                       str(trained_runs))
+    assert code == 2 and "'caveat' must be text" in err
+
+
 def test_a_norm_an_attack_does_not_support_is_one_line(capsys, trained_runs, tmp_path):
     suite = tmp_path / "cw.yaml"
     suite.write_text("attacks:\n  - {attack: cw-l2, steps: 5}\n")

@@ -158,6 +158,9 @@ def _print_results(content: dict[str, Any]) -> None:
         for flag in e["flags"]:
             console.stdout().print(f"FLAG [{e['variant']}, eps {e['eps']}] {flag['code']}: {flag['message']}",
                                    markup=False, style="bold yellow")
+    if content.get("suite_caveat"):
+        console.stdout().print(f"NOTE suite {content['suite']}: {content['suite_caveat']}", markup=False,
+                               style="bold yellow")
 
 
 def _print_catalogue() -> None:

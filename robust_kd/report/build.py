@@ -26,7 +26,7 @@ FLAG_WORDS = {
 }
 
 
-REDUCED_SUITES = {
+REDUCED_SUITES = {  # results written before suites carried their caveat (``suite_caveat``)
     "autoattack_quick": "AutoAttack's four attacks with smaller budgets (a CPU demo, e.g. the quickstart's): its "
                         "robust accuracy is an upper bound of AutoAttack's, not a number to publish as AutoAttack.",
 }
@@ -137,9 +137,11 @@ def robustness_section(data: ReportData) -> Section | None:
         return None
     paragraphs = ["Clean and robust accuracy in % over the points shown; robust accuracy is the per-point worst case "
                   "over the suite's attacks, each attack run only on the points still robust (as AutoAttack does)."]
-    reduced = sorted({str(r[2]) for r in rows if str(r[2]) in REDUCED_SUITES})
-    for suite in reduced:
-        paragraphs.append(f"⚠ {suite}: {REDUCED_SUITES[suite]}")
+    caveats = {str(result.get("suite", "")): result.get("suite_caveat") or REDUCED_SUITES.get(str(result.get("suite")))
+               for run in data.runs for result in run.attacks}
+    for suite, caveat in sorted(caveats.items()):
+        if caveat:
+            paragraphs.append(f"⚠ {suite}: {caveat}")
     if flags:
         paragraphs.append("Sanity flags raised (read these before trusting a number):")
         paragraphs += [f"⚠ {f}" for f in flags]
