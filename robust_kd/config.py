@@ -165,6 +165,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise UserError(f"config file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read config file '{path}' ({type(err).__name__}); give a YAML text file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -16,7 +16,7 @@ def runs_of(runs_dir: str | Path, model: str) -> list[Path]:
     for config_file in Path(runs_dir).glob("*/config.yaml"):
         try:
             config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # not ours or damaged: not a candidate
         checkpoint = config_file.parent / CHECKPOINT
         if isinstance(config, dict) and config.get("model") == model and checkpoint.is_file():

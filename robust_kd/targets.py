@@ -32,7 +32,7 @@ class ModelTarget:
 def _run_config(run: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return config if isinstance(config, dict) else {}
 

@@ -82,7 +82,19 @@ def test_bad_inputs_leave_no_run_folder(runs_dir):
         train("resnet8", "cifar", "quick", runs_dir=runs_dir)
     with pytest.raises(UserError, match="unknown config key"):
         train("resnet8", "synthetic", "quick", overrides=["optimiser.lr=0.1"], runs_dir=runs_dir)
+    binary = runs_dir.parent / "recipe.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(UserError, match="cannot read config file .*UnicodeDecodeError"):
+        train("resnet8", "synthetic", str(binary), runs_dir=runs_dir)
     assert not runs_dir.exists()
+
+
+def test_a_damaged_run_config_is_one_clear_error(runs_dir):
+    summary = train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir)
+    config = Path(summary["checkpoint"]).parent.parent / "config.yaml"
+    config.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(UserError, match="repair it or start over with --fresh"):
+        train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir)
 
 
 # ---------------------------------------------------------------- kill and resume

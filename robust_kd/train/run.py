@@ -109,8 +109,9 @@ class RunFolder:
     def read_config(self) -> dict[str, Any]:
         try:
             data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise UserError(f"cannot read '{self.config_file}' ({err}); repair it or start over with --fresh") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise UserError(f"cannot read '{self.config_file}' ({type(err).__name__}); repair it or start over with "
+                            "--fresh") from None
         if not isinstance(data, dict):
             raise UserError(f"'{self.config_file}' is not a config mapping; start over with --fresh")
         return data
