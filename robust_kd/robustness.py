@@ -245,6 +245,6 @@ class AttackRun:
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
             "evaluations": evaluations,
-            **({"suite_caveat": suite_caveat(self.suite)} if suite_caveat(self.suite) else {}),
+            **({"suite_caveat": caveat} if (caveat := suite_caveat(self.suite)) else {}),
             "note": "robust accuracies are percentages; the top-level one is the lowest over the model variants",
         }

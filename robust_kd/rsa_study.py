@@ -31,7 +31,7 @@ from neuro import NeuroError, RDMs
 
 from .errors import UserError
 from .fileio import write_json, write_text
-from .jpeg.variants import is_jpegdl, soft_model_bpda
+from .jpeg.variants import is_jpegdl, soft_model_bpda, transfer_source
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 ProgressFn = Callable[[str, int, int], None] | None
@@ -353,18 +353,11 @@ def white_box_views(model: nn.Module) -> list[str]:
     return ["model", "bpda-identity"] if is_jpegdl(model) else ["model"]
 
 
-def surrogate_view(surrogate: nn.Module) -> nn.Module:
-    """What transfer examples are crafted on: a JPEG-DL surrogate with its JPEG layer differentiated as
-    the identity (BPDA). Through the soft quantizer, MI-FGSM examples transferred 2-3x less often
-    (quickstart's jpegdl_resnet8 to the KD student, 8/255: 15.6% vs 49.6%)."""
-    return soft_model_bpda(surrogate) if is_jpegdl(surrogate) else surrogate
-
-
 def _attack_record(settings: AdversarialSettings, model: nn.Module, surrogate: nn.Module | None) -> dict[str, Any]:
     """The attack settings with how each attack differentiated its model (kept with the results)."""
     record = {**settings.key(), "white_views": white_box_views(model)}
     if settings.black == "transfer" and surrogate is not None:
-        record["surrogate_gradient"] = "bpda-identity" if is_jpegdl(surrogate) else "model"
+        record["surrogate_gradient"] = transfer_source(surrogate)[1]
     return record
 
 
@@ -402,7 +395,7 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
             if surrogate is None:
                 raise UserError("--black transfer needs --surrogate (a model name, checkpoint or run folder)")
             black_attack = attacks.Transfer(eps=settings.eps, norm=settings.norm, seed=settings.seed,
-                                            surrogates=[surrogate_view(surrogate).to(device).eval()],
+                                            surrogates=[transfer_source(surrogate)[0].to(device).eval()],
                                             surrogate_names=[settings.surrogate or "surrogate"])
         else:
             raise UserError(f"--black must be 'square' or 'transfer', not '{settings.black}'")

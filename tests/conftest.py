@@ -108,3 +108,23 @@ def tiny_classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model, data.test_images.float() / 255, data.test_labels.long()
+
+
+def wait_for_epochs(process, metrics: Path, epochs: int = 1, timeout: float = 300) -> None:
+    """Return once ``metrics`` (a run's metrics.jsonl) holds ``epochs`` finished epochs, the process has
+    exited, or ``timeout`` seconds have passed: the moment a kill-and-resume test pulls the plug."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= epochs:
+            return
+        time.sleep(0.02)
+
+
+def metrics_history(run: Path) -> list[tuple]:
+    """(epoch, test accuracy, rounded CE loss) per epoch of a run: what must survive a kill and resume."""
+    import json
+
+    return [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]

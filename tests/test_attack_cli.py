@@ -211,11 +211,16 @@ def test_bad_attack_input_is_one_line(capsys, trained_runs, odd_checkpoints, arg
     assert "Traceback" not in err
 
 
+def run_suite_file(capsys, trained_runs, suite: Path, content: str | bytes, *extra: str) -> tuple[int, str, str]:
+    """Write ``content`` to the suite file ``suite`` and attack the trained resnet8 with it on 4 points."""
+    suite.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", *extra, "--runs-dir",
+               str(trained_runs))
+
+
 def test_unsupported_norm_in_a_suite_file_is_one_line(capsys, trained_runs, tmp_path):
-    suite = tmp_path / "l2only.yaml"
-    suite.write_text("attacks:\n  - {attack: pgd, norm: L3}\n")
-    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
-                       str(trained_runs))
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "l2only.yaml",
+                                  "attacks:\n  - {attack: pgd, norm: L3}\n")
     assert code == 2 and re.search(r"pgd supports Linf and L2, not 'L3'", err)
 
 
@@ -226,37 +231,29 @@ def test_unsupported_norm_in_a_suite_file_is_one_line(capsys, trained_runs, tmp_
     (b"attacks:\n  - {attack: square, queries: 1.5}\n", r"attack 'square': queries must be an integer, got 1.5"),
 ])
 def test_a_suite_file_with_bad_content_is_one_line(capsys, trained_runs, tmp_path, content, message):
-    suite = tmp_path / "bad.yaml"
-    suite.write_bytes(content)
-    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
-                       str(trained_runs))
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "bad.yaml", content)
     assert code == 2 and re.search(message, err.strip().splitlines()[-1]), err
     assert "Traceback" not in err
 
 
 def test_a_suite_caveat_is_kept_in_the_results_and_printed(capsys, trained_runs, tmp_path):
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text("name: tiny\ncaveat: >-\n  two PGD steps only,\n  a smoke test\nattacks:\n  - {attack: pgd, steps: 2}\n")
-    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
-                         str(trained_runs))
+    code, out, err = run_suite_file(capsys, trained_runs, tmp_path / "tiny.yaml", "name: tiny\ncaveat: >-\n"
+                                    "  two PGD steps only,\n  a smoke test\nattacks:\n  - {attack: pgd, steps: 2}\n")
     assert code == 0, err
     assert "NOTE suite tiny: two PGD steps only, a smoke test" in out
     result = json.loads(Path(out.strip().splitlines()[-1].split("results: ")[1]).read_text())
     assert result["suite_caveat"] == "two PGD steps only, a smoke test"
-    suite.write_text("caveat: [1, 2]\nattacks:\n  - {attack: pgd, steps: 2}\n")
-    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
-                       str(trained_runs))
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "tiny.yaml",
+                                  "caveat: [1, 2]\nattacks:\n  - {attack: pgd, steps: 2}\n")
     assert code == 2 and "'caveat' must be text" in err
 
 
 def test_a_norm_an_attack_does_not_support_is_one_line(capsys, trained_runs, tmp_path):
-    suite = tmp_path / "cw.yaml"
-    suite.write_text("attacks:\n  - {attack: cw-l2, steps: 5}\n")
-    code, _, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--runs-dir",
-                       str(trained_runs))
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "cw.yaml",
+                                  "attacks:\n  - {attack: cw-l2, steps: 5}\n")
     assert code == 2 and re.search(r"cw-l2 supports L2, not 'Linf'", err) and "Traceback" not in err
-    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "4", "--norm", "L2",
-                         "--runs-dir", str(trained_runs), "--json")
+    code, out, err = run_suite_file(capsys, trained_runs, tmp_path / "cw.yaml",
+                                    "attacks:\n  - {attack: cw-l2, steps: 5}\n", "--norm", "L2", "--json")
     assert code == 0, err
 
 

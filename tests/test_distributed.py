@@ -17,6 +17,7 @@ from attacks.shard import owns, resolve_shard
 from robust_kd.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import metrics_history, wait_for_epochs  # noqa: E402
 from sharded_case import EPS, SUITE, make_case  # noqa: E402
 
 TINY = ["--data", "synthetic", "--device", "cpu", "epochs=1", "batch_size=32", "data.options.size=16",
@@ -223,7 +224,6 @@ def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path
     checkpoint and ends with the weights of an uninterrupted two-process run."""
     import os
     import signal
-    import time
 
     import torch
 
@@ -240,11 +240,7 @@ def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path
 
     victim = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and victim.poll() is None:
-        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
+    wait_for_epochs(victim, metrics)
     for pid in [victim.pid, *_descendants(victim.pid)]:     # torchrun starts each worker in a session of
         with contextlib.suppress(ProcessLookupError):       # its own: kill every process, as a power cut
             os.kill(pid, signal.SIGKILL)
@@ -259,6 +255,4 @@ def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path
     one, two = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
     for key in one:
         assert torch.allclose(one[key].float(), two[key].float(), atol=1e-6), key
-    history = lambda run: [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))  # noqa: E731
-                           for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())]
-    assert history("killed") == history("whole")
+    assert metrics_history(tmp_path / "killed") == metrics_history(tmp_path / "whole")

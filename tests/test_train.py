@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import metrics_history, wait_for_epochs
 from robust_kd.checkpoint import load_model, read_checkpoint
 from robust_kd.data import BatchLoader, load_dataset
 from robust_kd.errors import UserError
@@ -119,11 +119,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir):
     victim = subprocess.Popen(_train_command(runs_dir, "killed"), env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     metrics = runs_dir / "killed" / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and victim.poll() is None:
-        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
+    wait_for_epochs(victim, metrics)
     victim.send_signal(signal.SIGKILL)  # no chance to clean up: as a power cut
     victim.wait(timeout=60)
     assert victim.returncode == -signal.SIGKILL
@@ -138,6 +134,4 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir):
     killed = read_checkpoint(runs_dir / "killed" / "checkpoints" / "last.pt")
     for key, value in whole["model"].items():
         assert torch.allclose(value.float(), killed["model"][key].float(), atol=1e-6), key
-    history = lambda run: [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))  # noqa: E731
-                           for r in map(json.loads, (runs_dir / run / "metrics.jsonl").read_text().splitlines())]
-    assert history("killed") == history("whole")
+    assert metrics_history(runs_dir / "killed") == metrics_history(runs_dir / "whole")

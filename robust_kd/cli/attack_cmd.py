@@ -206,7 +206,7 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     from ..device import resolve_device
     from ..errors import UserError
     from ..fileio import write_json
-    from ..jpeg.variants import is_jpegdl, soft_model_bpda
+    from ..jpeg.variants import is_jpegdl, transfer_source
     from ..robustness import check_eps, load_points, parse_eps
     from ..targets import resolve_model
 
@@ -225,13 +225,11 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     check_eps(eps_values, norm, int(points.x[0].numel()))
     dev = resolve_device(device)
     models = {name: t.model.to(dev).eval() for name, t in resolved.items()}
-    crafted_on = {name: models[name] for name in source_names}
-    source_gradients = {name: "model" for name in source_names}
+    sources_as_crafted = {name: transfer_source(models[name], jpeg_gradient) for name in source_names}
+    crafted_on = {name: module.to(dev).eval() for name, (module, _) in sources_as_crafted.items()}
+    source_gradients = {name: how for name, (_, how) in sources_as_crafted.items()}
     for name in source_names:
         if is_jpegdl(models[name]):
-            if jpeg_gradient == "identity":
-                crafted_on[name] = soft_model_bpda(models[name]).to(dev).eval()
-                source_gradients[name] = "bpda-identity"
             how = ("its JPEG layer differentiated as the identity (BPDA)" if jpeg_gradient == "identity"
                    else "gradients through the soft quantizer")
             console.stderr().print(f"{name} as a source: {how}", markup=False)

@@ -101,12 +101,12 @@ def prepare_distillation(
     reporter: Any = None,
 ):
     """Check the teacher, data and options before touching a run folder; return the trainer."""
+    from .. import distributed
     from ..checkpoint import load_model, read_checkpoint
     from ..data import BatchLoader
-    from ..train import load_data_once
     from ..device import autocast, resolve_device
     from ..models import create_model
-    from ..train import RunFolder, Trainer, evaluate
+    from ..train import RunFolder, Trainer, evaluate, load_data_once
     from .objective import DistillationObjective
 
     teacher_meta = read_checkpoint(teacher_path)["metadata"]
@@ -130,7 +130,6 @@ def prepare_distillation(
     model = create_model(config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,
                          mean=dataset.mean, std=dataset.std, input_layer_options=config.jpeg.layer_options())
     distiller = create_distiller(config.distill.method, config.distill.options)
-    from .. import distributed
     if distributed.world_size() > 1 and distiller.calls_student_again():
         raise UserError(f"distill --method {config.distill.method} calls the student again on augmented copies of "
                         "part of each batch, which does not split across torchrun's processes yet; run it as one "

@@ -3,9 +3,11 @@ the epoch's sums reduced over ranks.
 
 Each global batch (``batch_size`` images, the same ones a single process would draw) is split
 across the ranks in equal shares (see :meth:`robust_kd.data.BatchLoader.batches`); DDP averages the
-gradients, so a step is the single-process step for losses that are means over the batch. Batch norm must then see the whole global batch too: on CUDA that is PyTorch's SyncBatchNorm;
-PyTorch's has no CPU path, so on the CPU (gloo) :class:`GlobalBatchNorm2d` does the same with one
-differentiable all-reduce of the per-channel sums.
+gradients, so a step is the single-process step for losses that are means over the batch. Batch
+norm must then see the whole global batch too: on CUDA that is PyTorch's SyncBatchNorm; PyTorch's
+has no CPU path, so on the CPU (gloo) :class:`GlobalBatchNorm2d` does the same with one
+differentiable all-reduce of the per-channel sums. Losses that pool over the batch see it whole
+through :func:`global_batch`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ..distributed import world_size
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -47,11 +51,8 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, local: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        world = dist.get_world_size()
-        parts = [torch.empty_like(local) for _ in range(world)]
-        dist.all_gather(parts, local.contiguous())
-        ctx.rank, ctx.world = dist.get_rank(), world
-        return torch.stack(parts, dim=1).flatten(0, 1)
+        ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
+        return _interleaved_gather(local)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -59,23 +60,26 @@ class _GatherRows(torch.autograd.Function):
         return mine * ctx.world
 
 
-def global_batch(local: torch.Tensor) -> torch.Tensor:
-    """Rows of all ranks in single-process order; differentiable for this rank's rows (see
-    :class:`_GatherRows`). Unchanged outside a process group of several ranks."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return local
-    if local.requires_grad:
-        return _GatherRows.apply(local)
+def _interleaved_gather(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, row k of rank r at position k·N + r (single-process order)."""
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, local.contiguous())
     return torch.stack(parts, dim=1).flatten(0, 1)
+
+
+def global_batch(local: torch.Tensor) -> torch.Tensor:
+    """Rows of all ranks in single-process order; differentiable for this rank's rows (see
+    :class:`_GatherRows`). Unchanged outside a process group of several ranks."""
+    if world_size() == 1:
+        return local
+    return _GatherRows.apply(local) if local.requires_grad else _interleaved_gather(local)
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch over all processes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+        if not self.training or world_size() == 1:
             return super().forward(x)
         channels = x.shape[1]
         # two passes, as BatchNorm computes them (E[x²] − E[x]² loses the variance to cancellation), in
@@ -135,7 +139,7 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world_size() > 1:
         values = values.clone()
         dist.all_reduce(values)
     return values
