@@ -26,6 +26,7 @@ from torch import nn
 from . import checks
 from .adaptive import BPDA
 from .core import AttackError, CountingModel, model_device
+from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
 from .shard import Shard, gather, owns, resolve_shard
@@ -133,6 +134,7 @@ def evaluate(
     bpda: nn.Module | None = None,
     gradient_views: Mapping[str, nn.Module] | None = None,
     shard: Shard | str | None = "auto",
+    channels_last: bool | None = None,
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -153,13 +155,17 @@ def evaluate(
     gather the verdicts of all ranks (every rank returns the whole result, equal to one process's);
     ``"auto"`` (default) shards over the initialised ``torch.distributed`` group, if any. With
     ``state_path``, each rank keeps its own state file.
+
+    ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
+    layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
     """
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
-                            bpda=bpda, gradient_views=gradient_views, shard=shard, **suite_context)
+                            bpda=bpda, gradient_views=gradient_views, shard=shard, channels_last=channels_last,
+                            **suite_context)
                    for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
         if flag is not None:
@@ -182,8 +188,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                         keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts)
+        with channels_last_layout([model, bpda, *(gradient_views or {}).values()], device, channels_last):
+            return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
+                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts)
     finally:
         model.train(was_training)
 

@@ -219,6 +219,37 @@ def test_eps_list_gives_a_falling_curve(tiny_classifier):
     assert not any(f.code == "accuracy_not_monotone_in_eps" for r in curve for f in r.flags)
 
 
+def _layouts_seen(model):
+    """Record, at every forward, whether the last convolution's weights are channels-last (the
+    first one's, with one input channel, are in both layouts at once)."""
+    seen = []
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    handle = conv.register_forward_pre_hook(
+        lambda module, args: seen.append(not module.weight.is_contiguous()
+                                         and module.weight.is_contiguous(memory_format=torch.channels_last)))
+    return seen, conv, handle
+
+
+def test_evaluation_runs_channels_last_and_gives_the_layout_back(tiny_classifier):
+    model, x, y = tiny_classifier
+    seen, conv, handle = _layouts_seen(model)
+    weight = conv.weight
+    try:
+        fast = attacks.evaluate(model, x[:60], y[:60], "fast", eps=EPS, sanity_checks=False)
+        assert seen and all(seen)  # the default on CPU
+        assert conv.weight is weight and weight.is_contiguous()  # the same parameter, in its own layout again
+        seen.clear()
+        plain = attacks.evaluate(model, x[:60], y[:60], "fast", eps=EPS, sanity_checks=False, channels_last=False)
+        assert seen and not any(seen)
+        assert fast.points == plain.points  # the layout changes float rounding only, not a verdict here
+        model.to(memory_format=torch.channels_last)  # a caller's own channels-last model stays so
+        attacks.evaluate(model, x[:10], y[:10], "fast", eps=EPS, sanity_checks=False, channels_last=False)
+        assert not conv.weight.is_contiguous()
+    finally:
+        handle.remove()
+        model.to(memory_format=torch.contiguous_format)
+
+
 def test_user_suite_from_a_mapping(tiny_classifier):
     model, x, y = tiny_classifier
     suite = {"name": "mine", "attacks": [{"attack": "pgd", "label": "pgd-5", "steps": 5, "alpha_fraction": 0.25},
