@@ -27,16 +27,23 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def point_words(index: torch.Tensor, count: int, seed: int, stream: int) -> torch.Tensor:
-    """``count`` pseudo-random 32-bit words (int64 tensor, B×count) for each point in ``index``."""
+def point_words(index: torch.Tensor, count: int, seed: int, stream: int | torch.Tensor) -> torch.Tensor:
+    """``count`` pseudo-random 32-bit words (int64 tensor, B×count) for each point in ``index``.
+
+    ``stream`` may be one number or one per point (a B tensor, e.g. each point's own iteration).
+    """
     index = index.to(torch.int64)
-    key = _mix(torch.full_like(index, (int(seed) * 0x9E3779B1 + int(stream) * 0x85EBCA77) & _MASK))
+    if isinstance(stream, torch.Tensor):
+        streams = stream.to(device=index.device, dtype=torch.int64).expand_as(index)
+        key = _mix((((int(seed) * 0x9E3779B1) & _MASK) + _mul32(streams & _MASK, 0x85EBCA77)) & _MASK)
+    else:
+        key = _mix(torch.full_like(index, (int(seed) * 0x9E3779B1 + int(stream) * 0x85EBCA77) & _MASK))
     base = _mix((index & _MASK) ^ key)
     positions = torch.arange(count, device=index.device, dtype=torch.int64)
     return _mix((base[:, None] + _mix(positions ^ 0x27D4EB2F)[None, :]) & _MASK)
 
 
-def point_uniform(index: torch.Tensor, shape: tuple[int, ...], seed: int, stream: int,
+def point_uniform(index: torch.Tensor, shape: tuple[int, ...], seed: int, stream: int | torch.Tensor,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform [0, 1) values of ``shape`` per point: B×shape."""
     count = 1
@@ -54,7 +61,8 @@ def point_normal(index: torch.Tensor, shape: tuple[int, ...], seed: int, stream:
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)).to(dtype)
 
 
-def point_integers(index: torch.Tensor, count: int, high: torch.Tensor | int, seed: int, stream: int) -> torch.Tensor:
+def point_integers(index: torch.Tensor, count: int, high: torch.Tensor | int, seed: int,
+                   stream: int | torch.Tensor) -> torch.Tensor:
     """Integers in [0, high) per point (B×count); ``high`` may differ per point (B×1)."""
     words = point_words(index, count, seed, stream)
     return (words.to(torch.float64) / 2.0**32 * torch.as_tensor(high, dtype=torch.float64, device=words.device)).floor().to(torch.int64)

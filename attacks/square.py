@@ -5,6 +5,14 @@ Each iteration proposes a change inside one random square window (side from the 
 image, which shrinks on a fixed schedule) and keeps it when the margin loss falls; a point stops
 at its first misclassification. Windows and signs are drawn per point from its index (the
 reference draws one window for the whole batch per iteration); the query budget is the same.
+
+Speculative proposals: a rejected proposal leaves the point's best image as it was, and the next
+proposal depends only on that image and the point's own iteration number, so the next k proposals
+of a point can be evaluated in one forward pass, before knowing whether the first is kept. The
+point then takes its first kept proposal (or none) and moves on past it; the later ones were built
+on an image that is no longer its best and are dropped. The search is the one-proposal-per-pass
+search exactly, in fewer, wider forward passes: k grows as points leave (``forward_batch`` images
+per pass), which is where a small batch would leave the device idle.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import torch
 from torch import nn
 
 from .core import Attack, flat_norm
-from .rng import point_integers, point_uniform
+from .rng import point_integers
 from .suites import register_attack
 
 SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -31,6 +39,12 @@ def p_at(iteration: int, p_init: float, queries: int, rescale: bool) -> float:
             divisor = value
             break
     return p_init / divisor
+
+
+SPECULATION_LIMIT = 16  # proposals per point in one forward pass, at most
+# images per forward pass by device: CPU throughput peaks near 32-48 images (docs/benchmarks.md);
+# the CUDA value is a starting point, not yet measured; other devices: 256
+AUTO_FORWARD_BATCH = {"cpu": 32, "cuda": 4096}
 
 
 def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,6 +74,7 @@ class Square(Attack):
     queries: int = 5000
     p_init: float = 0.8
     rescale_schedule: bool = False
+    forward_batch: int = 0  # images per forward pass that speculative proposals may fill; 0: by device
     name = "square"
     white_box = False
 
@@ -67,22 +82,45 @@ class Square(Attack):
         with torch.no_grad():
             return self._linf(model, x, y, index) if self.norm == "Linf" else self._l2(model, x, y, index)
 
+    def _side_table(self, features: int, channels: int, side) -> torch.Tensor:
+        """The window side at every iteration (the schedule of p), looked up per proposal."""
+        return torch.tensor([side(p_at(i, self.p_init, self.queries, self.rescale_schedule) * features / channels)
+                             for i in range(self.queries)], dtype=torch.int64)
+
     # -------------------------------------------------------------- shared loop
 
     def _search(self, model, x, y, index, x_best, propose) -> torch.Tensor:
+        """Random search; ``propose(iterations, rows)`` builds one proposal per (iteration, point row)
+        from x_best[rows]."""
+        device = x.device
         margin = _margin(model(x_best).float(), y)
         best_loss = margin.clone()
-        active = (margin > 0).nonzero(as_tuple=True)[0]
-        for iteration in range(self.queries):
-            if active.numel() == 0:
-                break
-            candidate = propose(iteration, active)
-            new_margin = _margin(model(candidate).float(), y[active])
-            better = (new_margin < best_loss[active]) | (new_margin <= 0)
-            rows = active[better]
-            x_best[rows] = candidate[better]
-            best_loss[rows] = new_margin[better]
-            active = active[new_margin > 0]
+        next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
+        active = (margin > 0).nonzero(as_tuple=True)[0] if self.queries > 0 else margin.new_zeros(0, dtype=torch.int64)
+        width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
+        while active.numel():
+            n = active.numel()
+            k = min(max(width // n, 1), SPECULATION_LIMIT)
+            iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
+            valid = iterations < self.queries
+            owner = torch.arange(n, device=device)[:, None].expand(n, k)[valid]
+            candidates = propose(iterations[valid], active[owner])
+            new_margin = _margin(model(candidates).float(), y[active[owner]])
+            keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
+            slot = torch.full((n, k), -1, dtype=torch.int64, device=device)
+            slot[valid] = torch.arange(owner.numel(), device=device)
+            kept = torch.zeros((n, k), dtype=torch.bool, device=device)
+            kept[valid] = keep
+            accepted = kept.any(dim=1)
+            first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
+            picked = slot[torch.arange(n, device=device), first][accepted]
+            rows = active[accepted]
+            x_best[rows] = candidates[picked]
+            best_loss[rows] = new_margin[picked]
+            next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
+            broken = torch.zeros(n, dtype=torch.bool, device=device)
+            broken[accepted] = new_margin[picked] <= 0
+            active = active[~broken & (next_iteration[active] < self.queries)]
         return x_best
 
     # -------------------------------------------------------------- Linf
@@ -91,22 +129,24 @@ class Square(Attack):
         b, c, h, w = x.shape
         signs = point_integers(index, c * w, 2, self.seed, 1).view(b, c, 1, w).to(x.dtype) * 2 - 1
         x_best = (x + self.eps * signs).clamp(0.0, 1.0)
-        features = c * h * w
+        def side(area: float) -> int:
+            return min(max(int(round(math.sqrt(area))), 1), min(h, w))
 
-        def propose(iteration: int, active: torch.Tensor) -> torch.Tensor:
-            p = p_at(iteration, self.p_init, self.queries, self.rescale_schedule)
-            s = min(max(int(round(math.sqrt(p * features / c))), 1), min(h, w))
-            where = point_integers(index[active], 2, torch.tensor([[h - s + 1, w - s + 1]], device=x.device),
-                                   self.seed, 1000 + iteration)
-            sign = point_integers(index[active], c, 2, self.seed, 50000 + iteration).to(x.dtype) * 2 - 1
-            rows = torch.arange(h, device=x.device)[None, :]
-            cols = torch.arange(w, device=x.device)[None, :]
-            in_rows = (rows >= where[:, :1]) & (rows < where[:, :1] + s)
-            in_cols = (cols >= where[:, 1:]) & (cols < where[:, 1:] + s)
+        sides = self._side_table(c * h * w, c, side).to(x.device)
+        rows_at = torch.arange(h, device=x.device)[None, :]
+        cols_at = torch.arange(w, device=x.device)[None, :]
+
+        def propose(iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            s = sides[iterations]
+            where = point_integers(index[rows], 2, torch.stack([h - s + 1, w - s + 1], dim=1), self.seed,
+                                   1000 + iterations)
+            sign = point_integers(index[rows], c, 2, self.seed, 50000 + iterations).to(x.dtype) * 2 - 1
+            in_rows = (rows_at >= where[:, :1]) & (rows_at < where[:, :1] + s[:, None])
+            in_cols = (cols_at >= where[:, 1:]) & (cols_at < where[:, 1:] + s[:, None])
             window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None].to(x.dtype)  # n×1×h×w
             step = 2.0 * self.eps * sign[:, :, None, None] * window
-            xx = x[active]
-            candidate = x_best[active] + step
+            xx = x[rows]
+            candidate = x_best[rows] + step
             candidate = torch.minimum(torch.maximum(candidate, xx - self.eps), xx + self.eps)
             return candidate.clamp(0.0, 1.0)
 
@@ -116,7 +156,6 @@ class Square(Attack):
 
     def _l2(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        features = c * h * w
         view = (-1, 1, 1, 1)
         # start: a grid of centre patterns with random signs per cell and channel, scaled to eps
         s = max(h // 5, 1)
@@ -131,15 +170,18 @@ class Square(Attack):
         delta = delta / flat_norm(delta, "L2").clamp_min(1e-12).view(view)
         x_best = (x + self.eps * delta).clamp(0.0, 1.0)
 
-        def propose(iteration: int, active: torch.Tensor) -> torch.Tensor:
-            n = active.numel()
-            p = p_at(iteration, self.p_init, self.queries, self.rescale_schedule)
-            s = max(int(round(math.sqrt(p * features / c))), 3)
-            s = min(s + (1 - s % 2), min(h, w))  # odd side
-            xx = x[active]
-            current = x_best[active] - xx
+        def odd_side(area: float) -> int:
+            s = max(int(round(math.sqrt(area))), 3)
+            return min(s + (1 - s % 2), min(h, w))
+
+        sides = self._side_table(c * h * w, c, odd_side).to(x.device)
+
+        def propose_side(s: int, iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            n = rows.numel()
+            xx = x[rows]
+            current = x_best[rows] - xx
             limits = torch.tensor([[h - s + 1, w - s + 1, h - s + 1, w - s + 1]], device=x.device)
-            where = point_integers(index[active], 4, limits, self.seed, 1000 + iteration)
+            where = point_integers(index[rows], 4, limits, self.seed, 1000 + iterations)
             b_idx = torch.arange(n, device=x.device)[:, None, None, None]
             c_idx = torch.arange(c, device=x.device)[None, :, None, None]
             r1, q1 = _window_index(where[:, 0], s), _window_index(where[:, 1], s)
@@ -153,7 +195,7 @@ class Square(Attack):
             both[at2] = 1.0
             windows_norm = (current * both).square().sum(dim=(-2, -1), keepdim=True).sqrt()
             image_norm = flat_norm(current, "L2").view(view)
-            sign = point_integers(index[active], c, 2, self.seed, 50000 + iteration).to(x.dtype) * 2 - 1
+            sign = point_integers(index[rows], c, 2, self.seed, 50000 + iterations).to(x.dtype) * 2 - 1
             fresh = centre_pattern(s, x.device, x.dtype) * sign[:, :, None, None] + old / (old_norm + 1e-12)
             budget = ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
             fresh = fresh / (fresh.square().sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-12) * budget
@@ -161,5 +203,14 @@ class Square(Attack):
             current[at1] = fresh
             current = current / flat_norm(current, "L2").clamp_min(1e-12).view(view)
             return (xx + self.eps * current).clamp(0.0, 1.0)
+
+        def propose(iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            """Windows are gathered with a fixed side: one group per side among the proposals."""
+            side_of = sides[iterations]
+            out = torch.empty((rows.numel(), c, h, w), dtype=x.dtype, device=x.device)
+            for side in side_of.unique().tolist():
+                group = (side_of == side).nonzero(as_tuple=True)[0]
+                out[group] = propose_side(int(side), iterations[group], rows[group])
+            return out
 
         return self._search(model, x, y, index, x_best, propose)

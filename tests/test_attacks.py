@@ -152,6 +152,35 @@ def test_randomness_belongs_to_the_point_not_the_batch(tiny_classifier):
     assert torch.equal(square(model, x, y, torch.arange(len(y)))[5:6], square(model, x[5:6], y[5:6], torch.tensor([5])))
 
 
+class _CallCounter(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls, self.images = model, 0, 0
+
+    def forward(self, x):
+        self.calls, self.images = self.calls + 1, self.images + len(x)
+        return self.model(x)
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.06), ("L2", 1.2)])
+def test_square_speculative_proposals_change_nothing(tiny_classifier, norm, eps):
+    """Several proposals per point in one forward pass give exactly the one-proposal-per-pass search
+    (in float64, so that a batch's size cannot change a logit's rounding), in fewer passes."""
+    import copy
+
+    model, x, y = tiny_classifier
+    model = copy.deepcopy(model).double()
+    x, y = x[:60].double(), y[:60]
+    single = _CallCounter(model)
+    one = attacks.Square(eps=eps, norm=norm, queries=300, forward_batch=1)(single, x, y)
+    robust = int(_robust(model, one, y).sum())
+    assert 0 < robust < int(_robust(model, x, y).sum())  # Square kept some points and broke others
+    for width in (100, 4096):  # k = 2 at first, then more as points leave; 16 (the most) at once
+        wide = _CallCounter(model)
+        assert torch.equal(attacks.Square(eps=eps, norm=norm, queries=300, forward_batch=width)(wide, x, y), one)
+        assert wide.calls < single.calls and wide.images >= single.images
+
+
 # ---------------------------------------------------------------- evaluate
 
 
