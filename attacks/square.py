@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .core import Attack, flat_norm
+from .core import Attack, AttackError, flat_norm
 from .rng import point_integers
 from .suites import register_attack
 
@@ -77,6 +77,11 @@ class Square(Attack):
     forward_batch: int = 0  # images per forward pass that speculative proposals may fill; 0: by device
     name = "square"
     white_box = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.forward_batch < 0:
+            raise AttackError(f"square: forward_batch must be 0 (by device) or a number of images, got {self.forward_batch}")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

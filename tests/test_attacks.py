@@ -179,6 +179,8 @@ def test_square_speculative_proposals_change_nothing(tiny_classifier, norm, eps)
         wide = _CallCounter(model)
         assert torch.equal(attacks.Square(eps=eps, norm=norm, queries=300, forward_batch=width)(wide, x, y), one)
         assert wide.calls < single.calls and wide.images >= single.images
+    with pytest.raises(attacks.AttackError, match="forward_batch must be 0"):
+        attacks.Square(forward_batch=-1)
 
 
 # ---------------------------------------------------------------- evaluate
