@@ -134,6 +134,7 @@ class Square(Attack):
         b, c, h, w = x.shape
         signs = point_integers(index, c * w, 2, self.seed, 1).view(b, c, 1, w).to(x.dtype) * 2 - 1
         x_best = (x + self.eps * signs).clamp(0.0, 1.0)
+
         def side(area: float) -> int:
             return min(max(int(round(math.sqrt(area))), 1), min(h, w))
 
