@@ -30,14 +30,15 @@ def _is_channels_last(weight: torch.Tensor) -> bool:
 
 
 @contextlib.contextmanager
-def channels_last(modules: Iterable[nn.Module | None], device: torch.device, enabled: bool | None = None) -> Iterator[bool]:
+def channels_last(modules: Iterable[object], device: torch.device, enabled: bool | None = None) -> Iterator[bool]:
     """Run the block with every module's convolutions channels-last; yields whether it converted.
 
-    ``enabled=None`` converts on CPU and CUDA when a module has a Conv2d.
+    ``enabled=None`` converts on CPU and CUDA when a module has a Conv2d. Anything that is not an
+    ``nn.Module`` (None, a plain function standing in for a model) is left alone.
     """
     unique: dict[int, nn.Module] = {}
     for module in modules:
-        if module is not None:
+        if isinstance(module, nn.Module):
             unique.setdefault(id(module), module)
     wanted = device.type in FAST_LAYOUT_DEVICES if enabled is None else enabled
     converted = [m for m in unique.values()

@@ -273,6 +273,9 @@ def test_evaluation_runs_channels_last_and_gives_the_layout_back(tiny_classifier
         plain = attacks.evaluate(model, x[:60], y[:60], "fast", eps=EPS, sanity_checks=False, channels_last=False)
         assert seen and not any(seen)
         assert fast.points == plain.points  # the layout changes float rounding only, not a verdict here
+        viewed = attacks.evaluate(model, x[:20], y[:20], "fast", eps=EPS, sanity_checks=False,
+                                  gradient_views={"function": lambda images: model(images)})  # not a module: left alone
+        assert any(a.label.endswith("[function]") for a in viewed.attacks)
         model.to(memory_format=torch.channels_last)  # a caller's own channels-last model stays so
         attacks.evaluate(model, x[:10], y[:10], "fast", eps=EPS, sanity_checks=False, channels_last=False)
         assert not conv.weight.is_contiguous()
