@@ -24,9 +24,10 @@ def _conv_weights(module: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
-def _is_channels_last(weight: torch.Tensor) -> bool:
-    """True also where both layouts coincide (one input channel, 1×1 kernels): nothing to convert."""
-    return weight.is_contiguous(memory_format=torch.channels_last)
+def _needs_conversion(weights: list[torch.Tensor]) -> bool:
+    """Some convolution is not channels-last (where both layouts coincide, as with one input channel
+    or 1×1 kernels, there is nothing to convert)."""
+    return any(not w.is_contiguous(memory_format=torch.channels_last) for w in weights)
 
 
 @contextlib.contextmanager
@@ -41,8 +42,7 @@ def channels_last(modules: Iterable[object], device: torch.device, enabled: bool
         if isinstance(module, nn.Module):
             unique.setdefault(id(module), module)
     wanted = device.type in FAST_LAYOUT_DEVICES if enabled is None else enabled
-    converted = [m for m in unique.values()
-                 if wanted and _conv_weights(m) and not all(_is_channels_last(w) for w in _conv_weights(m))]
+    converted = [m for m in unique.values() if wanted and _needs_conversion(_conv_weights(m))]
     for module in converted:
         module.to(memory_format=torch.channels_last)
     try:

@@ -22,6 +22,7 @@ from fractions import Fraction
 import torch
 
 import attacks
+from attacks.layout import channels_last
 from attack_pgd import points, sync  # the script folder is on sys.path
 
 
@@ -65,18 +66,14 @@ def main() -> None:
         if len(yr) == 0:
             print(f"| {device_name} | 0 | APGD-CE left no point robust at {args.eps}: try a smaller --eps |")
             continue
-        layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         reference = SquareAttack(model, norm="Linf", n_queries=args.queries, eps=eps, p_init=0.8, n_restarts=1,
                                  seed=0, verbose=False, device=device, resc_schedule=False)
         t_ref, x_ref = timed(lambda: reference.perturb(xr, yr), device)
-        model.to(memory_format=layout)  # what attacks.evaluate does for the length of an evaluation
-        try:
+        with channels_last([model], device):  # what attacks.evaluate does for the length of an evaluation
             one = attacks.Square(eps=eps, queries=args.queries, forward_batch=1)
             t_one, x_one = timed(lambda: one(model, xr, yr), device)
             ours = attacks.Square(eps=eps, queries=args.queries)
             t_ours, x_ours = timed(lambda: ours(model, xr, yr), device)
-        finally:
-            model.to(memory_format=torch.contiguous_format)
         with torch.no_grad():
             robust_ref = int((model(x_ref).argmax(1) == yr).sum())
             robust_ours = int((model(x_ours).argmax(1) == yr).sum())

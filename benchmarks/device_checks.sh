@@ -13,13 +13,14 @@
 set -u
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
-OUT=${OUT:-/tmp/device_checks}
+OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+SITE=$(mktemp -d)  # the carried wheels, installed for this run only
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
+    export PYTHONPATH=$SITE:$PWD
 else
     export PYTHONPATH=$PWD
 fi
@@ -42,7 +43,7 @@ if [ "$SMALL" = 1 ]; then  # the same steps with sizes a 2-core CPU finishes ins
 else
     N=40; AA_EPS=8/255,1/255; SQUARE=""; TRAIN=""; FULL=""; TRAINING=""; JPEG=""; DISTILL=""
 fi
-RUNS=/tmp/device_checks_runs  # checkpoints stay there: only the results come back
+RUNS=$(mktemp -d)  # checkpoints stay there: only the results come back
 
 step environment 20 $PY -c "import torch, attacks; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 step attack_pgd 60 $PY benchmarks/attack_pgd.py --devices "$DEVICE" --n "$N"
