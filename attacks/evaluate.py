@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import asdict
@@ -29,7 +30,7 @@ from .core import AttackError, CountingModel, model_device
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
-from .shard import Shard, gather, owns, resolve_shard
+from .shard import Shard, barrier, gather, owns, resolve_shard
 from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
@@ -78,10 +79,75 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
 
 
-class _State:
-    """What an evaluation has decided so far; saved as JSON for resuming."""
+STATE_FIELDS = ("robust", "broken_by", "attacked", "records", "flags", "clean_done")
+SUMMED_COUNTS = ("points_attacked", "points_broken", "invalid_examples", "forwards", "backwards")
 
-    def __init__(self, path: Path | None, key: dict[str, Any]) -> None:
+
+def rank_state_path(base: Path, shard: Shard) -> Path:
+    """The state file of one rank of a sharded evaluation whose unsharded state file is ``base``."""
+    return base.with_suffix(f".rank{shard[0]}of{shard[1]}.json")
+
+
+def state_family(base: Path) -> list[Path]:
+    """Every state file of one evaluation: the unsharded one and those of each rank of any number of
+    processes (an evaluation may resume with another number of processes than it started with)."""
+    pattern = re.compile(re.escape(base.with_suffix("").name) + r"\.rank\d+of\d+\.json")
+    siblings = sorted(p for p in base.parent.iterdir() if pattern.fullmatch(p.name)) if base.parent.is_dir() else []
+    return ([base] if base.is_file() else []) + siblings
+
+
+def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or any(name not in data for name in STATE_FIELDS):
+            raise ValueError("not a state file")
+    except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
+        raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
+                          "delete it to start over") from None
+    unsharded = {k: v for k, v in key.items() if k != "shard"}
+    if not isinstance(data.get("key"), dict) or {k: v for k, v in data["key"].items() if k != "shard"} != unsharded:
+        raise AttackError(f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "
+                          "delete it to start over")
+    return data
+
+
+def _merged_counts(states: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each step's attack counts over the whole evaluation so far.
+
+    The ranks of one run (one number of processes) each count their own points, so their counts
+    add up. A run that resumed another one starts from that one's totals, so the run with the
+    most points attacked holds the totals of all runs before it."""
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for data in states:
+        runs.setdefault(int(data["key"].get("shard", [0, 1])[1]), []).append(data)
+
+    def total(run: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        for data in run:
+            for label, record in data["records"].items():
+                if label not in merged:
+                    merged[label] = dict(record)
+                    continue
+                for name in SUMMED_COUNTS:
+                    merged[label][name] = merged[label].get(name, 0) + record.get(name, 0)
+                merged[label]["seconds"] = max(merged[label].get("seconds", 0.0), record.get("seconds", 0.0))
+        return merged
+
+    totals = [total(run) for run in runs.values()]
+    return max(totals, key=lambda t: sum(r.get("points_attacked", 0) for r in t.values()), default={})
+
+
+class _State:
+    """What an evaluation has decided so far; saved as JSON for resuming.
+
+    On start it merges every state file of the evaluation (:func:`state_family`), whatever number
+    of processes wrote them: a point's attacks depend only on its index, so each file holds a true
+    prefix of every point's history, and the merge keeps each point's furthest one. The counts of
+    the attacks go to rank 0 of the resuming run (:func:`_merged_counts`); the gathered counts are
+    then those of an uninterrupted run."""
+
+    def __init__(self, path: Path | None, key: dict[str, Any], family: list[Path] | None = None,
+                 shard: Shard = (0, 1)) -> None:
         self.path, self.key = path, key
         self.robust: list[bool] = []
         self.broken_by: list[str | None] = []
@@ -89,23 +155,23 @@ class _State:
         self.records: dict[str, dict[str, Any]] = {}
         self.flags: list[dict[str, Any]] = []
         self.clean_done = False
+        self.adopted = False
         self.last_save = 0.0
-        if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                fields = ("robust", "broken_by", "attacked", "records", "flags", "clean_done")
-                if not isinstance(data, dict) or any(name not in data for name in fields):
-                    raise ValueError("not a state file")
-            except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
-                raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
-                                  "delete it to start over") from None
-            if data.get("key") != key:
-                raise AttackError(
-                    f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "
-                    "delete it to start over"
-                )
-            for name in ("robust", "broken_by", "attacked", "records", "flags", "clean_done"):
-                setattr(self, name, data[name])
+        found = [(p, _read_state(p, key)) for p in (family if family is not None else [path] if path else [])
+                 if p is not None and p.is_file()]
+        states = [d for _, d in found if d["clean_done"] and len(d["robust"]) == key["n"] == len(d["broken_by"])]
+        if not states:
+            return
+        n = key["n"]
+        self.robust = [all(d["robust"][i] for d in states) for i in range(n)]
+        self.broken_by = [next((d["broken_by"][i] for d in states if d["broken_by"][i] is not None), None)
+                          for i in range(n)]
+        labels = dict.fromkeys(label for d in states for label in d["attacked"])
+        self.attacked = {label: sorted({i for d in states for i in d["attacked"].get(label, [])}) for label in labels}
+        self.records = _merged_counts(states) if shard[0] == 0 else {}
+        self.flags = states[0]["flags"]
+        self.clean_done = True
+        self.adopted = [p for p, _ in found] != [path]     # knows more than its own file holds
 
     def save(self, force: bool = False) -> None:
         if self.path is None or (not force and time.monotonic() - self.last_save < 2.0):
@@ -154,7 +220,8 @@ def evaluate(
     ``shard``: (rank, world size) to attack only the points ``i`` with ``i mod world == rank`` and
     gather the verdicts of all ranks (every rank returns the whole result, equal to one process's);
     ``"auto"`` (default) shards over the initialised ``torch.distributed`` group, if any. With
-    ``state_path``, each rank keeps its own state file.
+    ``state_path``, each rank keeps its own state file, and a rerun resumes from all of them with
+    any number of processes (one included).
 
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
@@ -183,20 +250,24 @@ def evaluate(
         raise AttackError("images must lie in [0, 1]; models own their normalization")
     device = model_device(model)
     parts = resolve_shard(shard)
-    if state_path is not None and parts[1] > 1:
-        state_path = Path(state_path).with_suffix(f".rank{parts[0]}of{parts[1]}.json")
+    family = None
+    if state_path is not None:
+        family = state_family(Path(state_path))
+        if parts[1] > 1:
+            state_path = rank_state_path(Path(state_path), parts)
     was_training = model.training
     model.eval()
     try:
         with channels_last_layout([model, bpda, *(gradient_views or {}).values()], device, channels_last):
             return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts)
+                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts, family)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
-              sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1)) -> EvaluationResult:
+              sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
+              family: list[Path] | None = None) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -209,7 +280,10 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
            "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
     if shard[1] > 1:
         key["shard"] = list(shard)
-    state = _State(Path(state_path) if state_path is not None else None, key)
+    state = _State(Path(state_path) if state_path is not None else None, key, family, shard)
+    barrier(shard)      # every rank has read the old state files before any rank writes its own
+    if state.adopted:
+        state.save(force=True)
     flags = [Flag(**f) for f in state.flags]
     kept = x.clone() if keep_examples else None
 

@@ -241,6 +241,67 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
 
 
+class _CountImages(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += len(x)
+        return self.model(x)
+
+
+def test_a_sharded_evaluation_resumes_in_one_process(tiny_classifier, tmp_path, monkeypatch):
+    """Two ranks stopped at different points of the suite leave one state file each; one process
+    resumes from both (no point attacked again) and ends with the uninterrupted verdicts and counts."""
+    import sys
+
+    evaluation = sys.modules["attacks.evaluate"]
+    model, x, y = tiny_classifier
+    x, y = x[:96], y[:96]
+    fresh = _CountImages(model)
+    uninterrupted = attacks.evaluate(fresh, x, y, "fast", eps=EPS, batch_size=16, sanity_checks=False)
+
+    class StopAt:
+        def __init__(self, step: str, points: int) -> None:
+            self.step, self.points = step, points
+
+        def attack_started(self, label, points): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def points_done(self, label, done, robust, total):
+            if label == self.step and done >= self.points:
+                raise _Interrupt
+
+    state = tmp_path / "state.json"
+    monkeypatch.setattr(evaluation, "barrier", lambda shard: None)
+    for rank, stop in enumerate([StopAt("pgd-20", 32), StopAt("pgd-20", 16)]):
+        monkeypatch.setattr(evaluation, "resolve_shard", lambda shard, rank=rank: (rank, 2))
+        alone = tmp_path / f"rank{rank}" / "state.json"     # as if both had started at once: neither saw the other
+        with pytest.raises(_Interrupt):
+            attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=alone, progress=stop,
+                             sanity_checks=False)
+        alone.with_suffix(f".rank{rank}of2.json").rename(tmp_path / f"state.rank{rank}of2.json")
+    monkeypatch.undo()
+    ranks = [json.loads((tmp_path / f"state.rank{r}of2.json").read_text()) for r in range(2)]
+    assert not state.exists()
+    assert [len(r["attacked"]["pgd-20"]) for r in ranks] == [32, 16]
+    assert all(i % 2 == rank for rank, r in enumerate(ranks) for i in r["attacked"]["pgd-20"])
+
+    resumed_model = _CountImages(model)
+    resumed = attacks.evaluate(resumed_model, x, y, "fast", eps=EPS, batch_size=16, state_path=state,
+                               sanity_checks=False)
+    assert resumed.points == uninterrupted.points and resumed.robust_accuracy == uninterrupted.robust_accuracy
+    for mine, theirs in zip(resumed.attacks, uninterrupted.attacks):
+        for field in ("label", "points_attacked", "points_broken", "forwards", "backwards", "robust_accuracy_after"):
+            assert getattr(mine, field) == getattr(theirs, field), field
+    # neither the clean pass nor the 48 points attacked before the stop were run again
+    saved = sum(r["records"]["pgd-20"]["forwards"] for r in ranks)
+    assert resumed_model.images == fresh.images - len(y) - saved and saved > 48
+    merged = json.loads(state.read_text())["attacked"]["pgd-20"]
+    assert set(ranks[0]["attacked"]["pgd-20"]) | set(ranks[1]["attacked"]["pgd-20"]) < set(merged)
+
+
 def test_eps_list_gives_a_falling_curve(tiny_classifier):
     model, x, y = tiny_classifier
     curve = attacks.evaluate(model, x[:80], y[:80], "fast", eps=[0.0, 0.02, 0.1], sanity_checks=False)

@@ -54,7 +54,7 @@ def test_sharded_evaluation_equals_one_process_point_for_point(tmp_path, launch)
     worker = [str(Path(__file__).parent / "sharded_worker.py"), str(out)]
     for done in (torchrun(*worker),) if launch == "one node" else two_nodes(*worker):
         assert done.returncode == 0, done.stderr[-2000:]
-    for sharded, single in zip(json.loads(out.read_text()), [r.to_dict() for r in singles]):   # an eps list
+    for sharded, single in zip(json.loads(out.read_text())["results"], [r.to_dict() for r in singles]):   # eps list
         assert sharded["points"] == single["points"]                # every verdict and the attack that broke it
         assert sharded["robust_acc"] == single["robust_acc"] and sharded["clean_acc"] == single["clean_acc"]
         for mine, theirs in zip(sharded["attacks"], single["attacks"]):
@@ -63,6 +63,59 @@ def test_sharded_evaluation_equals_one_process_point_for_point(tmp_path, launch)
     single = singles[-1].to_dict()
     assert 0 < single["robust_acc"] < 100                          # a case where attacks both fail and succeed
     assert sum(a["points_broken"] for a in single["attacks"][1:]) > 0
+
+
+def test_three_stopped_ranks_resume_as_two(tmp_path, monkeypatch):
+    """Three ranks, each stopped after another step of the suite, leave three state files; two
+    processes under torchrun resume from them, attack no point again, and end with the verdicts and
+    counts of one uninterrupted process."""
+    evaluation = sys.modules["attacks.evaluate"]
+    model, x, y = make_case()
+    singles = attacks.evaluate(model, x, y, SUITE, eps=[EPS / 2, EPS], seed=3, batch_size=8, sanity_checks=False)
+    fresh_images = model.images
+
+    class StopAfter:
+        def __init__(self, step: int) -> None:
+            self.step = SUITE["attacks"][step].get("label", SUITE["attacks"][step]["attack"])
+
+        def attack_started(self, label, points): ...
+        def points_done(self, label, done, robust, total): ...
+
+        def attack_finished(self, record, robust, total):
+            if record.label == self.step:
+                raise KeyboardInterrupt
+
+    state = tmp_path / "state.json"
+    monkeypatch.setattr(evaluation, "barrier", lambda shard: None)
+    for rank in range(3):                     # the first eps of the list; the second one never started
+        monkeypatch.setattr(evaluation, "resolve_shard", lambda shard, rank=rank: (rank, 3))
+        alone = tmp_path / f"rank{rank}" / "state.json"     # as if all had started at once: none saw the others
+        with pytest.raises(KeyboardInterrupt):
+            attacks.evaluate(model, x, y, SUITE, eps=[EPS / 2, EPS], seed=3, batch_size=8, sanity_checks=False,
+                             state_path=alone, progress=StopAfter(rank))
+        (alone.parent / f"state.eps0.rank{rank}of3.json").rename(tmp_path / f"state.eps0.rank{rank}of3.json")
+    monkeypatch.undo()
+    assert len(list(tmp_path.glob("state.eps0.rank*of3.json"))) == 3 and not list(tmp_path.glob("state.eps1*"))
+
+    out = tmp_path / "resumed.json"
+    done = torchrun(str(Path(__file__).parent / "sharded_worker.py"), str(out), str(state))
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for sharded, single in zip(report["results"], [r.to_dict() for r in singles]):
+        assert sharded["points"] == single["points"]
+        for mine, theirs in zip(sharded["attacks"], single["attacks"]):
+            for key in ("label", "points_attacked", "points_broken", "robust_accuracy_after"):
+                assert mine[key] == theirs[key], key
+    saved = sum(r["forwards"] for p in tmp_path.glob("state.eps0.rank*of3.json")
+                for r in json.loads(p.read_text())["records"].values())
+    # one process's work less what the stopped ranks had done, plus what each of two processes does
+    # for all points: the probe batch of both eps (+2 × 8 images) and the clean pass of the second
+    # (+48), while the first's clean pass is not run again (−48). Exact but for Square, whose
+    # passes depend on the batch.
+    expected = fresh_images - saved + 2 * 8 + 48 - 48
+    assert abs(report["images"] - expected) <= 0.01 * expected and saved > 0.2 * fresh_images
+    assert sorted(p.name for p in tmp_path.glob("state.eps*.rank*of2.json")) == [
+        "state.eps0.rank0of2.json", "state.eps0.rank1of2.json", "state.eps1.rank0of2.json", "state.eps1.rank1of2.json"]
 
 
 def test_shard_arguments():
