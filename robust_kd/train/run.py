@@ -120,15 +120,6 @@ class RunFolder:
         """Rewrite the whole file from the history: on resume it never holds epochs twice."""
         write_text(self.metrics_file, "".join(json.dumps(record) + "\n" for record in history))
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
-
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_file, summary)
 
-    def read_summary(self) -> dict[str, Any] | None:
-        if not self.summary_file.is_file():
-            return None
-        return json.loads(self.summary_file.read_text())
