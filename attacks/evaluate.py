@@ -17,6 +17,7 @@ import platform
 import re
 import tempfile
 import time
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -30,7 +31,7 @@ from .core import AttackError, CountingModel, model_device
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
-from .shard import Shard, barrier, gather, owns, resolve_shard
+from .shard import Shard, gather, owns, resolve_shard
 from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
@@ -79,8 +80,8 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
 
 
-STATE_FIELDS = ("robust", "broken_by", "attacked", "records", "flags", "clean_done")
-SUMMED_COUNTS = ("points_attacked", "points_broken", "invalid_examples", "forwards", "backwards")
+STATE_FIELDS = ("robust", "broken_by", "attacked", "batches", "flags", "clean_done")
+BATCH_FIELDS = ("step", "first", "shard", "points", "broken", "invalid", "forwards", "backwards", "seconds")
 
 
 def rank_state_path(base: Path, shard: Shard) -> Path:
@@ -99,7 +100,10 @@ def state_family(base: Path) -> list[Path]:
 def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or any(name not in data for name in STATE_FIELDS):
+        if isinstance(data, dict) and "batches" not in data and isinstance(data.get("records"), dict):
+            data["batches"] = _batches_of_old_state(path, data)
+        if not isinstance(data, dict) or any(name not in data for name in STATE_FIELDS) or not all(
+                isinstance(b, dict) and all(k in b for k in BATCH_FIELDS) for b in data["batches"]):
             raise ValueError("not a state file")
     except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
         raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
@@ -111,30 +115,39 @@ def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _merged_counts(states: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each step's attack counts over the whole evaluation so far.
+def _batches_of_old_state(path: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Older state files kept one count per step, not per batch: each becomes one batch, named by a
+    negative first point of the file's own so that it cannot meet another file's."""
+    first = -1 - zlib.crc32(path.name.encode())
+    shard = data["key"].get("shard", [0, 1]) if isinstance(data.get("key"), dict) else [0, 1]
+    try:
+        return [{"step": label, "first": first, "shard": shard, "points": r["points_attacked"],
+                 "broken": r["points_broken"], "invalid": r["invalid_examples"], "forwards": r["forwards"],
+                 "backwards": r["backwards"], "seconds": r["seconds"]} for label, r in data["records"].items()]
+    except (KeyError, TypeError):
+        raise ValueError("not a state file") from None
 
-    The ranks of one run (one number of processes) each count their own points, so their counts
-    add up. A run that resumed another one starts from that one's totals, so the run with the
-    most points attacked holds the totals of all runs before it."""
-    runs: dict[int, list[dict[str, Any]]] = {}
-    for data in states:
-        runs.setdefault(int(data["key"].get("shard", [0, 1])[1]), []).append(data)
 
-    def total(run: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        merged: dict[str, dict[str, Any]] = {}
-        for data in run:
-            for label, record in data["records"].items():
-                if label not in merged:
-                    merged[label] = dict(record)
-                    continue
-                for name in SUMMED_COUNTS:
-                    merged[label][name] = merged[label].get(name, 0) + record.get(name, 0)
-                merged[label]["seconds"] = max(merged[label].get("seconds", 0.0), record.get("seconds", 0.0))
-        return merged
+def _batch_key(batch: dict[str, Any]) -> tuple[str, int]:
+    """A batch of a step is named by its first point: each point is attacked once per step."""
+    return batch["step"], batch["first"]
 
-    totals = [total(run) for run in runs.values()]
-    return max(totals, key=lambda t: sum(r.get("points_attacked", 0) for r in t.values()), default={})
+
+def step_record(label: str, settings: dict[str, Any], batches: list[dict[str, Any]]) -> AttackRecord:
+    """A step's counts from its batches. Its time is the slowest rank's, summed over the runs
+    (numbers of processes) that took part."""
+    mine = [b for b in batches if b["step"] == label]
+    per_rank: dict[tuple[int, int], float] = {}
+    for b in mine:
+        rank, world = b["shard"]
+        per_rank[(rank, world)] = per_rank.get((rank, world), 0.0) + b["seconds"]
+    slowest: dict[int, float] = {}
+    for (_, world), seconds in per_rank.items():
+        slowest[world] = max(slowest.get(world, 0.0), seconds)
+    return AttackRecord(label, settings, points_attacked=sum(b["points"] for b in mine),
+                        points_broken=sum(b["broken"] for b in mine), invalid_examples=sum(b["invalid"] for b in mine),
+                        forwards=sum(b["forwards"] for b in mine), backwards=sum(b["backwards"] for b in mine),
+                        seconds=sum(slowest.values()))
 
 
 class _State:
@@ -142,44 +155,55 @@ class _State:
 
     On start it merges every state file of the evaluation (:func:`state_family`), whatever number
     of processes wrote them: a point's attacks depend only on its index, so each file holds a true
-    prefix of every point's history, and the merge keeps each point's furthest one. The counts of
-    the attacks go to rank 0 of the resuming run (:func:`_merged_counts`); the gathered counts are
-    then those of an uninterrupted run."""
+    prefix of every point's history, and the merge keeps each point's furthest one. The attack
+    counts are kept per batch, named by the batch's first point, so that batches known to several
+    files count once."""
 
-    def __init__(self, path: Path | None, key: dict[str, Any], family: list[Path] | None = None,
-                 shard: Shard = (0, 1)) -> None:
+    def __init__(self, path: Path | None, key: dict[str, Any], family: list[Path] | None = None) -> None:
         self.path, self.key = path, key
         self.robust: list[bool] = []
         self.broken_by: list[str | None] = []
         self.attacked: dict[str, list[int]] = {}
-        self.records: dict[str, dict[str, Any]] = {}
+        self.batches: list[dict[str, Any]] = []
         self.flags: list[dict[str, Any]] = []
         self.clean_done = False
         self.adopted = False
         self.last_save = 0.0
         found = [(p, _read_state(p, key)) for p in (family if family is not None else [path] if path else [])
                  if p is not None and p.is_file()]
-        states = [d for _, d in found if d["clean_done"] and len(d["robust"]) == key["n"] == len(d["broken_by"])]
+        n = key["n"]
+        states = [d for _, d in found if d["clean_done"] and len(d["robust"]) == n == len(d["broken_by"])]
         if not states:
             return
-        n = key["n"]
         self.robust = [all(d["robust"][i] for d in states) for i in range(n)]
         self.broken_by = [next((d["broken_by"][i] for d in states if d["broken_by"][i] is not None), None)
                           for i in range(n)]
         labels = dict.fromkeys(label for d in states for label in d["attacked"])
         self.attacked = {label: sorted({i for d in states for i in d["attacked"].get(label, [])}) for label in labels}
-        self.records = _merged_counts(states) if shard[0] == 0 else {}
+        self.batches = merge_batches(d["batches"] for d in states)
         self.flags = states[0]["flags"]
         self.clean_done = True
-        self.adopted = [p for p, _ in found] != [path]     # knows more than its own file holds
+        self.adopted = [p for p, _ in found] != [path]     # it knows more than its own file holds
+
+    def add_batch(self, step: str, rows: list[int], shard: Shard, **counts: Any) -> None:
+        self.batches.append({"step": step, "first": rows[0], "shard": list(shard), **counts})
+        self.attacked.setdefault(step, []).extend(rows)
 
     def save(self, force: bool = False) -> None:
         if self.path is None or (not force and time.monotonic() - self.last_save < 2.0):
             return
         _write_json(self.path, {"key": self.key, "robust": self.robust, "broken_by": self.broken_by,
-                                "attacked": self.attacked, "records": self.records, "flags": self.flags,
+                                "attacked": self.attacked, "batches": self.batches, "flags": self.flags,
                                 "clean_done": self.clean_done})
         self.last_save = time.monotonic()
+
+
+def merge_batches(lists) -> list[dict[str, Any]]:
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for batches in lists:
+        for batch in batches:
+            merged.setdefault(_batch_key(batch), batch)
+    return list(merged.values())
 
 
 def evaluate(
@@ -280,10 +304,9 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
            "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
     if shard[1] > 1:
         key["shard"] = list(shard)
-    state = _State(Path(state_path) if state_path is not None else None, key, family, shard)
-    barrier(shard)      # every rank has read the old state files before any rank writes its own
+    state = _State(Path(state_path) if state_path is not None else None, key, family)
     if state.adopted:
-        state.save(force=True)
+        state.save(force=True)      # this rank's file now holds all that the others knew
     flags = [Flag(**f) for f in state.flags]
     kept = x.clone() if keep_examples else None
 
@@ -375,28 +398,26 @@ def with_gradient_views(suite: Suite, views: Mapping[str, nn.Module]) -> Suite:
 
 def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Tensor | None,
                    shard: Shard) -> list[AttackRecord]:
-    """Merge the ranks' verdicts (each rank decided its own points), sum their attack counts, and
-    recompute each step's robust accuracy from the merged verdicts."""
+    """Merge the ranks' verdicts (each rank decided its own points) and batches, and recompute each
+    step's counts and robust accuracy from them."""
     mine = [i for i in range(len(state.robust)) if owns(i, shard)]
     part = {"index": mine, "robust": [state.robust[i] for i in mine], "broken_by": [state.broken_by[i] for i in mine],
-            "records": [asdict(r) for r in records],
-            "x_adv": kept[mine].cpu() if kept is not None and mine else None}
+            "batches": state.batches, "x_adv": kept[mine].cpu() if kept is not None and mine else None}
     parts = gather(part, shard)
     for p in parts:
         for k, i in enumerate(p["index"]):
             state.robust[i], state.broken_by[i] = p["robust"][k], p["broken_by"][k]
         if kept is not None and p["x_adv"] is not None:
             kept[p["index"]] = p["x_adv"]
+    state.batches = merge_batches(p["batches"] for p in parts)
     merged = []
     total = max(len(state.robust), 1)
     broken_so_far = sum(1 for b in state.broken_by if b == "clean")
-    for k, record in enumerate(records):
-        for field in ("points_attacked", "points_broken", "invalid_examples", "forwards", "backwards"):
-            setattr(record, field, sum(p["records"][k][field] for p in parts))
-        record.seconds = max(p["records"][k]["seconds"] for p in parts)
+    for record in records:
+        merged_record = step_record(record.label, record.settings, state.batches)
         broken_so_far += sum(1 for b in state.broken_by if b == record.label)
-        record.robust_accuracy_after = (len(state.robust) - broken_so_far) / total
-        merged.append(record)
+        merged_record.robust_accuracy_after = (len(state.robust) - broken_so_far) / total
+        merged.append(merged_record)
     return merged
 
 
@@ -404,7 +425,6 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                shard: Shard = (0, 1)) -> list[AttackRecord]:
     records: list[AttackRecord] = []
     for step in built.steps:
-        record = AttackRecord(step.label, step.attack.describe(), **state.records.get(step.label, {}))
         done = set(state.attacked.get(step.label, []))
         todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
         if step.view is not None:
@@ -417,6 +437,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
         if view_counter is not None:
             view = view_counter
         progress.attack_started(step.label, len(todo) + len(done))
+        attacked = len(done)
         for start in range(0, len(todo), batch_size):
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
@@ -425,24 +446,20 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
-            record.points_attacked += len(rows)
-            record.points_broken += int(wrong.sum())
-            record.invalid_examples += int(invalid.sum())
-            record.seconds += time.perf_counter() - tick
             forwards, backwards = passes.delta()
-            record.forwards += forwards
-            record.backwards += backwards
             for i in rows[wrong.cpu()].tolist():
                 state.robust[i] = False
                 state.broken_by[i] = step.label
             if kept is not None:
                 kept[rows[wrong.cpu()]] = x_adv[wrong].cpu()
-            state.attacked.setdefault(step.label, []).extend(rows.tolist())
-            state.records[step.label] = {k: v for k, v in asdict(record).items() if k not in ("label", "settings")}
+            state.add_batch(step.label, rows.tolist(), shard, points=len(rows), broken=int(wrong.sum()),
+                            invalid=int(invalid.sum()), forwards=forwards, backwards=backwards,
+                            seconds=time.perf_counter() - tick)
             state.save()
-            progress.points_done(step.label, record.points_attacked, sum(state.robust), total)
+            attacked += len(rows)
+            progress.points_done(step.label, attacked, sum(state.robust), total)
+        record = step_record(step.label, step.attack.describe(), state.batches)
         record.robust_accuracy_after = sum(state.robust) / max(total, 1)
-        state.records[step.label] = {k: v for k, v in asdict(record).items() if k not in ("label", "settings")}
         state.save(force=True)
         records.append(record)
         progress.attack_finished(record, sum(state.robust), total)

@@ -46,9 +46,3 @@ def gather(obj: Any, shard: Shard) -> list[Any]:
     parts: list[Any] = [None] * shard[1]
     dist.all_gather_object(parts, obj)
     return parts
-
-
-def barrier(shard: Shard) -> None:
-    """Wait for every rank (nothing to wait for without sharding)."""
-    if shard[1] > 1:
-        dist.barrier()

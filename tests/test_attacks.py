@@ -233,9 +233,25 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
     resumed = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
     assert resumed.points == uninterrupted.points
     assert resumed.robust_accuracy == uninterrupted.robust_accuracy
+    assert [(a.points_attacked, a.forwards) for a in resumed.attacks] == \
+        [(a.points_attacked, a.forwards) for a in uninterrupted.attacks]
+
+    records = {}                 # the older state format: one count per step instead of per batch
+    for batch in saved.pop("batches"):
+        record = records.setdefault(batch["step"], {"robust_accuracy_after": 0.0})
+        for old, new in (("points_attacked", "points"), ("points_broken", "broken"), ("invalid_examples", "invalid"),
+                         ("forwards", "forwards"), ("backwards", "backwards"), ("seconds", "seconds")):
+            record[old] = record.get(old, 0) + batch[new]
+    state.write_text(json.dumps({**saved, "records": records}))
+    from_old = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
+    assert from_old.points == uninterrupted.points
+    assert [(a.points_attacked, a.forwards) for a in from_old.attacks] == \
+        [(a.points_attacked, a.forwards) for a in uninterrupted.attacks]
     with pytest.raises(attacks.AttackError, match="different evaluation"):
         attacks.evaluate(model, x, y, "fast", eps=2 * EPS, batch_size=16, state_path=state, sanity_checks=False)
-    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}'):   # cut, binary, foreign
+    broken_batch = json.dumps({**saved, "records": None, "batches": [{"step": "pgd-20"}]}).encode()
+    broken_record = json.dumps({**saved, "records": {"pgd-20": {"forwards": 1}}}).encode()     # older format
+    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}', broken_batch, broken_record):
         state.write_bytes(damage)
         with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
@@ -274,7 +290,6 @@ def test_a_sharded_evaluation_resumes_in_one_process(tiny_classifier, tmp_path, 
                 raise _Interrupt
 
     state = tmp_path / "state.json"
-    monkeypatch.setattr(evaluation, "barrier", lambda shard: None)
     for rank, stop in enumerate([StopAt("pgd-20", 32), StopAt("pgd-20", 16)]):
         monkeypatch.setattr(evaluation, "resolve_shard", lambda shard, rank=rank: (rank, 2))
         alone = tmp_path / f"rank{rank}" / "state.json"     # as if both had started at once: neither saw the other
@@ -296,7 +311,7 @@ def test_a_sharded_evaluation_resumes_in_one_process(tiny_classifier, tmp_path, 
         for field in ("label", "points_attacked", "points_broken", "forwards", "backwards", "robust_accuracy_after"):
             assert getattr(mine, field) == getattr(theirs, field), field
     # neither the clean pass nor the 48 points attacked before the stop were run again
-    saved = sum(r["records"]["pgd-20"]["forwards"] for r in ranks)
+    saved = sum(b["forwards"] for r in ranks for b in r["batches"] if b["step"] == "pgd-20")
     assert resumed_model.images == fresh.images - len(y) - saved and saved > 48
     merged = json.loads(state.read_text())["attacked"]["pgd-20"]
     assert set(ranks[0]["attacked"]["pgd-20"]) | set(ranks[1]["attacked"]["pgd-20"]) < set(merged)
