@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,15 @@ def save_checkpoint(
     save_torch(path, payload)
 
 
+def _load_error_reason(err: Exception) -> str:
+    """The useful line of torch.load's error: for a safe load, the unpickler's own complaint rather
+    than torch's advice to load unsafely."""
+    text = str(err).strip()
+    inner = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    line = inner.group(1) if inner else (text.splitlines()[0] if text else type(err).__name__)
+    return line.strip()[:160]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint file; every failure is a one-line UserError."""
     path = Path(path)
@@ -96,10 +106,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore", UserWarning)
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (garbage bytes raise KeyError, IndexError, struct.error, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(err))
+        if refused:
+            raise UserError(
+                f"'{path}' holds pickled Python objects ({refused.group(1)}), which robust-kd does not load "
+                "(a pickle can run code); use a checkpoint from a robust-kd run folder, which holds tensors only"
+            ) from None
         raise UserError(
-            f"'{path}' is not a readable checkpoint ({first[:160]}); it is corrupt or was not written by "
-            "robust-kd: train again or use another file"
+            f"'{path}' is not a readable checkpoint ({_load_error_reason(err)}); it is corrupt or was not "
+            "written by robust-kd: train again or use another file"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(

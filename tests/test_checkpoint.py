@@ -71,9 +71,23 @@ def test_a_checkpoint_carrying_code_is_refused_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "evil.pt"
     torch.save({"format": "robust-kd-checkpoint", "metadata": _Exploit()}, evil)
-    with pytest.raises(UserError, match="not a readable checkpoint"):
+    with pytest.raises(UserError, match=r"holds pickled Python objects \(\w+\.system\), which robust-kd does not load"):
         load_model(evil)
     assert not (tmp_path / "pwned").exists()
+    whole = tmp_path / "whole_model.pt"          # torch.save(model): a common mistake, named as such
+    torch.save(_model(), whole)
+    with pytest.raises(UserError, match=r"pickled Python objects \(robust_kd\.models\.normalize\.NormalizedClassifier\)"):
+        read_checkpoint(whole)
+
+
+def test_an_unreadable_checkpoint_gets_the_reason_not_torch_advice(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("garbage\n")
+    with pytest.raises(UserError) as raised:
+        read_checkpoint(text)
+    message = str(raised.value)
+    assert "not a readable checkpoint (Unsupported operand" in message and "\n" not in message
+    assert "weights_only" not in message and "arbitrary code" not in message
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path):
