@@ -20,7 +20,7 @@ import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -102,8 +102,7 @@ def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and "batches" not in data and isinstance(data.get("records"), dict):
             data["batches"] = _batches_of_old_state(path, data)
-        if not isinstance(data, dict) or any(name not in data for name in STATE_FIELDS) or not all(
-                isinstance(b, dict) and all(k in b for k in BATCH_FIELDS) for b in data["batches"]):
+        if not _well_formed(data):
             raise ValueError("not a state file")
     except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
         raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
@@ -113,6 +112,16 @@ def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
         raise AttackError(f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "
                           "delete it to start over")
     return data
+
+
+def _well_formed(data: Any) -> bool:
+    if not isinstance(data, dict) or any(name not in data for name in STATE_FIELDS):
+        return False
+    lists = all(isinstance(data[name], list) for name in ("robust", "broken_by", "batches", "flags"))
+    attacked = isinstance(data["attacked"], dict) and all(isinstance(v, list) for v in data["attacked"].values())
+    return lists and attacked and all(isinstance(b, dict) and all(k in b for k in BATCH_FIELDS)
+                                      and isinstance(b["shard"], list) and len(b["shard"]) == 2
+                                      for b in data["batches"])
 
 
 def _batches_of_old_state(path: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,7 +142,7 @@ def _batch_key(batch: dict[str, Any]) -> tuple[str, int]:
     return batch["step"], batch["first"]
 
 
-def step_record(label: str, settings: dict[str, Any], batches: list[dict[str, Any]]) -> AttackRecord:
+def _step_record(label: str, settings: dict[str, Any], batches: list[dict[str, Any]]) -> AttackRecord:
     """A step's counts from its batches. Its time is the slowest rank's, summed over the runs
     (numbers of processes) that took part."""
     mine = [b for b in batches if b["step"] == label]
@@ -180,7 +189,7 @@ class _State:
                           for i in range(n)]
         labels = dict.fromkeys(label for d in states for label in d["attacked"])
         self.attacked = {label: sorted({i for d in states for i in d["attacked"].get(label, [])}) for label in labels}
-        self.batches = merge_batches(d["batches"] for d in states)
+        self.batches = _merge_batches(d["batches"] for d in states)
         self.flags = states[0]["flags"]
         self.clean_done = True
         self.adopted = [p for p, _ in found] != [path]     # it knows more than its own file holds
@@ -198,7 +207,8 @@ class _State:
         self.last_save = time.monotonic()
 
 
-def merge_batches(lists) -> list[dict[str, Any]]:
+def _merge_batches(lists: Iterable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The batches of several states, each once."""
     merged: dict[tuple[str, int], dict[str, Any]] = {}
     for batches in lists:
         for batch in batches:
@@ -409,12 +419,12 @@ def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Ten
             state.robust[i], state.broken_by[i] = p["robust"][k], p["broken_by"][k]
         if kept is not None and p["x_adv"] is not None:
             kept[p["index"]] = p["x_adv"]
-    state.batches = merge_batches(p["batches"] for p in parts)
+    state.batches = _merge_batches(p["batches"] for p in parts)
     merged = []
     total = max(len(state.robust), 1)
     broken_so_far = sum(1 for b in state.broken_by if b == "clean")
     for record in records:
-        merged_record = step_record(record.label, record.settings, state.batches)
+        merged_record = _step_record(record.label, record.settings, state.batches)
         broken_so_far += sum(1 for b in state.broken_by if b == record.label)
         merged_record.robust_accuracy_after = (len(state.robust) - broken_so_far) / total
         merged.append(merged_record)
@@ -458,7 +468,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             state.save()
             attacked += len(rows)
             progress.points_done(step.label, attacked, sum(state.robust), total)
-        record = step_record(step.label, step.attack.describe(), state.batches)
+        record = _step_record(step.label, step.attack.describe(), state.batches)
         record.robust_accuracy_after = sum(state.robust) / max(total, 1)
         state.save(force=True)
         records.append(record)

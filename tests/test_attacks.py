@@ -251,7 +251,9 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
         attacks.evaluate(model, x, y, "fast", eps=2 * EPS, batch_size=16, state_path=state, sanity_checks=False)
     broken_batch = json.dumps({**saved, "records": None, "batches": [{"step": "pgd-20"}]}).encode()
     broken_record = json.dumps({**saved, "records": {"pgd-20": {"forwards": 1}}}).encode()     # older format
-    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}', broken_batch, broken_record):
+    wrong_type = json.dumps({**saved, "records": {}, "robust": 5}).encode()
+    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}', broken_batch, broken_record,
+                   wrong_type):
         state.write_bytes(damage)
         with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
