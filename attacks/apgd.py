@@ -24,6 +24,7 @@ from torch import nn
 from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
+from .targets import attack_targets, check_rows_per_pass, retire_groups
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,8 +59,11 @@ def boundary_start(x: torch.Tensor, index: torch.Tensor, eps: float, norm: str, 
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, loss: Loss, target: torch.Tensor,
-         *, eps: float, norm: str, steps: int, rho: float, seed: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One APGD run; returns (x_adv, broken). ``loss(logits, y, target)`` is maximised per point."""
+         *, eps: float, norm: str, steps: int, rho: float, seed: int, stream: int | torch.Tensor,
+         group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One APGD run; returns (x_adv, broken). ``loss(logits, y, target)`` is maximised per row.
+
+    ``stream`` may differ per row; ``group``: rows that are runs on one point (:mod:`attacks.targets`)."""
     n = x.shape[0]
     view = (-1,) + (1,) * (x.dim() - 1)
     first_gap, min_gap, decrement = _checkpoint_gaps(steps)
@@ -94,7 +98,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
         rows = active[wrong]
         result[rows] = x_adv[rows]
         broken[rows] = True
-        return active[~wrong]
+        return active[retire_groups(~wrong, active, rows, group)]
 
     active = retire(logits.argmax(1) != y[active])
     for i in range(steps):
@@ -177,28 +181,27 @@ class APGD(Attack):
 @register_attack
 @dataclass
 class APGDT(Attack):
-    """AutoAttack's APGD-T: targeted DLR towards each of the ``targets`` highest other classes."""
+    """AutoAttack's APGD-T: targeted DLR towards each of the ``targets`` highest other classes,
+    one after another or side by side (:mod:`attacks.targets`)."""
 
     steps: int = 100
     restarts: int = 1
     targets: int = 9
     rho: float = 0.75
+    rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
     name = "apgd-t"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_rows_per_pass(self.name, self.rows_per_pass)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             order = model(x).float().argsort(dim=1)
-        classes = order.shape[1]
-        best = x.clone()
-        todo = torch.arange(x.shape[0], device=x.device)
-        for k in range(2, min(self.targets, classes - 1) + 2):
-            for restart in range(max(self.restarts, 1)):
-                if todo.numel() == 0:
-                    return best
-                target = order[todo, -k]
-                x_adv, broken = apgd(model, x[todo], y[todo], index[todo], _targeted, target, eps=self.eps,
-                                     norm=self.norm, steps=self.steps, rho=self.rho, seed=self.seed,
-                                     stream=101 + 17 * k + restart)
-                best[todo] = x_adv
-                todo = todo[~broken]
-        return best
+
+        def run(xs, ys, points, target, k, restart, group):
+            return apgd(model, xs, ys, points, _targeted, target, eps=self.eps, norm=self.norm, steps=self.steps,
+                        rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart, group=group)
+
+        ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
+        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True)

@@ -24,6 +24,7 @@ from torch import nn
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
+from .targets import attack_targets, check_rows_per_pass, retire_groups
 
 
 def _box_caps(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,8 @@ def _distance(d: torch.Tensor, norm: str) -> torch.Tensor:
 @register_attack
 @dataclass
 class FABT(Attack):
-    """Targeted FAB towards each of the ``targets`` highest other classes of the clean logits."""
+    """Targeted FAB towards each of the ``targets`` highest other classes of the clean logits, one
+    after another or side by side (:mod:`attacks.targets`)."""
 
     steps: int = 100
     restarts: int = 1
@@ -92,23 +94,24 @@ class FABT(Attack):
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
+    rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
     name = "fab-t"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_rows_per_pass(self.name, self.rows_per_pass)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             order = model(x).float().argsort(dim=1)
-        result = x.clone()
-        todo = torch.arange(x.shape[0], device=x.device)
-        for k in range(2, min(self.targets, order.shape[1] - 1) + 2):
-            for restart in range(max(self.restarts, 1)):
-                if todo.numel() == 0:
-                    return result
-                x_adv, broken = self._run(model, x[todo], y[todo], order[todo, -k], index[todo], restart, k)
-                result[todo[broken]] = x_adv[broken]
-                todo = todo[~broken]
-        return result
 
-    def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int) -> torch.Tensor:
+        def run(xs, ys, points, target, k, restart, group):
+            return self._run(model, xs, ys, target, points, restart, k, group)
+
+        ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
+        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False)
+
+    def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int | torch.Tensor) -> torch.Tensor:
         """Restart 0 starts at x₀; later ones at a random point at half the radius, like the reference."""
         if restart == 0:
             return x0.clone()
@@ -121,11 +124,11 @@ class FABT(Attack):
         t = t / flat_norm(t, self.norm).clamp_min(1e-12).view(view)
         return (x0 + 0.5 * self.eps * t).clamp(0.0, 1.0)
 
-    def _run(self, model, x0, y, target, index, restart, k) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, model, x0, y, target, index, restart, k, group=None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x0.shape[0]
         view = (-1,) + (1,) * (x0.dim() - 1)
         best = x0.clone()
-        best_distance = torch.full((n,), torch.inf, device=x0.device)
+        best_distance = torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
         broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
         x1 = self._start(x0, index, restart, k)
         active = torch.arange(n, device=x0.device)
@@ -157,5 +160,5 @@ class FABT(Attack):
                 x1[active] = moved
                 within = best_distance[active] <= self.eps
                 broken[active[within]] = True
-                active = active[~within]
+                active = active[retire_groups(~within, active, active[within], group)]
         return best, broken

@@ -1,0 +1,90 @@
+"""Targeted attacks over several target classes (APGD-T, FAB-T): one target after another, as the
+reference runs them, or all targets of a point side by side in one batch.
+
+A run towards one target is a per-point computation whose randomness is tied to the point, the
+target and the restart (:mod:`attacks.rng`), so it is the same run in either arrangement, and a
+point is broken if any run breaks it. Side by side, a point's runs stop together at its first
+misclassified iterate under any target (the ``group`` argument of a run): the verdicts are the
+sequential ones in a ninth of the passes. A broken point may then keep the example of another
+target than the sequential order would have found first.
+
+Side by side pays where one target's pass leaves a device part-empty: when the points are fewer
+than ``rows_per_pass``. A 2-core CPU gains nothing from wider passes (its throughput is flat beyond
+a few images), so there the targets run in order by default; the CUDA value is a starting point,
+not yet measured.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .core import AttackError
+
+AUTO_ROWS_PER_PASS = {"cuda": 4096}
+
+# run(x, y, index, target, k, restart, group) -> (x_adv, broken); k is one number or one per row
+TargetRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "int | torch.Tensor", int,
+                      "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_rows_per_pass(attack: str, rows: int) -> None:
+    if rows < 0:
+        raise AttackError(f"{attack}: rows_per_pass must be 0 (by device) or a number of rows, got {rows}")
+
+
+def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
+                   ks: list[int], restarts: int, rows_per_pass: int, keep_robust: bool) -> torch.Tensor:
+    """Run towards the k-th highest class of ``order`` (the clean logits' argsort) for each k in
+    ``ks``, on the points still robust. ``keep_robust``: a robust point takes the last run's
+    iterate (else it keeps its clean image)."""
+    rows = rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
+    result = x.clone()
+    todo = torch.arange(x.shape[0], device=x.device)
+
+    def keep(points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:
+        written = torch.ones_like(broken) if keep_robust else broken
+        result[points[written]] = x_adv[written]
+
+    if len(ks) > 1 and todo.numel() < rows:        # one target at a time would leave passes part-empty
+        per_chunk = max(rows // len(ks), 1)
+        for restart in range(restarts):
+            broken = torch.zeros(todo.numel(), dtype=torch.bool, device=x.device)
+            for start in range(0, todo.numel(), per_chunk):
+                part = todo[start:start + per_chunk]
+                x_adv, broken[start:start + per_chunk] = _side_by_side(run, x[part], y[part], index[part],
+                                                                       order[part], ks, restart)
+                keep(part, x_adv, broken[start:start + per_chunk])
+            todo = todo[~broken]
+        return result
+    for k in ks:
+        for restart in range(restarts):
+            if todo.numel() == 0:
+                return result
+            x_adv, broken = run(x[todo], y[todo], index[todo], order[todo, -k], k, restart, None)
+            keep(todo, x_adv, broken)
+            todo = todo[~broken]
+    return result
+
+
+def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
+                  ks: list[int], restart: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All targets of these points in one run: row t·n + p is point p towards target ks[t]."""
+    n, t = x.shape[0], len(ks)
+    k_rows = torch.tensor(ks, device=x.device).repeat_interleave(n)
+    target = torch.cat([order[:, -k] for k in ks])
+    x_adv, broken = run(x.repeat(t, *([1] * (x.dim() - 1))), y.repeat(t), index.repeat(t), target, k_rows, restart,
+                        torch.arange(n, device=x.device).repeat(t))
+    broken = broken.view(t, n)
+    hit = broken.any(0)
+    # a broken point keeps its first broken target's example, a robust one the last target's
+    chosen = torch.where(hit, broken.long().argmax(0), torch.full_like(hit, t - 1, dtype=torch.long))
+    return x_adv.view(t, n, *x.shape[1:])[chosen, torch.arange(n, device=x.device)], hit
+
+
+def retire_groups(going: torch.Tensor, active: torch.Tensor, done: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """``going`` (over the active rows) without the rows whose point another row just broke."""
+    if group is None:
+        return going
+    return going & ~torch.isin(group[active], group[done])
