@@ -8,10 +8,11 @@ misclassified iterate under any target (the ``group`` argument of a run): the ve
 sequential ones in a ninth of the passes. A broken point may then keep the example of another
 target than the sequential order would have found first.
 
-Side by side pays where one target's pass leaves a device part-empty: when the points are fewer
-than ``rows_per_pass``. A 2-core CPU gains nothing from wider passes (its throughput is flat beyond
-a few images), so there the targets run in order by default; the CUDA value is a starting point,
-not yet measured.
+Side by side pays where one target's pass leaves a device part-empty: the targets run side by
+side when all of them, for all points left, fit in one pass of ``rows_per_pass`` rows. A 2-core
+CPU's throughput stops growing near 36 images per pass, so there this means at most 4 points
+(benchmarks/attack_targets.py: APGD-T 1.49× faster on 4 points of a ResNet-18); the CUDA value is
+a starting point, not yet measured.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from .core import AttackError
 
-AUTO_ROWS_PER_PASS = {"cuda": 4096}
+AUTO_ROWS_PER_PASS = {"cpu": 36, "cuda": 4096}
 
 # run(x, y, index, target, k, restart, group) -> (x_adv, broken); k is one number or one per row
 TargetRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "int | torch.Tensor", int,
@@ -47,15 +48,12 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
         written = torch.ones_like(broken) if keep_robust else broken
         result[points[written]] = x_adv[written]
 
-    if len(ks) > 1 and todo.numel() < rows:        # one target at a time would leave passes part-empty
-        per_chunk = max(rows // len(ks), 1)
+    if len(ks) > 1 and todo.numel() * len(ks) <= rows:     # one target at a time would leave passes part-empty
         for restart in range(restarts):
-            broken = torch.zeros(todo.numel(), dtype=torch.bool, device=x.device)
-            for start in range(0, todo.numel(), per_chunk):
-                part = todo[start:start + per_chunk]
-                x_adv, broken[start:start + per_chunk] = _side_by_side(run, x[part], y[part], index[part],
-                                                                       order[part], ks, restart)
-                keep(part, x_adv, broken[start:start + per_chunk])
+            if todo.numel() == 0:
+                break
+            x_adv, broken = _side_by_side(run, x[todo], y[todo], index[todo], order[todo], ks, restart)
+            keep(todo, x_adv, broken)
             todo = todo[~broken]
         return result
     for k in ks:

@@ -165,8 +165,8 @@ class _CallCounter(torch.nn.Module):
 @pytest.mark.parametrize("attack", ["APGDT", "FABT"])
 @pytest.mark.parametrize("norm,eps", [("Linf", 0.03), ("L2", 0.6)])
 def test_targets_side_by_side_keep_every_verdict(tiny_classifier, attack, norm, eps):
-    """APGD-T and FAB-T with all targets of a point in one batch (whole, or in chunks of points)
-    decide every point as one target after another does (float64, so that a batch's size cannot
+    """APGD-T and FAB-T with all targets of all points in one batch decide every point as one
+    target after another does (float64, so that a batch's size cannot
     change a logit's rounding), keep the robust points' images bit for bit, and need fewer passes."""
     import copy
 
@@ -178,13 +178,16 @@ def test_targets_side_by_side_keep_every_verdict(tiny_classifier, attack, norm, 
     in_order = make(eps=eps, norm=norm, steps=20, rows_per_pass=1)(calls, x, y)
     robust = _robust(model, in_order, y)
     assert 0 < int(robust.sum()) < int(_robust(model, x, y).sum())   # the attack kept some points and broke others
-    for rows in (4096, 100):                                          # 60 points × 9 targets at once; 11 at a time
+    for rows in (4096, 540):                                          # 60 points × 9 targets fit in one pass
         wide = _CallCounter(model)
         together = make(eps=eps, norm=norm, steps=20, rows_per_pass=rows)(wide, x, y)
         assert torch.equal(_robust(model, together, y), robust)
         assert torch.equal(together[robust], in_order[robust])
         assert bool((flat_norm(together - x, norm) <= eps * (1 + 1e-6)).all()) and 0 <= together.min() <= together.max() <= 1
         assert wide.calls < calls.calls
+    too_many = _CallCounter(model)                                    # 540 rows do not fit in 539: in order
+    assert torch.equal(make(eps=eps, norm=norm, steps=20, rows_per_pass=539)(too_many, x, y), in_order)
+    assert too_many.calls == calls.calls
     with pytest.raises(attacks.AttackError, match="rows_per_pass must be 0"):
         make(rows_per_pass=-1)
 
