@@ -178,8 +178,7 @@ class _State:
         self.clean_done = False
         self.adopted = False
         self.last_save = 0.0
-        found = [(p, _read_state(p, key)) for p in (family if family is not None else [path] if path else [])
-                 if p is not None and p.is_file()]
+        found = [(p, _read_state(p, key)) for p in family or [] if p.is_file()]
         n = key["n"]
         states = [d for _, d in found if d["clean_done"] and len(d["robust"]) == n == len(d["broken_by"])]
         if not states:
