@@ -18,13 +18,13 @@ from .fab import FABT
 from .fgsm import FGSM
 from .pgd import PGD
 from .square import Square
-from .results import AttackRecord, EvaluationResult, Flag, eps_label
+from .results import AttackRecord, EvaluationResult, Flag, convergence_words, eps_label
 from .transfer import Ensemble, Transfer, transfer_matrix
 from .suites import ATTACKS, SUITES, Suite, SuiteStep, build_suite, list_suites, make_attack, register_attack, register_suite
 from . import builtin_suites  # noqa: F401,E402  (registration; after the attacks)
 
 __all__ = [
     "APGD", "APGDT", "ATTACKS", "CW", "FABT", "SUITES", "Attack", "AttackError", "AttackRecord", "BPDA", "CountingModel",
-    "EOT", "EvaluationResult", "FGSM", "Flag", "Square", "ModelOutputError", "PGD", "Suite", "SuiteStep", "build_suite", "dlr_loss", "eps_label", "evaluate",
+    "EOT", "EvaluationResult", "FGSM", "Flag", "Square", "ModelOutputError", "PGD", "Suite", "SuiteStep", "build_suite", "convergence_words", "dlr_loss", "eps_label", "evaluate",
     "list_suites", "make_attack", "Ensemble", "Transfer", "transfer_matrix", "margin_loss", "project", "register_attack", "register_suite",
 ]

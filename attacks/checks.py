@@ -99,6 +99,35 @@ def large_eps_attack_fails(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n
     return None
 
 
+CONVERGENCE_TOLERANCE = 0.005  # the checklist's "less than about 0.5 points" (share of all points)
+CONVERGENCE_FACTOR = 5          # the probe runs this many times the steps
+
+
+def more_steps_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, probe: Callable,
+                    label: str, verdict_model: nn.Module, survivors: int, total: int, eps: float,
+                    norm: str) -> tuple[Flag | None, dict]:
+    """Whether the suite had converged: ``probe`` (its first iterative attack with
+    ``CONVERGENCE_FACTOR`` times the steps, from a new random start) runs on ``x``, a sample of the
+    ``survivors`` points the whole suite left robust. Scaled to all points, the share it breaks
+    estimates how much the suite overstates robust accuracy; above ``CONVERGENCE_TOLERANCE`` it is
+    flagged. ``model`` is what the probe differentiates (the step's view), ``verdict_model`` what
+    judges. The verdicts stay the suite's own."""
+    x_adv = probe(model, x, y, index).detach()
+    invalid = invalid_examples(x_adv, x, eps, norm)
+    with torch.no_grad():
+        broken = int(((verdict_model(x_adv).argmax(1) != y) & ~invalid).sum())
+    drop = broken / max(len(y), 1) * survivors / max(total, 1)
+    summary = {"attack": label, "probe": probe.describe(), "points": len(y), "survivors": survivors,
+               "broken": broken, "estimated_overstatement": drop}
+    if drop > CONVERGENCE_TOLERANCE:
+        steps = summary["probe"].get("steps")
+        return Flag("not_converged",
+                    f"{label} with {steps} steps broke {broken} of {len(y)} points the whole suite left robust: "
+                    f"robust accuracy is overstated by about {100 * drop:.1f} points; use more steps or restarts "
+                    "(e.g. suite 'autoattack')", summary), summary
+    return None, summary
+
+
 def not_monotone_in_eps(curve: list[tuple[float, float]]) -> Flag | None:
     """Robust accuracy must not rise with eps."""
     ordered = sorted(curve)

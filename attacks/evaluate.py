@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
@@ -230,6 +230,7 @@ def evaluate(
     progress: Progress | None = None,
     keep_examples: bool = False,
     sanity_checks: bool = True,
+    convergence_check: bool = True,
     bpda: nn.Module | None = None,
     gradient_views: Mapping[str, nn.Module] | None = None,
     shard: Shard | str | None = "auto",
@@ -256,6 +257,11 @@ def evaluate(
     ``state_path``, each rank keeps its own state file, and a rerun resumes from all of them with
     any number of processes (one included).
 
+    ``sanity_checks``: the checks of :mod:`attacks.checks` (flags on the result; only on the first
+    eps of a list). ``convergence_check`` adds, among them, the suite's first iterative attack
+    with 5× its steps on up to 32 points the suite left robust (``result.convergence``; flag
+    ``not_converged``); it costs about as much as that attack on 160 points.
+
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
     """
@@ -264,7 +270,7 @@ def evaluate(
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
-                            bpda=bpda, gradient_views=gradient_views, shard=shard, channels_last=channels_last,
+                            convergence_check=convergence_check, bpda=bpda, gradient_views=gradient_views, shard=shard, channels_last=channels_last,
                             **suite_context)
                    for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
@@ -293,14 +299,15 @@ def evaluate(
     try:
         with channels_last_layout([model, bpda, *(gradient_views or {}).values()], device, channels_last):
             return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts, family)
+                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts, family,
+                             convergence_check)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
               sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
-              family: list[Path] | None = None) -> EvaluationResult:
+              family: list[Path] | None = None, convergence_check: bool = True) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -365,6 +372,11 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
             )
             if flag is not None:
                 flags.append(flag)
+    convergence = None
+    if sanity_checks and convergence_check:
+        flag, convergence = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device)
+        if flag is not None:
+            flags.append(flag)
     robust = sum(state.robust) / max(total, 1)
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
@@ -374,7 +386,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
-        x_adv=kept,
+        convergence=convergence, x_adv=kept,
     )
 
 
@@ -430,18 +442,42 @@ def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Ten
     return merged
 
 
+def _view_of(step: SuiteStep, counting: CountingModel, bpda: nn.Module | None) -> nn.Module:
+    """The model a step's attack sees: its own view, BPDA for gradient steps, or the model itself."""
+    if step.view is not None:
+        return step.view(counting)
+    if bpda is not None and step.kind in GRADIENT_KINDS:
+        return BPDA(counting, bpda)
+    return counting
+
+
+def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x: torch.Tensor, y: torch.Tensor,
+                       eps: float, norm: str, bpda: nn.Module | None, total: int,
+                       device: torch.device) -> tuple[Flag | None, dict]:
+    """The checklist's "more iterations give no gain" (reference note §5.3, item 5): the suite's
+    first iterative white-box step, with more steps, on up to ``SANITY_POINTS`` of the points the
+    suite left robust (the first by index, so every rank and every rerun draws the same)."""
+    step = next((s for s in built.steps if s.kind in WHITE_BOX_KINDS and "steps" in s.attack.__dataclass_fields__),
+                None)
+    survivors = [i for i in range(total) if state.robust[i]]
+    if step is None:
+        return None, {"attack": None, "reason": "the suite has no iterative white-box attack"}
+    probe = replace(step.attack, steps=checks.CONVERGENCE_FACTOR * step.attack.steps, seed=step.attack.seed + 1)
+    if not survivors:
+        return None, {"attack": step.label, "probe": probe.describe(), "points": 0, "survivors": 0, "broken": 0,
+                      "estimated_overstatement": 0.0}
+    rows = torch.tensor(survivors[:SANITY_POINTS])
+    return checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
+                                  rows.to(device), probe, step.label, counting, len(survivors), total, eps, norm)
+
+
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
                shard: Shard = (0, 1)) -> list[AttackRecord]:
     records: list[AttackRecord] = []
     for step in built.steps:
         done = set(state.attacked.get(step.label, []))
         todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
-        if step.view is not None:
-            view = step.view(counting)
-        elif bpda is not None and step.kind in GRADIENT_KINDS:
-            view = BPDA(counting, bpda)
-        else:
-            view = counting
+        view = _view_of(step, counting, bpda)
         view_counter = CountingModel(view) if view is not counting else None
         if view_counter is not None:
             view = view_counter

@@ -20,6 +20,20 @@ def eps_label(eps: float, norm: str) -> str:
     return f"{eps:g}"
 
 
+def convergence_words(check: dict[str, Any] | None) -> str:
+    """The convergence check in words (None: it did not run)."""
+    if not check:
+        return ""
+    if check.get("attack") is None:
+        return f"not checked: {check.get('reason', 'no iterative attack')}"
+    if not check.get("points"):
+        return f"nothing to check: {check['attack']} and the rest of the suite left no point robust"
+    steps = check.get("probe", {}).get("steps")
+    return (f"{check['attack']} with {steps} steps on {check['points']} of the {check['survivors']} robust points "
+            f"broke {check['broken']} (robust accuracy overstated by about "
+            f"{100 * check['estimated_overstatement']:.1f} points)")
+
+
 @dataclass
 class Flag:
     """A sanity check that fired: a short code, a sentence for people, and its numbers."""
@@ -64,6 +78,7 @@ class EvaluationResult:
     device: str
     points: dict[str, list[Any]]
     versions: dict[str, str]
+    convergence: dict[str, Any] | None = None  # the more-steps probe (attacks.checks.more_steps_gain), if run
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
 
     def to_dict(self) -> dict[str, Any]:

@@ -170,6 +170,7 @@ class AttackRun:
     device: str = "auto"
     fresh: bool = False
     eot: int = 0
+    convergence_check: bool = True
 
     def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
@@ -213,7 +214,7 @@ class AttackRun:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, **({"eot": self.eot} if self.eot else {}), **variant.context)
+                                        progress=progress, convergence_check=self.convergence_check, **({"eot": self.eot} if self.eot else {}), **variant.context)
             except torch.cuda.OutOfMemoryError:
                 if batch_size == 1:
                     raise UserError("out of GPU memory even with batch size 1; use --device cpu") from None

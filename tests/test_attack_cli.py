@@ -79,7 +79,24 @@ def test_yaml_suite_file(capsys, trained_runs, tmp_path):
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "8", "--runs-dir",
                          str(trained_runs), "--json")
     assert code == 0, err
-    assert [a["label"] for a in json.loads(out)["evaluations"][0]["attacks"]] == ["pgd-3", "square"]
+    evaluation = json.loads(out)["evaluations"][0]
+    assert [a["label"] for a in evaluation["attacks"]] == ["pgd-3", "square"]
+    assert evaluation["convergence"]["attack"] == "pgd-3" and evaluation["convergence"]["probe"]["steps"] == 15
+
+
+def test_convergence_check_is_printed_and_can_be_skipped(capsys, trained_runs, tmp_path):
+    suite = tmp_path / "short.yaml"
+    suite.write_text("name: short\nattacks:\n  - {attack: pgd, label: pgd-2, steps: 2}\n")
+    args = ["attack", "--model", "resnet8", "--suite", str(suite), "--n", "8", "--eps", "1/255", "--runs-dir",
+            str(trained_runs)]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if l.startswith("convergence [model, eps 1/255]: "))
+    evaluation = json.loads(Path(out.strip().splitlines()[-1].removeprefix("results: ")).read_text())["evaluations"][0]
+    assert line.endswith(attacks.convergence_words(evaluation["convergence"]))
+    code, out, err = run(capsys, *args, "--no-convergence-check", "--fresh", "--json")
+    assert code == 0, err
+    assert json.loads(out)["evaluations"][0]["convergence"] is None and "convergence [" not in out
 
 
 def test_transfer_matrix_command(capsys, trained_runs, tmp_path):

@@ -500,6 +500,40 @@ def test_flag_iterative_weaker_than_single_step(tiny_classifier):
     assert "iterative_weaker_than_single_step" not in _codes(attacks.evaluate(model, x[:64], y[:64], "fast", eps=0.1))
 
 
+def test_flag_not_converged_when_more_steps_break_more(tiny_classifier):
+    """Two PGD steps of eps/10 from the clean image can move 0.2 eps; the probe's ten reach eps."""
+    model, x, y = tiny_classifier
+    weak = {"name": "weak", "attacks": [{"attack": "pgd", "steps": 2, "alpha_fraction": 0.1, "random_start": False}]}
+    result = attacks.evaluate(model, x[:64], y[:64], weak, eps=0.1)
+    check = result.convergence
+    assert "not_converged" in _codes(result)
+    assert check["attack"] == "pgd" and check["probe"]["steps"] == 10 and check["points"] == min(32, check["survivors"])
+    assert check["broken"] > 0
+    survivors = sum(result.points["robust"])
+    assert check["survivors"] == survivors
+    assert check["estimated_overstatement"] == pytest.approx(check["broken"] / check["points"] * survivors / 64)
+    unchecked = attacks.evaluate(model, x[:64], y[:64], weak, eps=0.1, convergence_check=False)
+    assert unchecked.convergence is None and "not_converged" not in _codes(unchecked)
+    assert unchecked.points["robust"] == result.points["robust"]     # the probe never changes a verdict
+    enough = {"name": "enough", "attacks": [{"attack": "pgd", "label": "pgd-20", "steps": 20, "alpha_fraction": 0.25,
+                                                 "loss": "margin"}]}
+    converged = attacks.evaluate(model, x[:64], y[:64], enough, eps=0.1)
+    assert converged.convergence["attack"] == "pgd-20" and converged.convergence["probe"]["steps"] == 100
+    assert converged.convergence["points"] > 0 and converged.convergence["broken"] == 0
+    assert "not_converged" not in _codes(converged)
+
+
+def test_convergence_check_says_when_there_is_nothing_to_check(tiny_classifier):
+    model, x, y = tiny_classifier
+    blackbox = attacks.evaluate(model, x[:16], y[:16], {"attacks": [{"attack": "square", "queries": 20}]}, eps=EPS)
+    assert blackbox.convergence == {"attack": None, "reason": "the suite has no iterative white-box attack"}
+    assert "not checked" in attacks.convergence_words(blackbox.convergence)
+    broken = attacks.evaluate(model, x[:16], y[:16], "fast", eps=1.0)
+    assert broken.robust_accuracy == 0 and broken.convergence["points"] == 0
+    assert "nothing to check" in attacks.convergence_words(broken.convergence)
+    assert attacks.convergence_words(None) == ""
+
+
 @dataclass
 class _OutsideBall(attacks.Attack):
     name = "test-outside-ball"

@@ -4,12 +4,14 @@ the tables equals the one in the results JSON."""
 from __future__ import annotations
 
 import base64
+import html
 import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+import attacks
 from robust_kd.cli import main
 
 TINY = ["--data", "synthetic", "--device", "cpu", "epochs=2", "batch_size=32", "data.options.size=16",
@@ -126,7 +128,8 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
     # robustness table = attack results JSON, every evaluation
     robust_rows = rows_of("run", "variant", "robust acc", "clean acc")
     breakdown = rows_of("run", "attacked", "robust acc")
-    seen = 0
+    seen = checked = 0
+    page_text = html_path.read_text()
     for result_file in runs.glob("*/attacks/*.json"):
         result = json.loads(result_file.read_text())
         run_name = result_file.parent.parent.name
@@ -147,8 +150,12 @@ def test_report_embeds_everything_and_its_numbers_equal_the_json(capsys, runs, t
                 assert steps[0][a["label"]] == str(a["points_broken"])
             assert steps[0]["robust acc"] == f"{robust:.2f}"
             assert f"{100 * ev['attacks'][-1]['robust_accuracy_after']:.2f}" == f"{robust:.2f}"
+            if ev.get("convergence"):                   # the sanity checks ran (the first eps of a list)
+                assert html.escape(attacks.convergence_words(ev["convergence"])) in page_text
+                checked += 1
             seen += 1
     assert seen == 2 * 2 + 2 + 2 + 1               # jpegdl: 2 variants × 2 eps; plain runs: 2 eps each; autoattack
+    assert checked == 2 + 1 + 1 + 1                # the first eps of each curve, and the autoattack run
     # transfer table = the matrix JSON
     matrix = json.loads((runs / "transfer" / "m.json").read_text())
     transfer_rows = rows_of("source \\ target")

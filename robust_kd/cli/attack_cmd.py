@@ -90,11 +90,14 @@ class _VariantProgress:
 @click.option("--eot", type=int, default=0, show_default=True,
               help="Suite 'adaptive': also attack through the mean over N forward passes (for randomised models).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an earlier evaluation of the same settings.")
+@click.option("--convergence-check/--no-convergence-check", default=True, show_default=True,
+              help="After the suite, run its first iterative attack with 5x the steps on up to 32 points it left "
+                   "robust, and flag the result if that breaks more than 0.5% of all points.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
            data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
-           list_suites: bool, as_json: bool) -> None:
+           convergence_check: bool, list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
     Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
@@ -117,7 +120,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
-                    fresh, eot)
+                    fresh, eot, convergence_check)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:
@@ -136,6 +139,8 @@ def _pct(value: float) -> str:
 
 
 def _print_results(content: dict[str, Any]) -> None:
+    import attacks
+
     rows = []
     for e in content["evaluations"]:
         acc = e.get("autoattack_acc", e.get("robust_acc"))
@@ -154,6 +159,10 @@ def _print_results(content: dict[str, Any]) -> None:
     print_table("per attack (each on the points the earlier ones left robust)",
                 ["variant", "eps", "attack", "attacked", "broken", "robust after %", "forwards", "backwards", "seconds"],
                 attack_rows, right=("attacked", "broken", "robust after %", "forwards", "backwards", "seconds"))
+    for e in content["evaluations"]:
+        line = attacks.convergence_words(e.get("convergence"))
+        if line:
+            print_line(f"convergence [{e['variant']}, eps {e['eps']}]: {line}")
     for e in content["evaluations"]:
         for flag in e["flags"]:
             console.stdout().print(f"FLAG [{e['variant']}, eps {e['eps']}] {flag['code']}: {flag['message']}",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks import eps_label
+from attacks import convergence_words, eps_label
 
 from . import figures
 from .collect import ReportData, RunRecord
@@ -23,6 +23,7 @@ FLAG_WORDS = {
     "probabilities_not_logits": "the model seems to return probabilities, not logits",
     "non_deterministic": "the model gave different outputs for the same input",
     "adversarial_examples_outside_the_ball": "an adversarial example left the eps-ball or [0, 1]",
+    "not_converged": "the suite's first attack with 5x the steps broke points the suite left robust: not converged",
 }
 
 
@@ -118,7 +119,7 @@ def _evaluations(run: RunRecord):
 
 
 def robustness_section(data: ReportData) -> Section | None:
-    rows, breakdown, flags = [], [], []
+    rows, breakdown, flags, checked = [], [], [], []
     for run in data.runs:
         for result, ev in _evaluations(run):
             variant = ev.get("variant", "model")
@@ -128,6 +129,9 @@ def robustness_section(data: ReportData) -> Section | None:
                          pct(robust_value(ev)), ev.get("device", "")])
             breakdown.append((run.name, variant, str(result.get("suite", "")), ev.get("eps", ""),
                               ev.get("attacks", []), pct(robust_value(ev))))
+            if ev.get("convergence"):
+                checked.append(f"{run.name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
+                               f"{convergence_words(ev['convergence'])}")
             for flag in ev.get("flags", []):
                 code = flag.get("code", "")
                 words = FLAG_WORDS.get(code, code.replace("_", " "))
@@ -147,6 +151,10 @@ def robustness_section(data: ReportData) -> Section | None:
         paragraphs += [f"⚠ {f}" for f in flags]
     else:
         paragraphs.append("No sanity flag was raised by any evaluation.")
+    if checked:
+        paragraphs.append("Convergence checks (the suite's first iterative attack again with 5x the steps, on up to "
+                          "32 of the points the suite left robust):")
+        paragraphs += checked
     return Section("Robustness", paragraphs, [
         table(["run", "variant", "suite", "norm", "eps", "data", "points", "seed", "clean acc", "robust acc", "device"],
               rows, "Clean and robust accuracy"),
