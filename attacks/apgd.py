@@ -190,6 +190,7 @@ class APGDT(Attack):
     rho: float = 0.75
     rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
     name = "apgd-t"
+    speed_only = ("rows_per_pass",)
 
     def __post_init__(self) -> None:
         super().__post_init__()

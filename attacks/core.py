@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("Linf", "L2")
+COUNTS = ("steps", "restarts", "queries", "targets", "search_steps")  # settings that must be at least 1
 
 
 class AttackError(ValueError):
@@ -124,6 +125,7 @@ class Attack:
     name: ClassVar[str] = "attack"
     norms: ClassVar[tuple[str, ...]] = NORMS
     white_box: ClassVar[bool] = True
+    speed_only: ClassVar[tuple[str, ...]] = ()  # settings that change how fast it runs, never its result
 
     def __post_init__(self) -> None:
         if self.norm not in self.norms:
@@ -131,6 +133,17 @@ class Attack:
         limit = 1.0 if self.norm == "Linf" else 1e3
         if not 0.0 <= float(self.eps) <= limit:
             raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, got {self.eps}")
+        for setting in COUNTS:
+            value = getattr(self, setting, None)
+            if isinstance(value, int) and value < 1:
+                raise AttackError(f"{self.name}: {setting} must be at least 1, got {value}")
+        alpha = getattr(self, "alpha", None)
+        if alpha is not None and not float(alpha) > 0:
+            raise AttackError(f"{self.name}: alpha (the step size) must be positive, got {alpha}")
+
+    def result_settings(self) -> dict:
+        """:meth:`describe` without the speed-only settings: what decides the adversarial examples."""
+        return {k: v for k, v in self.describe().items() if k not in self.speed_only}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None:

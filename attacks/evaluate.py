@@ -80,6 +80,22 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """CRC-32 of the names and bytes of every parameter and buffer: another checkpoint, or the same
+    run trained further, gives another value (memory layout and device do not matter)."""
+    digest = 0
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        digest = zlib.crc32(name.encode(), digest)
+        data = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest = zlib.crc32(data.view(torch.uint8).numpy().tobytes(), digest)
+    return f"{digest:08x}"
+
+
+KEY_WORDS = {"suite": "the suite", "steps": "the suite's attacks", "settings": "the attacks' settings", "eps": "eps",
+             "norm": "the norm", "seed": "the seed", "n": "the number of points", "data": "the data",
+             "bpda": "the BPDA stand-in", "model": "the model's weights (another checkpoint, or trained further?)"}
+
+
 STATE_FIELDS = ("robust", "broken_by", "attacked", "batches", "flags", "clean_done")
 BATCH_FIELDS = ("step", "first", "shard", "points", "broken", "invalid", "forwards", "backwards", "seconds")
 
@@ -107,10 +123,14 @@ def _read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError) as err:    # ValueError covers bad JSON and bad UTF-8
         raise AttackError(f"'{path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
                           "delete it to start over") from None
-    unsharded = {k: v for k, v in key.items() if k != "shard"}
-    if not isinstance(data.get("key"), dict) or {k: v for k, v in data["key"].items() if k != "shard"} != unsharded:
-        raise AttackError(f"'{path}' holds the state of a different evaluation (suite, eps, points or seed differ); "
-                          "delete it to start over")
+    stored = data.get("key")
+    if not isinstance(stored, dict):
+        raise AttackError(f"'{path}' holds the state of a different evaluation; delete it to start over")
+    # fields an older version did not store ("model", "settings") cannot be compared
+    differ = [k for k in key if k != "shard" and (k in stored or k not in ("model", "settings")) and stored.get(k) != key[k]]
+    if differ:
+        raise AttackError(f"'{path}' holds the state of a different evaluation ({', '.join(KEY_WORDS.get(k, k) for k in differ)} "
+                          "differ); delete it to start over")
     return data
 
 
@@ -177,6 +197,7 @@ class _State:
         self.flags: list[dict[str, Any]] = []
         self.clean_done = False
         self.adopted = False
+        self.seconds_now = 0.0      # attack time of this process's own batches in this run
         self.last_save = 0.0
         found = [(p, _read_state(p, key)) for p in family or [] if p.is_file()]
         n = key["n"]
@@ -195,6 +216,7 @@ class _State:
 
     def add_batch(self, step: str, rows: list[int], shard: Shard, **counts: Any) -> None:
         self.batches.append({"step": step, "first": rows[0], "shard": list(shard), **counts})
+        self.seconds_now += counts.get("seconds", 0.0)
         self.attacked.setdefault(step, []).extend(rows)
 
     def save(self, force: bool = False) -> None:
@@ -316,8 +338,14 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     checks.check_output(probe, y[: min(batch_size, total)].to(device))
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
-    key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None}
+    labels = [s.label for s in built.steps]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
+                          "give each step its own label")
+    key = {"suite": built.name, "steps": labels, "eps": eps, "norm": norm, "seed": seed,
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": model_fingerprint(model),
+           "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:
         key["shard"] = list(shard)
     state = _State(Path(state_path) if state_path is not None else None, key, family)
@@ -381,8 +409,10 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
         clean_accuracy=clean_accuracy, robust_accuracy=robust, attacks=records, flags=flags,
-        seconds=time.perf_counter() - started, forwards=max(counting.forwards, sum(r.forwards for r in records) + total),
-        backwards=max(counting.backwards, sum(r.backwards for r in records)),
+        # the suite's passes and time over every run of it (a resumed evaluation adds up like an uninterrupted
+        # one): its attacks' counts plus one clean pass; the sanity checks are not counted
+        seconds=sum(r.seconds for r in records) + max(time.perf_counter() - started - state.seconds_now, 0.0),
+        forwards=sum(r.forwards for r in records) + total, backwards=sum(r.backwards for r in records),
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},

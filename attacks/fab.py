@@ -96,6 +96,7 @@ class FABT(Attack):
     beta: float = 0.9
     rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
     name = "fab-t"
+    speed_only = ("rows_per_pass",)
 
     def __post_init__(self) -> None:
         super().__post_init__()

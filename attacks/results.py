@@ -15,7 +15,7 @@ def eps_label(eps: float, norm: str) -> str:
         fraction = Fraction(eps).limit_denominator(255)
         if fraction.denominator in (255, 85, 51, 17, 15, 5, 3, 1) and abs(float(fraction) - eps) < 1e-9:
             scaled = fraction * 255
-            if scaled.denominator == 1:
+            if scaled.denominator == 1 and (scaled.numerator or not eps):
                 return f"{scaled.numerator}/255"
     return f"{eps:g}"
 

@@ -76,6 +76,7 @@ class Square(Attack):
     rescale_schedule: bool = False
     forward_batch: int = 0  # images per forward pass that speculative proposals may fill; 0: by device
     name = "square"
+    speed_only = ("forward_batch",)
     white_box = False
 
     def __post_init__(self) -> None:

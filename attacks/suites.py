@@ -8,6 +8,7 @@ is always taken on the evaluated model itself.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import numbers
 import types
@@ -63,14 +64,20 @@ def _describe(kind: Any) -> str:
         kind, getattr(kind, "__name__", str(kind)))
 
 
-def make_attack(name: str, **settings: Any) -> Attack:
+def setting_names(cls: type[Attack]) -> list[str]:
+    """The settings a suite file may give an attack (eps and seed come from the evaluation)."""
+    return [f.name for f in dataclasses.fields(cls) if f.name not in ("eps", "seed", "surrogates")]
+
+
+def make_attack(name: str, /, **settings: Any) -> Attack:
     """An attack from its registry name and settings (e.g. from a YAML suite), each setting checked
     against its declared type, so that ``steps: many`` is one clear error and not a failure mid-run."""
     cls = attack_class(name)
-    fields = set(cls.__dataclass_fields__)
-    unknown = sorted(set(settings) - fields)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - names)
     if unknown:
-        raise AttackError(f"attack '{name}' has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(fields))}")
+        raise AttackError(f"attack '{name}' has no setting {', '.join(unknown)}; its settings: "
+                          f"{', '.join(setting_names(cls))}")
     hints = get_type_hints(cls)
     for key, value in settings.items():
         if key in hints and not _fits(hints[key], value):
@@ -116,7 +123,7 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
     if isinstance(suite, Suite):
         return suite
     if isinstance(suite, Mapping):
-        return suite_from_mapping(suite, eps=eps, norm=norm, seed=seed, **context)
+        return suite_from_mapping(suite, eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
     if suite not in SUITES:
         close = difflib.get_close_matches(suite, list(SUITES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -127,7 +134,7 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
 SUITE_KEYS = {"name", "description", "caveat", "attacks", "transfer"}
 
 
-def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: int,
+def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: int, num_classes: int | None = None,
                        surrogates: Mapping[str, nn.Module] | None = None, **_: Any) -> Suite:
     """A user-defined suite: ``{name, attacks: [{attack: <name>, label: …, <setting>: …}], transfer, caveat}``.
 
@@ -149,11 +156,30 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         if name is None:
             raise AttackError(f"suite entry {entry} has no 'attack' name")
         label = str(entry.pop("label", name))
+        if "eps" in entry:
+            raise AttackError(f"suite entry '{label}' sets eps; the evaluation's eps (--eps) applies to every attack")
+        if "alpha_fraction" in entry and "alpha" in entry:
+            raise AttackError(f"suite entry '{label}' sets both alpha and alpha_fraction; keep one")
+        targets = entry.get("targets")
+        if num_classes is not None and isinstance(targets, int) and targets > num_classes - 1:
+            raise AttackError(f"suite entry '{label}': targets {targets} is more than the model's other classes "
+                              f"({num_classes - 1})")
         if "alpha_fraction" in entry:
-            entry["alpha"] = float(entry.pop("alpha_fraction")) * eps
-        offset = int(entry.pop("seed_offset", 0))
+            fraction = entry.pop("alpha_fraction")
+            if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not fraction > 0:
+                raise AttackError(f"suite entry '{label}': alpha_fraction must be a positive number, got {fraction!r}")
+            entry["alpha"] = float(fraction) * eps
+        offset = entry.pop("seed_offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise AttackError(f"suite entry '{label}': seed_offset must be an integer, got {offset!r}")
         attack = make_attack(name, **{"eps": eps, "norm": norm, "seed": seed + offset, **entry})
         steps.append(SuiteStep(label, attack, kind=kind_of(attack)))
+    if not isinstance(data.get("transfer", False), bool):
+        raise AttackError(f"a suite's 'transfer' must be true or false, got {data['transfer']!r}")
+    labels = [step.label for step in steps]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise AttackError(f"more than one suite entry is labelled {', '.join(repeated)}; give each its own 'label'")
     if data.get("transfer") and surrogates:
         names = list(surrogates)
         attack = make_attack("transfer", eps=eps, norm=norm, seed=seed, surrogates=list(surrogates.values()),

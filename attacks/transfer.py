@@ -52,7 +52,8 @@ class Transfer(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.surrogates:
-            raise AttackError("the transfer attack needs surrogate models: pass surrogates=[model, ...]")
+            raise AttackError("the transfer attack needs surrogate models (in Python: surrogates=[model, ...]; "
+                              "from the command line: robust-kd transfer --source A,B --target C,D)")
 
     def describe(self) -> dict:
         return {"attack": self.name, "eps": self.eps, "norm": self.norm, "seed": self.seed, "steps": self.steps,

@@ -54,6 +54,20 @@ def check_eps(values: list[float], norm: str, image_numel: int) -> None:
                             f"(e.g. {'8/255' if norm == 'Linf' else '0.5'})")
 
 
+def shipped_suites() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The suite files in configs/suites/ that read as YAML mappings: {name: (path, content)}."""
+    folder = Path(str(resources.files("robust_kd.configs") / "suites"))
+    found = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and path.stem != "example_custom":
+            found[path.stem] = (path, data)
+    return found
+
+
 def suite_source(suite: str) -> str | dict[str, Any]:
     """A registered suite name, or the mapping of a YAML suite file (a path, or a name in configs/suites/)."""
     if suite in attacks.SUITES:
@@ -64,15 +78,18 @@ def suite_source(suite: str) -> str | dict[str, Any]:
         if not shipped.is_file():
             import difflib
 
-            close = difflib.get_close_matches(suite, attacks.list_suites(), n=1)
+            names = sorted(set(attacks.list_suites()) | set(shipped_suites()))
+            close = difflib.get_close_matches(suite, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(attacks.list_suites())}, "
+            raise UserError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(names)}, "
                             "or give a YAML suite file (see configs/suites/example_custom.yaml)")
         path = shipped
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}; check that it is YAML text") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}{where}; check that it is YAML text") from None
     if not isinstance(data, dict):
         raise UserError(f"suite file '{path}' must hold a mapping with 'name' and 'attacks'")
     data.setdefault("name", path.stem)
@@ -150,10 +167,17 @@ def variants_of(target: ModelTarget, suite: str) -> list[Variant]:
     ]
 
 
-def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: int) -> str:
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: int, data: str = "",
+                 checkpoint: str = "") -> str:
+    """The results file's name: every setting that changes the numbers and that a rerun must not mix
+    up (``data``: only when it is not the model's own; ``checkpoint``: only when not the run's last.pt)."""
     eps_text = "default" if eps is None else "_".join(attacks.eps_label(e, norm).replace("/", "-") for e in eps)
-    safe_suite = "".join(c if c.isalnum() or c in "-_" else "_" for c in suite)
-    return f"{safe_suite}-{norm}-{eps_text}-n{n}-seed{seed}"
+    extra = "".join(f"-{_safe(part)}" for part in (data, checkpoint) if part)
+    return f"{_safe(suite)}-{norm}-{eps_text}-n{n}-seed{seed}{extra}"
 
 
 @dataclass
@@ -179,13 +203,17 @@ class AttackRun:
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.suite == "transfer" and not is_jpegdl(self.target.model):
+            raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
+                            "layer; for other models use robust-kd transfer --source A,B --target C,D")
         points = load_points(self.target, self.data, self.data_root, self.n)
         if self.eps is None:
             self.eps = [attacks.suites.DEFAULT_EPS[self.norm]]
         check_eps(self.eps, self.norm, int(points.x[0].numel()))
         device = resolve_device(self.device)
         name = suite_name(self.suite)
-        stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed)
+        other_data = points.data if self.data is not None and self.data != self.target.data else ""
+        stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed, other_data, self.target.checkpoint_tag)
         out_dir = self.target.results_dir
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
@@ -229,9 +257,10 @@ class AttackRun:
 
     def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device) -> dict[str, Any]:
         first = evaluations[0]
-        headline = {k: first[k] for k in ("threat_model", "eps", "clean_acc") if k in first}
         headline_acc = "autoattack_acc" if "autoattack_acc" in first else "robust_acc"
-        headline[headline_acc] = min(e.get(headline_acc, 100.0) for e in evaluations if e["eps"] == first["eps"])
+        weakest = min((e for e in evaluations if e["eps"] == first["eps"]), key=lambda e: e.get(headline_acc, 100.0))
+        headline = {k: weakest[k] for k in ("threat_model", "eps", "clean_acc", headline_acc) if k in weakest}
+        headline["headline_variant"] = weakest["variant"]
         return {
             **headline,
             "name": self.target.name,
@@ -247,5 +276,6 @@ class AttackRun:
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
             "evaluations": evaluations,
             **({"suite_caveat": caveat} if (caveat := suite_caveat(self.suite)) else {}),
-            "note": "robust accuracies are percentages; the top-level one is the lowest over the model variants",
+            "note": "accuracies are percentages; the top-level ones are those of the variant with the lowest robust "
+                    "accuracy (headline_variant) at the first eps given",
         }

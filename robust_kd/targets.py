@@ -27,6 +27,7 @@ class ModelTarget:
     data: str | None  # the data set it was trained on, when known
     data_root: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
+    checkpoint_tag: str = ""  # the checkpoint's name when it is not its run's last.pt (e.g. "best"): kept in file names
 
 
 def _run_config(run: Path) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _from_checkpoint(checkpoint: Path, name: str) -> ModelTarget:
         name=name, arch=str(model.arch), model=model, source=f"checkpoint {checkpoint}",
         results_dir=(run if run is not None else checkpoint.parent) / "attacks",
         data=data.get("name"), data_root=data.get("root"), data_options=dict(data.get("options") or {}),
+        checkpoint_tag="" if run is not None and checkpoint.name == Path(CHECKPOINT).name else checkpoint.stem,
     )
 
 
@@ -66,7 +68,7 @@ def resolve_model(spec: str, runs_dir: str | Path = "runs") -> ModelTarget:
         if not checkpoint.is_file():
             raise UserError(f"'{path}' is a folder without {CHECKPOINT}; give a run folder or a checkpoint file")
         return _from_checkpoint(checkpoint, path.name)
-    if path.suffix == ".pt" or path.is_file():
+    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
         if not path.is_file():
             raise UserError(f"checkpoint '{path}' does not exist")
         return _from_checkpoint(path, path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)

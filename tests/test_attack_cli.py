@@ -55,6 +55,8 @@ def test_jpegdl_model_is_attacked_soft_and_hard_with_transfer_and_resumes(capsys
     for e in content["evaluations"]:
         assert e["n_examples"] == 16 and len(e["points"]["robust"]) == 16 and "versions" in e
     assert content["robust_acc"] == min(e["robust_acc"] for e in content["evaluations"])
+    headline = variants[content["headline_variant"]]     # clean and robust accuracy of the same variant
+    assert (content["clean_acc"], content["robust_acc"]) == (headline["clean_acc"], headline["robust_acc"])
     # hard-variant BPDA gradients exist, so no masked-gradient flag there
     assert "zero_or_nan_gradients" not in {f["code"] for f in variants["hard"]["flags"]}
     assert "soft ·" in err or "soft:" in err
@@ -119,11 +121,51 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
     assert json.loads((tmp_path / "soft.json").read_text())["source_gradients"] == {"jpegdl_resnet8": "model"}
 
 
+def test_results_never_mix_checkpoints(capsys, trained_runs, tmp_path):
+    """Checkpoints other than last.pt (best.pt, or any other file) get their own results; a run
+    trained further is refused until --fresh."""
+    import shutil
+
+    moved = tmp_path / "run"
+    shutil.copytree(trained_runs / "resnet8_synthetic_quick_seed0", moved, ignore=shutil.ignore_patterns("attacks"))
+    other = _write_checkpoint(tmp_path / "other.pt", create_model("resnet8", 4, in_channels=3, image_size=16))
+    shutil.copy(moved / "checkpoints" / "last.pt", moved / "checkpoints" / "best.pt")
+    shutil.copy(other, moved / "checkpoints" / "b.pt")
+    settings = ["--suite", "fast", "--n", "4", "--eps", "1/255", "--no-convergence-check"]
+    names = []
+    for model in (moved, moved / "checkpoints" / "best.pt", moved / "checkpoints" / "b.pt"):
+        code, out, err = run(capsys, "attack", "--model", str(model), *settings)
+        assert code == 0, err
+        names.append(Path(out.strip().splitlines()[-1].removeprefix("results: ")).name)
+    assert names == ["fast-Linf-1-255-n4-seed0.json", "fast-Linf-1-255-n4-seed0-best.json",
+                     "fast-Linf-1-255-n4-seed0-b.json"]
+    shutil.copy(other, moved / "checkpoints" / "last.pt")          # the run, trained further
+    code, _, err = run(capsys, "attack", "--model", str(moved), *settings)
+    assert code == 2 and "the model's weights" in err and "add --fresh" in err and "Traceback" not in err
+    assert run(capsys, "attack", "--model", str(moved), *settings, "--fresh")[0] == 0
+
+
+def test_transfer_bad_input_is_one_line_and_settings_get_their_own_file(capsys, trained_runs, tmp_path):
+    base = ["transfer", "--source", "resnet8", "--target", "resnet8", "--n", "4", "--runs-dir", str(trained_runs)]
+    for extra, message in ((["--steps", "0"], "--steps must be at least 1"),
+                           (["--batch-size", "0"], "--batch-size must be at least 1"),
+                           (["--out", str(tmp_path)], "is a folder; give the path of a JSON file")):
+        code, _, err = run(capsys, *base, *extra)
+        assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err, err
+    names = set()
+    for extra in ([], ["--steps", "5"]):
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 0, err
+        names.add(out.strip().splitlines()[-1].removeprefix("matrix: "))
+    assert len(names) == 2 and any(name.endswith("-steps5.json") for name in names)
+
+
 def test_attack_list_shows_suites_and_attacks(capsys):
     code, out, _ = run(capsys, "attack", "--list")
     assert code == 0
-    for name in ("autoattack", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
+    for name in ("autoattack", "autoattack_quick", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
         assert name in out
+    assert "white_box" not in out and "``" not in out
 
 
 # ---------------------------------------------------------------- the pretrained model and its data
@@ -214,6 +256,9 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet9"], r"neither a checkpoint, a run folder nor a model name \(did you mean"),
     (["--model", "resnet32x4"], r"no trained resnet32x4 under .*robust-kd train --model resnet32x4"),
     (["--model", "missing.pt"], r"checkpoint 'missing.pt' does not exist"),
+    (["--model", "missing.pth"], r"checkpoint 'missing.pth' does not exist"),
+    (["--model", "resnet8", "--suite", "transfer"], r"suite 'transfer' attacks a jpegdl_\* model .* robust-kd transfer"),
+    (["--model", "resnet8", "--suite", "autoattack_quik"], r"did you mean 'autoattack_quick'"),
     (["--model", "{hundred}", "--data", "embedded"], r"has 100 classes but embedded has 10"),
     (["--model", "{nan}", "--data", "embedded"], r"NaN"),
     (["--model", "{corrupt}"], r"corrupt|not a robust-kd checkpoint|cannot read"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import torchattacks
 import attacks
 from attacks import apgd as apgd_module
 from attacks.core import flat_norm
+from attacks.evaluate import model_fingerprint
 
 EPS = 0.05  # Linf on Fashion-MNIST: TinyCNN keeps part of its points, so verdicts can disagree
 
@@ -265,6 +267,8 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
     assert resumed.robust_accuracy == uninterrupted.robust_accuracy
     assert [(a.points_attacked, a.forwards) for a in resumed.attacks] == \
         [(a.points_attacked, a.forwards) for a in uninterrupted.attacks]
+    assert (resumed.forwards, resumed.backwards) == (uninterrupted.forwards, uninterrupted.backwards)
+    assert resumed.seconds >= sum(a.seconds for a in resumed.attacks)
 
     records = {}                 # the older state format: one count per step instead of per batch
     for batch in saved.pop("batches"):
@@ -287,6 +291,52 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
         state.write_bytes(damage)
         with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
+
+
+def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_classifier, tmp_path):
+    model, x, y = tiny_classifier
+    x, y = x[:16], y[:16]
+    state = tmp_path / "state.json"
+
+    def suite(steps, rows_per_pass=0):
+        return {"name": "s", "attacks": [{"attack": "pgd", "label": "p", "steps": steps},
+                                         {"attack": "apgd-t", "steps": 2, "targets": 2, "rows_per_pass": rows_per_pass}]}
+
+    first = attacks.evaluate(model, x, y, suite(2), eps=EPS, state_path=state, sanity_checks=False)
+    with pytest.raises(attacks.AttackError, match=r"different evaluation \(the attacks' settings differ\)"):
+        attacks.evaluate(model, x, y, suite(3), eps=EPS, state_path=state, sanity_checks=False)
+    retrained = copy.deepcopy(model)
+    with torch.no_grad():
+        retrained.head.bias[0] += 1e-3
+    with pytest.raises(attacks.AttackError, match=r"the model's weights \(another checkpoint"):
+        attacks.evaluate(retrained, x, y, suite(2), eps=EPS, state_path=state, sanity_checks=False)
+    # a setting that changes only the speed (targets side by side or in order) resumes
+    again = attacks.evaluate(model, x, y, suite(2, rows_per_pass=1), eps=EPS, state_path=state, sanity_checks=False)
+    assert again.points == first.points
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert model_fingerprint(channels_last) == model_fingerprint(model) != model_fingerprint(retrained)
+
+
+def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
+    model, x, y = tiny_classifier
+    twice = {"attacks": [{"attack": "pgd", "label": "a"}, {"attack": "fgsm", "label": "a"}]}
+    with pytest.raises(attacks.AttackError, match="more than one suite entry is labelled a"):
+        attacks.evaluate(model, x[:4], y[:4], twice)
+    same = attacks.Suite("twice", [attacks.SuiteStep("a", attacks.PGD()), attacks.SuiteStep("a", attacks.FGSM())])
+    with pytest.raises(attacks.AttackError, match="more than one step labelled a"):
+        attacks.evaluate(model, x[:4], y[:4], same)
+    for entry, message in (({"attack": "pgd", "steps": 0}, "steps must be at least 1"),
+                           ({"attack": "pgd", "restarts": 0}, "restarts must be at least 1"),
+                           ({"attack": "pgd", "alpha": -0.1}, "alpha .* must be positive"),
+                           ({"attack": "pgd", "alpha": 0.1, "alpha_fraction": 0.2}, "both alpha and alpha_fraction"),
+                           ({"attack": "pgd", "eps": 0.5}, "sets eps"),
+                           ({"attack": "apgd-t", "targets": 10}, "targets 10 is more than the model's other classes"),
+                           ({"attack": "square", "queries": 0}, "queries must be at least 1"),
+                           ({"attack": "pgd", "name": "x"}, "has no setting name")):
+        with pytest.raises(attacks.AttackError, match=message):
+            attacks.evaluate(model, x[:4], y[:4], {"attacks": [entry]})
+    with pytest.raises(attacks.AttackError, match="'transfer' must be true or false"):
+        attacks.evaluate(model, x[:4], y[:4], {"attacks": [{"attack": "fgsm"}], "transfer": "maybe"})
 
 
 class _CountImages(torch.nn.Module):

@@ -62,6 +62,14 @@ def _join_torchrun(args: list[str]) -> None:
         console.stderr().quiet = True        # progress too; errors still reach stderr
 
 
+_RESUME_NOTES = {  # what an interrupted verb keeps
+    "train": "finished epochs are saved, rerun the same command to resume",
+    "distill": "finished epochs are saved, rerun the same command to resume",
+    "attack": "finished batches are saved, rerun the same command to resume",
+    "quickstart": "finished steps are saved, rerun the same command to resume",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robust-kd`` script; returns (and, from the shell, exits with) the exit code."""
     from ..distributed import launched_by_torchrun
@@ -88,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as err:
         code = err.exit_code
     except (KeyboardInterrupt, click.exceptions.Abort):
-        print("robust-kd: interrupted; finished epochs are saved, rerun the same command to resume", file=sys.stderr)
+        note = _RESUME_NOTES.get(args[0] if args else "")
+        print("robust-kd: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         code = 130
     if launched_by_torchrun():
         from ..distributed import shutdown

@@ -76,7 +76,8 @@ class _VariantProgress:
               help="An architecture (its newest run under --runs-dir), a checkpoint, a run folder, or a pretrained "
                    "model (autoattack_resnet18_cifar10).")
 @click.option("--suite", "-s", default="fast", show_default=True, metavar="NAME|YAML",
-              help="autoattack, pgd, fast, blackbox, transfer, adaptive, or a YAML suite file.")
+              help="autoattack, autoattack_quick, pgd, fast, blackbox, adaptive, transfer (jpegdl_* models), "
+                   "or a YAML suite file; --list shows them all.")
 @click.option("--eps", metavar="EPS[,EPS...]", help="Radius in [0, 1] pixel units, e.g. 8/255; a list gives a curve. "
                                                      "Default: 8/255 (Linf) or 0.5 (L2).")
 @click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
@@ -175,11 +176,15 @@ def _print_results(content: dict[str, Any]) -> None:
 def _print_catalogue() -> None:
     import attacks
 
-    print_table("suites", ["name", "what it runs"],
-                [(name, " ".join((attacks.SUITES[name].__doc__ or "").split())) for name in attacks.list_suites()])
+    from ..robustness import shipped_suites
+
+    registered = [(name, " ".join((attacks.SUITES[name].__doc__ or "").replace("``", "").split()))
+                  for name in attacks.list_suites()]
+    files = [(name, " ".join(str(data.get("description") or data.get("caveat") or f"suite file {path}").split()))
+             for name, (path, data) in shipped_suites().items() if name not in attacks.SUITES]
+    print_table("suites", ["name", "what it runs"], registered + files)
     print_table("attacks (for YAML suites)", ["name", "norms", "settings"],
-                [(name, "/".join(cls.norms),
-                  ", ".join(f for f in cls.__dataclass_fields__ if f not in ("eps", "norm", "seed", "surrogates")))
+                [(name, "/".join(cls.norms), ", ".join(attacks.suites.setting_names(cls)))
                  for name, cls in sorted(attacks.ATTACKS.items())])
 
 
@@ -223,6 +228,11 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     target_names = [t for t in targets.split(",") if t]
     if not source_names or not target_names:
         raise UserError("--source and --target each need at least one model, separated by commas")
+    for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--n", n)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    if out and Path(out).is_dir():
+        raise UserError(f"--out '{out}' is a folder; give the path of a JSON file, e.g. {Path(out) / 'matrix.json'}")
     resolved = {name: resolve_model(name, runs_dir) for name in dict.fromkeys(source_names + target_names)}
     first = resolved[source_names[0]]
     points = load_points(first, data, data_root, n)
@@ -254,7 +264,8 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
                    "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
     path = Path(out) if out else Path(runs_dir) / "transfer" / (
         f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
-        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}.json")
+        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
+        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}.json")
     write_json(path, matrix)
     if as_json:
         print_json(matrix)

@@ -44,7 +44,7 @@ def train(overrides: tuple[str, ...], model: str | None, data: str | None, data_
         return
     print_line(
         f"{summary['model']} on {summary['data']}: test accuracy {100 * summary['final_test_accuracy']:.2f}% "
-        f"after {summary['epochs']} epochs (best {100 * summary['best_test_accuracy']:.2f}% at epoch "
+        f"after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} (best {100 * summary['best_test_accuracy']:.2f}% at epoch "
         f"{summary['best_epoch']}); {summary['images_per_s']:.0f} img/s on {summary['device']}"
     )
     if "jpeg_table_shift" in summary:
