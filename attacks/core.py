@@ -138,8 +138,8 @@ class Attack:
             if isinstance(value, int) and value < 1:
                 raise AttackError(f"{self.name}: {setting} must be at least 1, got {value}")
         alpha = getattr(self, "alpha", None)
-        if alpha is not None and not float(alpha) > 0:
-            raise AttackError(f"{self.name}: alpha (the step size) must be positive, got {alpha}")
+        if alpha is not None and not float(alpha) >= 0:
+            raise AttackError(f"{self.name}: alpha (the step size) must not be negative, got {alpha}")
 
     def result_settings(self) -> dict:
         """:meth:`describe` without the speed-only settings: what decides the adversarial examples."""

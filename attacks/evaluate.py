@@ -81,11 +81,12 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """CRC-32 of the names and bytes of every parameter and buffer: another checkpoint, or the same
-    run trained further, gives another value (memory layout and device do not matter)."""
+    """CRC-32 of the dtype, shape and bytes of every parameter and buffer, in order: another
+    checkpoint, or the same run trained further, gives another value. Memory layout, device and
+    wrappers without weights of their own (counting, BPDA around the same model) do not matter."""
     digest = 0
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        digest = zlib.crc32(name.encode(), digest)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        digest = zlib.crc32(f"{tensor.dtype}{tuple(tensor.shape)}".encode(), digest)
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest = zlib.crc32(data.view(torch.uint8).numpy().tobytes(), digest)
     return f"{digest:08x}"

@@ -315,6 +315,7 @@ def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_c
     assert again.points == first.points
     channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert model_fingerprint(channels_last) == model_fingerprint(model) != model_fingerprint(retrained)
+    assert model_fingerprint(attacks.CountingModel(model)) == model_fingerprint(model)
 
 
 def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
@@ -327,7 +328,7 @@ def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
         attacks.evaluate(model, x[:4], y[:4], same)
     for entry, message in (({"attack": "pgd", "steps": 0}, "steps must be at least 1"),
                            ({"attack": "pgd", "restarts": 0}, "restarts must be at least 1"),
-                           ({"attack": "pgd", "alpha": -0.1}, "alpha .* must be positive"),
+                           ({"attack": "pgd", "alpha": -0.1}, "alpha .* must not be negative"),
                            ({"attack": "pgd", "alpha": 0.1, "alpha_fraction": 0.2}, "both alpha and alpha_fraction"),
                            ({"attack": "pgd", "eps": 0.5}, "sets eps"),
                            ({"attack": "apgd-t", "targets": 10}, "targets 10 is more than the model's other classes"),

@@ -87,7 +87,7 @@ class _CifarLayout:
     def how_to_get(self) -> str:
         return (
             f"download {self.archive} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into "
-            "the folder, or add --download on a machine with network access"
+            "the folder (robust-kd train can also fetch it with --download on a machine with network access)"
         )
 
     def resolve(self, root: Path) -> Path:
