@@ -32,7 +32,7 @@ from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
 from .shard import Shard, gather, owns, resolve_shard
-from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite
+from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite, repeated_labels
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
 GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
@@ -339,12 +339,11 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     checks.check_output(probe, y[: min(batch_size, total)].to(device))
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
-    labels = [s.label for s in built.steps]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    repeated = repeated_labels(built.steps)
     if repeated:
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
                           "give each step its own label")
-    key = {"suite": built.name, "steps": labels, "eps": eps, "norm": norm, "seed": seed,
+    key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
            "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": model_fingerprint(model),
            "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:

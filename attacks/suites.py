@@ -176,8 +176,7 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         steps.append(SuiteStep(label, attack, kind=kind_of(attack)))
     if not isinstance(data.get("transfer", False), bool):
         raise AttackError(f"a suite's 'transfer' must be true or false, got {data['transfer']!r}")
-    labels = [step.label for step in steps]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    repeated = repeated_labels(steps)
     if repeated:
         raise AttackError(f"more than one suite entry is labelled {', '.join(repeated)}; give each its own 'label'")
     if data.get("transfer") and surrogates:
@@ -189,6 +188,12 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
     if not isinstance(caveat, str):
         raise AttackError("a suite's 'caveat' must be text")
     return Suite(str(data.get("name", "custom")), steps, caveat=" ".join(caveat.split()))
+
+
+def repeated_labels(steps: list[SuiteStep]) -> list[str]:
+    """Labels used by more than one step (a step's label keys its verdicts and its resume state)."""
+    labels = [step.label for step in steps]
+    return sorted({label for label in labels if labels.count(label) > 1})
 
 
 def kind_of(attack: Attack) -> str:
