@@ -27,7 +27,7 @@ from torch import nn
 
 from . import checks
 from .adaptive import BPDA
-from .core import AttackError, CountingModel, model_device
+from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
@@ -41,9 +41,29 @@ BLACK_BOX_TOLERANCE = 0.002  # AutoAttack's check_square_sr threshold (share of 
 
 
 class Progress(Protocol):
+    """What an evaluation reports as it goes. A progress object may also have
+    ``working(label, done, in_flight, forwards, robust, total)``: called about once a second while a
+    batch of ``in_flight`` points is attacked (``forwards``: images passed forward in it so far)."""
+
     def attack_started(self, label: str, points: int) -> None: ...
     def points_done(self, label: str, done: int, robust: int, total: int) -> None: ...
     def attack_finished(self, record: AttackRecord, robust: int, total: int) -> None: ...
+
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class _Heartbeat:
+    """Calls ``report`` at most once per ``HEARTBEAT_SECONDS`` from the forward passes of a batch."""
+
+    def __init__(self, report) -> None:
+        self.report, self.last = report, time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_SECONDS:
+            self.last = now
+            self.report()
 
 
 class _Silent:
@@ -248,7 +268,7 @@ def evaluate(
     norm: str = "Linf",
     n: int | None = None,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     state_path: str | Path | None = None,
     progress: Progress | None = None,
     keep_examples: bool = False,
@@ -285,6 +305,10 @@ def evaluate(
     with 5× its steps on up to 32 points the suite left robust (``result.convergence``; flag
     ``not_converged``); it costs about as much as that attack on 160 points.
 
+    ``batch_size``: points attacked together; ``None`` (default) by device (64 on CPU, 256 on CUDA:
+    :data:`attacks.core.AUTO_BATCH_SIZE`). It never changes a verdict; an interruption loses the
+    batch in flight.
+
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
     """
@@ -311,6 +335,10 @@ def evaluate(
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise AttackError("images must lie in [0, 1]; models own their normalization")
     device = model_device(model)
+    if batch_size is None:
+        batch_size = auto_batch_size(device)
+    elif batch_size < 1:
+        raise AttackError(f"batch_size must be at least 1, got {batch_size}")
     parts = resolve_shard(shard)
     family = None
     if state_path is not None:
@@ -513,11 +541,22 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             view = view_counter
         progress.attack_started(step.label, len(todo) + len(done))
         attacked = len(done)
+        working = getattr(progress, "working", None)
+        counters = [c for c in (counting, view_counter) if c is not None]
         for start in range(0, len(todo), batch_size):
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
             tick, passes = time.perf_counter(), _Passes(counting, view_counter)
-            x_adv = step.attack(view, xb, yb, index).detach()
+            if working is not None:
+                heartbeat = _Heartbeat(lambda label=step.label, done=attacked, size=len(rows), passes=passes:
+                                       working(label, done, size, passes.delta()[0], sum(state.robust), total))
+                for counter in counters:
+                    counter.listener = heartbeat
+            try:
+                x_adv = step.attack(view, xb, yb, index).detach()
+            finally:
+                for counter in counters:
+                    counter.listener = None
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Attack, AttackError, flat_norm, margin_loss, model_device, normalized_step, project
+from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
 from .suites import register_attack
 
 
@@ -92,25 +92,29 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, nor
 
 def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor,
                     y: torch.Tensor, *, eps: float, norm: str = "Linf", steps: int = 20, momentum: float = 1.0,
-                    batch_size: int = 256, progress=None) -> dict:
+                    batch_size: int | None = None, progress=None) -> dict:
     """Success rate of examples made on each source (white-box on it) against each target.
 
     A cell counts the points the target classifies correctly on clean input and the share of them
     the source's examples make it misclassify. The diagonal is the white-box success rate.
+    ``batch_size``: ``None`` (default) by the source's device (:data:`attacks.core.AUTO_BATCH_SIZE`).
     """
     if norm not in ("Linf", "L2"):
         raise AttackError(f"norm must be Linf or L2, got '{norm}'")
+    if batch_size is not None and batch_size < 1:
+        raise AttackError(f"batch_size must be at least 1, got {batch_size}")
     cells: dict[str, dict[str, dict[str, float | int]]] = {}
     for source_name, source in sources.items():
         device = model_device(source)
+        size = batch_size or auto_batch_size(device)
         source.eval()
         made = []
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        for start in range(0, len(y), size):
+            xb, yb = x[start:start + size].to(device), y[start:start + size].to(device)
             made.append(craft(source, xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
                               momentum=momentum, loss="ce").cpu())
             if progress is not None:
-                progress(source_name, min(start + batch_size, len(y)), len(y))
+                progress(source_name, min(start + size, len(y)), len(y))
         x_adv = torch.cat(made)
         assert bool((flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all())
         row = {}
@@ -119,10 +123,10 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
             tdevice = model_device(target)
             clean_ok, fooled = [], []
             with torch.no_grad():
-                for start in range(0, len(y), batch_size):
-                    yb = y[start:start + batch_size].to(tdevice)
-                    clean_ok.append((target(x[start:start + batch_size].to(tdevice)).argmax(1) == yb).cpu())
-                    fooled.append((target(x_adv[start:start + batch_size].to(tdevice)).argmax(1) != yb).cpu())
+                for start in range(0, len(y), size):
+                    yb = y[start:start + size].to(tdevice)
+                    clean_ok.append((target(x[start:start + size].to(tdevice)).argmax(1) == yb).cpu())
+                    fooled.append((target(x_adv[start:start + size].to(tdevice)).argmax(1) != yb).cpu())
             ok, bad = torch.cat(clean_ok), torch.cat(fooled)
             attacked = int(ok.sum())
             broken = int((ok & bad).sum())

@@ -87,13 +87,24 @@ def save_checkpoint(
     save_torch(path, payload)
 
 
-def _load_error_reason(err: Exception) -> str:
-    """The useful line of torch.load's error: for a safe load, the unpickler's own complaint rather
-    than torch's advice to load unsafely."""
-    text = str(err).strip()
-    inner = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    line = inner.group(1) if inner else (text.splitlines()[0] if text else type(err).__name__)
-    return line.strip()[:160]
+def _what_the_file_is(path: Path) -> str:
+    """Why torch.load failed, in words a user can act on. The unpickler's own complaint about
+    garbage bytes ("Unsupported operand 188", a KeyError '101') says nothing to them; the file's
+    first bytes say what it is."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return f"cannot be opened: {err.strerror or type(err).__name__}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a PyTorch archive that is damaged: cut short (an interrupted copy or download?) or altered"
+    if head.startswith(b"\x80"):
+        return "an old-style PyTorch file that is damaged or cut short"
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return "a text file, not a PyTorch file"
+    return "not a PyTorch file"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -113,7 +124,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 "(a pickle can run code); use a checkpoint from a robust-kd run folder, which holds tensors only"
             ) from None
         raise UserError(
-            f"'{path}' is not a readable checkpoint ({_load_error_reason(err)}); it is corrupt or was not "
+            f"'{path}' is not a readable checkpoint ({_what_the_file_is(path)}); it is corrupt or was not "
             "written by robust-kd: train again or use another file"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -32,15 +32,26 @@ from .targets import ModelTarget
 MAX_LINF_EPS = 1.0
 
 
+class TypedEps(float):
+    """An eps value that remembers how it was typed ('300/255'), so that an error can echo it."""
+
+    typed: str
+
+    def __new__(cls, value: float, typed: str) -> "TypedEps":
+        made = super().__new__(cls, value)
+        made.typed = typed
+        return made
+
+
 def parse_eps(text: str | None) -> list[float] | None:
     """'8/255', '2/255,4/255,8/255' or '0.5' → floats; None stays None (the norm's default)."""
     if text is None:
         return None
-    values = []
+    values: list[float] = []
     for part in str(text).split(","):
         part = part.strip()
         try:
-            values.append(float(Fraction(part)))
+            values.append(TypedEps(float(Fraction(part)), part))
         except (ValueError, ZeroDivisionError):
             raise UserError(f"--eps: '{part}' is not a number; write e.g. 8/255 or 0.5, or a list 2/255,4/255,8/255") from None
     return values
@@ -50,7 +61,7 @@ def check_eps(values: list[float], norm: str, image_numel: int) -> None:
     limit = MAX_LINF_EPS if norm == "Linf" else image_numel ** 0.5
     for value in values:
         if not 0 < value <= limit:
-            raise UserError(f"--eps {value:g} is out of range for {norm} on [0, 1] images: use a value in (0, {limit:g}] "
+            raise UserError(f"--eps {getattr(value, 'typed', f'{value:g}')} is out of range for {norm} on [0, 1] images: use a value in (0, {limit:g}] "
                             f"(e.g. {'8/255' if norm == 'Linf' else '0.5'})")
 
 
@@ -117,9 +128,11 @@ class Points:
 def load_points(target: ModelTarget, data: str | None, data_root: str | None, n: int | None) -> Points:
     """The first ``n`` test points of the data set (the model's own by default)."""
     from .data import load_dataset
+    from .data.registry import dataset_entry
 
     name = data or target.data or "embedded"
-    root = data_root if data_root is not None else (target.data_root if name == target.data else None)
+    own_root = target.data_root if name == target.data and dataset_entry(name).reads_folder else None
+    root = data_root if data_root is not None else own_root
     options = target.data_options if name == target.data else {}
     dataset = load_dataset(name, root, **options)
     images, labels = dataset.test_images, dataset.test_labels
@@ -188,7 +201,7 @@ class AttackRun:
     norm: str
     n: int | None
     seed: int
-    batch_size: int
+    batch_size: int | None      # None: by device (attacks.core.AUTO_BATCH_SIZE)
     data: str | None = None
     data_root: str | None = None
     device: str = "auto"
@@ -201,7 +214,7 @@ class AttackRun:
         """Evaluate every variant; returns (results file, its content)."""
         if self.norm not in ("Linf", "L2"):
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.suite == "transfer" and not is_jpegdl(self.target.model):
             raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
@@ -237,7 +250,7 @@ class AttackRun:
         return path, content
 
     def _evaluate(self, model, points, variant, state_path, progress, notify):
-        batch_size = self.batch_size
+        batch_size = self.batch_size or attacks.core.auto_batch_size(attacks.core.model_device(model))
         while True:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]

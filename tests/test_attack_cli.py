@@ -65,6 +65,60 @@ def test_jpegdl_model_is_attacked_soft_and_hard_with_transfer_and_resumes(capsys
     assert code == 0 and [e["points"] for e in again["evaluations"]] == [e["points"] for e in content["evaluations"]]
 
 
+def test_piped_output_shows_that_a_long_batch_is_alive(capsys, trained_runs, monkeypatch):
+    import importlib
+
+    evaluate_module = importlib.import_module("attacks.evaluate")   # the module, not the function of that name
+    from robust_kd.cli.attack_cmd import AttackProgress
+
+    monkeypatch.setattr(evaluate_module, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(AttackProgress, "PIPED_EVERY", 0.0)   # a line whenever there is news, not once a minute
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "16", "--batch-size", "4",
+                         "--runs-dir", str(trained_runs), "--fresh", "--no-convergence-check")
+    assert code == 0, err
+    assert re.search(r"^pgd-20: 0/\d+ points attacked, batch of \d in flight, [\d,]+ forward passes so far; "
+                     r"robust so far \d+/16", err, re.M), err
+    assert re.search(r"^pgd-20: \d+/\d+ points attacked, robust so far \d+/16 \(", err, re.M), err
+    assert re.search(r"^pgd-20: attacked \d+, broke \d+, robust \d+/16", err, re.M), err
+
+
+def test_sigterm_keeps_the_finished_batches_and_a_rerun_resumes(trained_runs, tmp_path):
+    """A cluster's time limit or `kill` sends SIGTERM: the evaluation saves its finished batches,
+    exits 143 with one line, and the same command finishes the rest (no point attacked twice)."""
+    import signal
+    import subprocess
+    import time
+
+    suite = tmp_path / "slow.yaml"
+    suite.write_text("name: slow\nattacks:\n  - {attack: pgd, label: pgd-slow, steps: 1500, alpha_fraction: 0.001}\n")
+    command = [sys.executable, "-m", "robust_kd.cli", "attack", "--model", "resnet8", "--suite", str(suite), "--n", "32",
+               "--batch-size", "1", "--eps", "1/255", "--runs-dir", str(trained_runs), "--device", "cpu",
+               "--no-convergence-check", "--json"]
+    states = trained_runs / "resnet8_synthetic_quick_seed0" / "attacks" / ".state"
+
+    def batches() -> int:
+        found = list(states.glob("slow-*.json"))
+        return len(json.loads(found[0].read_text())["batches"]) if found else 0
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while batches() == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1]       # still attacking: one batch of several is saved
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == ("robust-kd: terminated (SIGTERM); finished batches are saved, rerun the "
+                                            "same command to resume")
+    kept = batches()
+    assert kept >= 1
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    evaluation = json.loads(done.stdout)["evaluations"][0]
+    record = next(a for a in evaluation["attacks"] if a["label"] == "pgd-slow")
+    assert record["points_attacked"] == sum(evaluation["points"]["clean_correct"]) > kept - 1
+
+
 def test_eps_list_gives_a_curve_in_one_file(capsys, trained_runs):
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "12", "--eps",
                          "1/255,4/255,16/255", "--runs-dir", str(trained_runs), "--json")
@@ -249,6 +303,9 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--suite", "fast"], r"--model is required"),
     (["--model", "resnet8", "--suite", "autoatack"], r"unknown suite 'autoatack' \(did you mean 'autoattack'\?\)"),
     (["--model", "resnet8", "--eps", "2"], r"--eps 2 is out of range for Linf"),
+    (["--model", "resnet8", "--eps", "1/255,300/255"], r"--eps 300/255 is out of range for Linf"),
+    (["--model", "resnet8", "--data-root", "elsewhere"],
+     r"data set 'synthetic' comes with the installed packages and reads no folder; drop --data-root 'elsewhere'"),
     (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' is not a number"),
     (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),

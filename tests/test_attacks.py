@@ -293,6 +293,47 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
 
 
+def test_default_batch_size_is_by_device_and_never_changes_a_verdict(tiny_classifier):
+    model, x, y = tiny_classifier
+    x, y = x[:80], y[:80]
+    by_device = attacks.evaluate(model, x, y, "fast", eps=EPS, sanity_checks=False)
+    assert by_device.batch_size == attacks.core.AUTO_BATCH_SIZE["cpu"] < len(y)
+    odd = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=7, sanity_checks=False)
+    assert odd.points == by_device.points and 0 < sum(odd.points["robust"]) < len(y)
+    with pytest.raises(attacks.AttackError, match="batch_size must be at least 1"):
+        attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=0)
+
+
+def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monkeypatch):
+    """An object with ``working`` gets the forward passes of the batch in flight, about once a
+    second (here at every pass), with the batch's passes so far."""
+    import importlib
+
+    evaluate_module = importlib.import_module("attacks.evaluate")   # the module, not the function of that name
+
+    monkeypatch.setattr(evaluate_module, "HEARTBEAT_SECONDS", 0.0)
+    model, x, y = tiny_classifier
+    x, y = x[:20], y[:20]
+    heard = []
+
+    class Listening:
+        def attack_started(self, label, points): ...
+        def points_done(self, label, done, robust, total): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def working(self, label, done, in_flight, forwards, robust, total):
+            heard.append((label, done, in_flight, forwards, total))
+
+    result = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=8, progress=Listening(), sanity_checks=False)
+    pgd = [h for h in heard if h[0] == "pgd-20"]
+    first_batch = [h for h in pgd if h[1] == 0]
+    assert first_batch and all(h[2] == 8 and h[4] == 20 for h in first_batch)
+    assert [h[3] for h in first_batch] == sorted(h[3] for h in first_batch) and first_batch[-1][3] > 8
+    assert {h[1] for h in pgd} <= {0, 8, 16}
+    record = next(r for r in result.attacks if r.label == "pgd-20")
+    assert max(h[3] for h in pgd) <= record.forwards
+
+
 def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_classifier, tmp_path):
     model, x, y = tiny_classifier
     x, y = x[:16], y[:16]

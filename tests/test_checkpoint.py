@@ -80,14 +80,21 @@ def test_a_checkpoint_carrying_code_is_refused_not_run(tmp_path, monkeypatch):
         read_checkpoint(whole)
 
 
-def test_an_unreadable_checkpoint_gets_the_reason_not_torch_advice(tmp_path):
-    text = tmp_path / "notes.pt"
-    text.write_text("garbage\n")
-    with pytest.raises(UserError) as raised:
-        read_checkpoint(text)
-    message = str(raised.value)
-    assert "not a readable checkpoint (Unsupported operand" in message and "\n" not in message
-    assert "weights_only" not in message and "arbitrary code" not in message
+def test_an_unreadable_checkpoint_says_what_the_file_is_not_torch_advice(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, _model(), {})
+    cases = {"notes.pt": b"garbage\n", "empty.pt": b"", "cut.pt": good.read_bytes()[:4096],
+             "binary.pt": bytes(range(250, 256)) * 50, "old.pt": b"\x80\x02" + b"\xff" * 64}
+    expected = {"notes.pt": "(a text file, not a PyTorch file)", "empty.pt": "(the file is empty)",
+                "cut.pt": "(a PyTorch archive that is damaged: cut short", "binary.pt": "(not a PyTorch file)",
+                "old.pt": "(an old-style PyTorch file that is damaged or cut short)"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError) as raised:
+            read_checkpoint(tmp_path / name)
+        message = str(raised.value)
+        assert f"is not a readable checkpoint {expected[name]}" in message and "\n" not in message, message
+        assert "weights_only" not in message and "arbitrary code" not in message
 
 
 def test_weights_that_do_not_fit_the_architecture(tmp_path):

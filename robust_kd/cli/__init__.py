@@ -6,8 +6,10 @@ stderr and exit code 2; tracebacks are kept for real bugs.
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 import click
 
@@ -70,11 +72,50 @@ _RESUME_NOTES = {  # what an interrupted verb keeps
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a cluster job's time limit or preemption): it unwinds like Ctrl-C, so every
+    verb saves what it has finished (atomically) before the process exits."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+_NOT_INSTALLED = object()
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM and return the previous one; off the main thread, where
+    Python cannot handle signals, install nothing and return ``_NOT_INSTALLED``."""
+    if threading.current_thread() is not threading.main_thread():
+        return _NOT_INSTALLED
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robust-kd`` script; returns (and, from the shell, exits with) the exit code."""
     from ..distributed import launched_by_torchrun
 
     args = list(sys.argv[1:] if argv is None else argv)
+    previous_sigterm = _on_sigterm(_raise_terminated)
+    try:
+        code = _run(args)
+    finally:
+        if previous_sigterm is not _NOT_INSTALLED:
+            _on_sigterm(signal.SIG_DFL if previous_sigterm is None else previous_sigterm)
+    if launched_by_torchrun():
+        from ..distributed import shutdown
+
+        shutdown()
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(args: list[str]) -> int:
+    """The verb's exit code; every failure a user can fix becomes one line on stderr."""
+    from ..distributed import launched_by_torchrun
+
     try:
         if launched_by_torchrun():
             _join_torchrun(args)
@@ -95,14 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = err.exit_code
     except click.exceptions.Exit as err:
         code = err.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort) as err:
         note = _RESUME_NOTES.get(args[0] if args else "")
-        print("robust-kd: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
-        code = 130
-    if launched_by_torchrun():
-        from ..distributed import shutdown
-
-        shutdown()
-    if argv is None:
-        sys.exit(code)
+        terminated = isinstance(err, Terminated) or isinstance(err.__cause__, Terminated)  # click wraps it in Abort
+        print(f"robust-kd: {'terminated (SIGTERM)' if terminated else 'interrupted'}" + (f"; {note}" if note else ""),
+              file=sys.stderr)
+        code = 143 if terminated else 130
     return code

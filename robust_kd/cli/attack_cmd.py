@@ -11,12 +11,23 @@ from .output import print_json, print_line, print_table
 
 
 class AttackProgress:
-    """Per-attack progress: a rich bar on a terminal, a line per finished attack when piped."""
+    """Per-attack progress. On a terminal: a rich bar that moves per batch and shows, while a batch
+    is attacked, the forward passes made in it. Piped (a log file, a cluster job): a line per
+    finished attack, and at most one line per ``PIPED_EVERY`` seconds in between, so that a long
+    batch shows it is alive."""
+
+    PIPED_EVERY = 60.0
 
     def __init__(self, variant: str = "") -> None:
+        import time
+
         self.variant = variant
         self.bar = None
         self.task = None
+        self.points = 0
+        self.status = ""
+        self.clock = time.monotonic
+        self.last_line = self.clock()
         if console.interactive():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -28,21 +39,38 @@ class AttackProgress:
     def _name(self, label: str) -> str:
         return f"{self.variant} · {label}" if self.variant and self.variant != "model" else label
 
+    def _piped(self, text: str) -> None:
+        """A line in piped mode, unless one was printed less than PIPED_EVERY seconds ago."""
+        if self.bar is None and self.clock() - self.last_line >= self.PIPED_EVERY:
+            self.last_line = self.clock()
+            console.stderr().print(text, markup=False)
+
     def attack_started(self, label: str, points: int) -> None:
+        self.points = points
         if self.bar is not None:
             self.task = self.bar.add_task(self._name(label), total=max(points, 1), status="")
 
     def points_done(self, label: str, done: int, robust: int, total: int) -> None:
+        self.status = f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)"
         if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, completed=done,
-                            status=f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)")
+            self.bar.update(self.task, completed=done, status=self.status)
+        self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {self.status}")
+
+    def working(self, label: str, done: int, in_flight: int, forwards: int, robust: int, total: int) -> None:
+        busy = f"batch of {in_flight} in flight, {forwards:,} forward passes so far"
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, status=f"{self.status}{'; ' if self.status else ''}{busy}")
+        self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {busy}; "
+                    f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)")
 
     def attack_finished(self, record: Any, robust: int, total: int) -> None:
+        self.status = ""
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=max(record.points_attacked, 1),
                             status=f"broke {record.points_broken}; robust {robust}/{total} "
                                    f"({100 * robust / max(total, 1):.1f}%)")
         else:
+            self.last_line = self.clock()
             console.stderr().print(
                 f"{self._name(record.label)}: attacked {record.points_attacked}, broke {record.points_broken}, "
                 f"robust {robust}/{total} ({100 * robust / max(total, 1):.1f}%) in {record.seconds:.1f}s", markup=False)
@@ -84,7 +112,8 @@ class _VariantProgress:
 @click.option("--n", "n", type=int, help="Number of test points (the first n). Default: all.")
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the one the model was trained on.")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set (e.g. a CIFAR-10 folder).")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, help="Points attacked together. Default: 64 on CPU, 256 on CUDA. It never "
+                                             "changes a verdict; an interrupted run loses the batch in flight.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
@@ -97,7 +126,7 @@ class _VariantProgress:
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
-           data_root: str | None, batch_size: int, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
+           data_root: str | None, batch_size: int | None, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
            convergence_check: bool, list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
@@ -198,7 +227,7 @@ def _print_catalogue() -> None:
 @click.option("--n", "n", type=int, default=500, show_default=True)
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the first source's.")
 @click.option("--data-root", metavar="FOLDER")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, help="Default: 64 on CPU, 256 on CUDA.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True)
 @click.option("--out", metavar="JSON", help="Where to write the matrix; default: runs/transfer/<sources>-to-<targets>.json")
@@ -207,7 +236,7 @@ def _print_catalogue() -> None:
                    "soft quantizer, whose gradients mislead (2-3x lower success measured).")
 @click.option("--json", "as_json", is_flag=True)
 def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int, n: int, data: str | None,
-             data_root: str | None, batch_size: int, device: str, runs_dir: str, out: str | None, jpeg_gradient: str,
+             data_root: str | None, batch_size: int | None, device: str, runs_dir: str, out: str | None, jpeg_gradient: str,
              as_json: bool) -> None:
     """Transfer matrix: success rate of examples made on each source against each target.
 
@@ -229,7 +258,7 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     if not source_names or not target_names:
         raise UserError("--source and --target each need at least one model, separated by commas")
     for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--n", n)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
     if out and Path(out).is_dir():
         raise UserError(f"--out '{out}' is a folder; give the path of a JSON file, e.g. {Path(out) / 'matrix.json'}")

@@ -28,6 +28,11 @@ class DatasetEntry:
     needs_root: bool
     licence: str
 
+    @property
+    def reads_folder(self) -> bool:
+        """Whether the loader reads files from a folder (else the data ship inside a package)."""
+        return "root" in inspect.signature(self.loader).parameters
+
     def options(self) -> list[str]:
         """Keyword options the loader accepts beyond root/download."""
         params = inspect.signature(self.loader).parameters
@@ -86,6 +91,9 @@ def load_dataset(
     if unknown:
         allowed = ", ".join(entry.options()) or "none"
         raise UserError(f"data set '{name}' has no option {', '.join(unknown)}; its options: {allowed}")
+    if root is not None and not entry.reads_folder:
+        raise UserError(f"data set '{name}' comes with the installed packages and reads no folder; drop --data-root "
+                        f"'{root}' (or data.root=)")
     root = root if root is not None else entry.default_root
     if entry.needs_root and root is None:
         raise UserError(
@@ -93,7 +101,7 @@ def load_dataset(
         )
     kwargs: dict[str, Any] = dict(options)
     params = inspect.signature(entry.loader).parameters
-    if "root" in params:
+    if entry.reads_folder:
         kwargs["root"] = Path(root).expanduser() if root is not None else None
     if "download" in params:
         kwargs["download"] = download
