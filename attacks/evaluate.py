@@ -430,7 +430,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
                 flags.append(flag)
     convergence = None
     if sanity_checks and convergence_check:
-        flag, convergence = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device)
+        flag, convergence = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress)
         if flag is not None:
             flags.append(flag)
     robust = sum(state.robust) / max(total, 1)
@@ -511,7 +511,7 @@ def _view_of(step: SuiteStep, counting: CountingModel, bpda: nn.Module | None) -
 
 def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x: torch.Tensor, y: torch.Tensor,
                        eps: float, norm: str, bpda: nn.Module | None, total: int,
-                       device: torch.device) -> tuple[Flag | None, dict]:
+                       device: torch.device, progress: Progress | None = None) -> tuple[Flag | None, dict]:
     """The checklist's "more iterations give no gain" (reference note §5.3, item 5): the suite's
     first iterative white-box step, with more steps, on up to ``SANITY_POINTS`` of the points the
     suite left robust (the first by index, so every rank and every rerun draws the same)."""
@@ -525,8 +525,22 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
         return None, {"attack": step.label, "probe": probe.describe(), "points": 0, "survivors": 0, "broken": 0,
                       "estimated_overstatement": 0.0}
     rows = torch.tensor(survivors[:SANITY_POINTS])
-    return checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
-                                  rows.to(device), probe, step.label, counting, len(survivors), total, eps, norm)
+    # reported like an attack: at CPU speed the probe can take minutes
+    label = f"convergence check ({step.label}, {checks.CONVERGENCE_FACTOR}x steps)"
+    progress = progress or _Silent()
+    working = getattr(progress, "working", None)
+    progress.attack_started(label, len(rows))
+    start = counting.forwards
+    if working is not None:
+        counting.listener = _Heartbeat(lambda: working(label, 0, len(rows), counting.forwards - start,
+                                                       sum(state.robust), total))
+    try:
+        found = checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
+                                       rows.to(device), probe, step.label, counting, len(survivors), total, eps, norm)
+    finally:
+        counting.listener = None
+    progress.points_done(label, len(rows), sum(state.robust), total)
+    return found
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,

@@ -308,6 +308,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
      r"data set 'synthetic' comes with the installed packages and reads no folder; drop --data-root 'elsewhere'"),
     (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' is not a number"),
     (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
+    (["--model", "resnet8", "--norm", "linf", "--eps", "3"], r"--eps 3 is out of range for Linf"),   # any case
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
     (["--model", "resnet8", "--data", "embedded"], r"takes 3-channel images but embedded has 1"),
     (["--model", "resnet9"], r"neither a checkpoint, a run folder nor a model name \(did you mean"),

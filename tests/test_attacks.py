@@ -332,6 +332,11 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
     assert {h[1] for h in pgd} <= {0, 8, 16}
     record = next(r for r in result.attacks if r.label == "pgd-20")
     assert max(h[3] for h in pgd) <= record.forwards
+    heard.clear()      # the convergence check (minutes on a CPU) is reported like an attack
+    checked = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=8, progress=Listening())
+    assert checked.convergence["points"] > 0
+    probe = [h for h in heard if h[0] == "convergence check (pgd-20, 5x steps)"]
+    assert probe and probe[-1][2] == checked.convergence["points"] and probe[-1][3] > 0
 
 
 def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_classifier, tmp_path):

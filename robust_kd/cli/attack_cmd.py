@@ -8,6 +8,7 @@ import click
 
 from .. import console
 from .output import print_json, print_line, print_table
+from .params import NORM
 
 
 class AttackProgress:
@@ -108,7 +109,7 @@ class _VariantProgress:
                    "or a YAML suite file; --list shows them all.")
 @click.option("--eps", metavar="EPS[,EPS...]", help="Radius in [0, 1] pixel units, e.g. 8/255; a list gives a curve. "
                                                      "Default: 8/255 (Linf) or 0.5 (L2).")
-@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--norm", type=NORM, default="Linf", show_default=True)
 @click.option("--n", "n", type=int, help="Number of test points (the first n). Default: all.")
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the one the model was trained on.")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set (e.g. a CIFAR-10 folder).")
@@ -222,7 +223,7 @@ def _print_catalogue() -> None:
               help="Models the adversarial examples are made on (names, checkpoints or run folders).")
 @click.option("--target", "targets", required=True, metavar="C,D,...", help="Models they are judged on.")
 @click.option("--eps", default=None, metavar="EPS", help="Default: 8/255 (Linf) or 0.5 (L2).")
-@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--norm", type=NORM, default="Linf", show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True, help="MI-FGSM steps on each source.")
 @click.option("--n", "n", type=int, default=500, show_default=True)
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the first source's.")

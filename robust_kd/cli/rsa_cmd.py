@@ -10,6 +10,7 @@ import click
 
 from .. import console
 from .output import print_json, print_line, print_table
+from .params import NORM
 
 
 class StepProgress:
@@ -163,7 +164,7 @@ Examples:
 """)
 @_common
 @click.option("--eps", default="8/255", show_default=True, help="Perturbation budget of both attacks.")
-@click.option("--norm", type=click.Choice(["Linf", "L2"]), default="Linf", show_default=True)
+@click.option("--norm", type=NORM, default="Linf", show_default=True)
 @click.option("--white-steps", type=int, default=20, show_default=True, help="PGD steps of the white-box attack.")
 @click.option("--black", type=click.Choice(["square", "transfer"]), default="square", show_default=True)
 @click.option("--queries", type=int, default=1000, show_default=True, help="Square attack query budget.")
