@@ -128,10 +128,10 @@ class Points:
 def load_points(target: ModelTarget, data: str | None, data_root: str | None, n: int | None) -> Points:
     """The first ``n`` test points of the data set (the model's own by default)."""
     from .data import load_dataset
-    from .data.registry import dataset_entry
+    from .data.registry import stored_root
 
     name = data or target.data or "embedded"
-    own_root = target.data_root if name == target.data and dataset_entry(name).reads_folder else None
+    own_root = stored_root(name, target.data_root) if name == target.data else None
     root = data_root if data_root is not None else own_root
     options = target.data_options if name == target.data else {}
     dataset = load_dataset(name, root, **options)

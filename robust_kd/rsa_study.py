@@ -487,9 +487,13 @@ def run_rsa_adversarial(model: nn.Module, model_name: str, model_source: str, st
 # ------------------------------------------------------------------------------------------ model vs model
 def test_split_stimuli(target_data: str | None, data_root: str | None, options: dict, n: int, channels: int,
                        size: int) -> Stimuli:
-    """The first ``n`` test images of a data set (the models' own), as stimuli named by index and class."""
+    """The first ``n`` test images of a data set (the models' own, with the folder of their stored
+    config), as stimuli named by index and class."""
     from .data import load_dataset
-    dataset = load_dataset(target_data or "embedded", data_root, **options)
+    from .data.registry import stored_root
+
+    name = target_data or "embedded"
+    dataset = load_dataset(name, stored_root(name, data_root), **options)
     if n < 3:
         raise UserError("--n must be at least 3 (an RDM needs 3 stimuli)")
     images = dataset.test_images[:n].float() / 255.0

@@ -41,6 +41,18 @@ def test_unknown_option_is_refused():
         load_dataset("synthetic", colour=3)
 
 
+def test_a_folder_for_a_data_set_that_reads_none_is_refused_not_ignored():
+    from robust_kd.data.registry import stored_root
+
+    for name in ("embedded", "synthetic", "cifar10-samples"):
+        assert not dataset_entry(name).reads_folder
+        with pytest.raises(UserError, match=rf"data set '{name}' comes with the installed packages and reads no "
+                                            r"folder; drop --data-root '/some/where'"):
+            load_dataset(name, "/some/where")
+        assert stored_root(name, "/some/where") is None      # a run's stored config: dropped, not an error
+    assert dataset_entry("cifar10").reads_folder and stored_root("cifar10", "/some/where") == "/some/where"
+
+
 # ---------------------------------------------------------------- embedded and idx
 
 

@@ -82,6 +82,12 @@ def dataset_entry(name: str) -> DatasetEntry:
         ) from None
 
 
+def stored_root(name: str, root: str | None) -> str | None:
+    """A folder from a run's stored config, for loading ``name`` again: None where the data set reads
+    no folder (a run trained before such roots were refused may still carry one)."""
+    return root if dataset_entry(name).reads_folder else None
+
+
 def load_dataset(
     name: str, root: str | Path | None = None, *, download: bool = False, **options: Any
 ) -> ImageDataset:
