@@ -214,6 +214,12 @@ def test_transfer_bad_input_is_one_line_and_settings_get_their_own_file(capsys, 
     assert len(names) == 2 and any(name.endswith("-steps5.json") for name in names)
 
 
+def test_norm_is_shown_and_taken_in_its_own_spelling_and_any_case(capsys):
+    for verb in ("attack", "transfer", "rsa-adversarial"):
+        code, out, _ = run(capsys, verb, "--help")
+        assert code == 0 and "--norm [Linf|L2]" in out, out
+
+
 def test_attack_list_shows_suites_and_attacks(capsys):
     code, out, _ = run(capsys, "attack", "--list")
     assert code == 0

@@ -9,10 +9,13 @@ import click
 
 class CanonicalChoice(click.Choice):
     """A choice typed in any case (``linf``, ``LINF``) that becomes its canonical spelling (``Linf``);
-    a wrong value is named with the choices as spelled here, not lower-cased."""
+    the help and a wrong value's error show the choices as spelled here, not lower-cased."""
 
     def __init__(self, choices: list[str]) -> None:
         super().__init__(choices, case_sensitive=False)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return f"[{'|'.join(self.choices)}]"
 
     def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
         return f"{value!r} is not one of {', '.join(map(repr, self.choices))}."
