@@ -18,9 +18,10 @@ import re
 import tempfile
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -64,6 +65,23 @@ class _Heartbeat:
         if now - self.last >= HEARTBEAT_SECONDS:
             self.last = now
             self.report()
+
+
+@contextmanager
+def _heartbeat(counters: Sequence[CountingModel], report) -> Iterator[None]:
+    """While inside: ``report()`` about once a second, from the forward passes of ``counters``
+    (nothing when ``report`` is None)."""
+    if report is None:
+        yield
+        return
+    beat = _Heartbeat(report)
+    for counter in counters:
+        counter.listener = beat
+    try:
+        yield
+    finally:
+        for counter in counters:
+            counter.listener = None
 
 
 class _Silent:
@@ -531,14 +549,11 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
     working = getattr(progress, "working", None)
     progress.attack_started(label, len(rows))
     start = counting.forwards
-    if working is not None:
-        counting.listener = _Heartbeat(lambda: working(label, 0, len(rows), counting.forwards - start,
-                                                       sum(state.robust), total))
-    try:
+    report = None if working is None else (
+        lambda: working(label, 0, len(rows), counting.forwards - start, sum(state.robust), total))
+    with _heartbeat([counting], report):
         found = checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
                                        rows.to(device), probe, step.label, counting, len(survivors), total, eps, norm)
-    finally:
-        counting.listener = None
     progress.points_done(label, len(rows), sum(state.robust), total)
     return found
 
@@ -561,16 +576,11 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
             tick, passes = time.perf_counter(), _Passes(counting, view_counter)
-            if working is not None:
-                heartbeat = _Heartbeat(lambda label=step.label, done=attacked, size=len(rows), passes=passes:
-                                       working(label, done, size, passes.delta()[0], sum(state.robust), total))
-                for counter in counters:
-                    counter.listener = heartbeat
-            try:
+            report = None if working is None else (
+                lambda label=step.label, done=attacked, size=len(rows), passes=passes:
+                working(label, done, size, passes.delta()[0], sum(state.robust), total))
+            with _heartbeat(counters, report):
                 x_adv = step.attack(view, xb, yb, index).detach()
-            finally:
-                for counter in counters:
-                    counter.listener = None
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid

@@ -11,6 +11,10 @@ from .output import print_json, print_line, print_table
 from .params import NORM
 
 
+def _robust_words(robust: int, total: int) -> str:
+    return f"{robust}/{total} ({100 * robust / max(total, 1):.1f}%)"
+
+
 class AttackProgress:
     """Per-attack progress. On a terminal: a rich bar that moves per batch and shows, while a batch
     is attacked, the forward passes made in it. Piped (a log file, a cluster job): a line per
@@ -52,7 +56,7 @@ class AttackProgress:
             self.task = self.bar.add_task(self._name(label), total=max(points, 1), status="")
 
     def points_done(self, label: str, done: int, robust: int, total: int) -> None:
-        self.status = f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)"
+        self.status = f"robust so far {_robust_words(robust, total)}"
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done, status=self.status)
         self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {self.status}")
@@ -62,19 +66,18 @@ class AttackProgress:
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, status=f"{self.status}{'; ' if self.status else ''}{busy}")
         self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {busy}; "
-                    f"robust so far {robust}/{total} ({100 * robust / max(total, 1):.1f}%)")
+                    f"robust so far {_robust_words(robust, total)}")
 
     def attack_finished(self, record: Any, robust: int, total: int) -> None:
         self.status = ""
         if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=max(record.points_attacked, 1),
-                            status=f"broke {record.points_broken}; robust {robust}/{total} "
-                                   f"({100 * robust / max(total, 1):.1f}%)")
+                            status=f"broke {record.points_broken}; robust {_robust_words(robust, total)}")
         else:
             self.last_line = self.clock()
             console.stderr().print(
                 f"{self._name(record.label)}: attacked {record.points_attacked}, broke {record.points_broken}, "
-                f"robust {robust}/{total} ({100 * robust / max(total, 1):.1f}%) in {record.seconds:.1f}s", markup=False)
+                f"robust {_robust_words(robust, total)} in {record.seconds:.1f}s", markup=False)
 
     def close(self) -> None:
         if self.bar is not None:
