@@ -72,8 +72,9 @@ class CW(Attack):
             sq = (adv - x).flatten(1).pow(2).sum(dim=1)
             logits = model(adv).float()
             cost = sq + c * _f(logits, y, self.kappa)
-            optimizer.zero_grad()
-            cost.sum().backward()  # Adam works per element: each point's w follows its own gradient only
+            # Only w's gradient: backward() would also fill (and pay for) the model's weight gradients.
+            # Adam works per element: each point's w follows its own gradient only.
+            (w.grad,) = torch.autograd.grad(cost.sum(), w)
             optimizer.step()
             with torch.no_grad():
                 wrong = (logits.argmax(dim=1) != y) & going

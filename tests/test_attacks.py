@@ -137,7 +137,10 @@ def test_every_attack_stays_in_the_ball_and_in_range(tiny_classifier, name, norm
             attacks.make_attack(name, eps=eps, norm=norm)
         return
     extra = {"surrogates": [model]} if name == "transfer" else {}
-    x_adv = attacks.make_attack(name, eps=eps, norm=norm, **_attack_settings(name), **extra)(model, x, y)
+    trainable = copy.deepcopy(model).requires_grad_(True)   # as a user's model comes: weights that want gradients
+    x_adv = attacks.make_attack(name, eps=eps, norm=norm, **_attack_settings(name), **extra)(trainable, x, y)
+    # an attack differentiates with respect to the images only: it neither fills nor pays for weight gradients
+    assert all(p.grad is None for p in trainable.parameters()), f"{name} left gradients on the model's weights"
     assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
     assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
     assert float(flat_norm(x_adv - x, norm).max()) <= eps * (1 + 1e-5) + 1e-6
