@@ -29,6 +29,7 @@ from torch import nn
 from . import checks
 from .adaptive import BPDA
 from .core import AttackError, CountingModel, auto_batch_size, model_device
+from .fold import fold_for_evaluation
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
@@ -38,6 +39,7 @@ from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite, repeated_labels
 WHITE_BOX_KINDS = ("white-box", "adaptive")
 GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
 SANITY_POINTS = 32
+FOLD_PROBE_POINTS = 8   # points on which a folded copy must give its module's logits (attacks.fold)
 BLACK_BOX_TOLERANCE = 0.002  # AutoAttack's check_square_sr threshold (share of all points)
 
 
@@ -296,6 +298,7 @@ def evaluate(
     gradient_views: Mapping[str, nn.Module] | None = None,
     shard: Shard | str | None = "auto",
     channels_last: bool | None = None,
+    fold_batchnorm: bool = True,
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -329,6 +332,10 @@ def evaluate(
 
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
+
+    ``fold_batchnorm``: attack copies of ``model``, ``bpda`` and the views with each eval-mode batch
+    norm folded into the convolution before it (:mod:`attacks.fold`), where a copy gives its
+    module's logits on the first points; the caller's modules are not changed.
     """
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
@@ -336,7 +343,7 @@ def evaluate(
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
                             convergence_check=convergence_check, bpda=bpda, gradient_views=gradient_views, shard=shard, channels_last=channels_last,
-                            **suite_context)
+                            fold_batchnorm=fold_batchnorm, **suite_context)
                    for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
         if flag is not None:
@@ -366,17 +373,24 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with channels_last_layout([model, bpda, *(gradient_views or {}).values()], device, channels_last):
-            return _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress or _Silent(),
-                             keep_examples, sanity_checks, bpda, gradient_views, suite_context, parts, family,
-                             convergence_check)
+        fingerprint = model_fingerprint(model)   # the caller's weights: folding changes the weights, not the function
+        views = dict(gradient_views or {})
+        modules = [model, bpda, *views.values()]
+        if fold_batchnorm:
+            modules = fold_for_evaluation(modules, x[:FOLD_PROBE_POINTS].to(device))
+        attacked, bpda, views = modules[0], modules[1], dict(zip(views, modules[2:]))
+        with channels_last_layout(modules, device, channels_last):
+            return _evaluate(attacked, x, y, suite, eps, norm, seed, batch_size, device, state_path,
+                             progress or _Silent(), keep_examples, sanity_checks, bpda, views, suite_context, parts,
+                             family, convergence_check, fingerprint)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
               sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
-              family: list[Path] | None = None, convergence_check: bool = True) -> EvaluationResult:
+              family: list[Path] | None = None, convergence_check: bool = True,
+              fingerprint: str | None = None) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -390,7 +404,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
                           "give each step its own label")
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": model_fingerprint(model),
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": fingerprint or model_fingerprint(model),
            "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:
         key["shard"] = list(shard)

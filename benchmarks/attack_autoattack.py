@@ -5,7 +5,10 @@ verdicts compared (how many points each leaves robust, and how many verdicts dif
 Default: the AutoAttack package's CIFAR-10 ResNet-18 on the 20 shipped CIFAR-10 test images
 (+ their horizontal flips, repeated to ``--n``), at each eps of ``--eps``; or ``--checkpoint``.
 
-    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255]
+    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255] [--unfolded]
+
+``--unfolded`` also times ours without folding the batch norms into the convolutions
+(``fold_batchnorm=False``) and compares its verdicts with the folded run's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--norm", default="Linf")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--checkpoint")
+    parser.add_argument("--unfolded", action="store_true", help="also time ours with fold_batchnorm=False")
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
@@ -38,8 +42,10 @@ def main() -> None:
     model, x, y, what = points(args.n, args.checkpoint)
     print(f"AutoAttack standard benchmark: {what}, {len(y)} points, {args.norm}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
-    print("| device | eps | pyautoattack s | ours s | ratio | robust pyautoattack | robust ours | verdicts differing |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    extra = " ours unfolded s | fold gain | verdicts differing folded vs unfolded |" if args.unfolded else ""
+    print("| device | eps | pyautoattack s | ours s | ratio | robust pyautoattack | robust ours | verdicts differing |"
+          + extra)
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.unfolded else ""))
     for device_name in args.devices.split(","):
         device = torch.device(device_name)
         model = model.to(device).eval()
@@ -55,15 +61,22 @@ def main() -> None:
             t_ref = time.perf_counter() - started
             with torch.no_grad():
                 robust_ref = (model(x_ref).argmax(1) == yd).cpu()
-            started = time.perf_counter()
-            result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm, batch_size=args.batch_size,
-                                      sanity_checks=False)
-            sync(device)
-            t_ours = time.perf_counter() - started
-            robust_ours = torch.tensor(result.points["robust"])
+
+            def ours(fold: bool) -> tuple[float, torch.Tensor]:
+                started = time.perf_counter()
+                result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm,
+                                          batch_size=args.batch_size, sanity_checks=False, fold_batchnorm=fold)
+                sync(device)
+                return time.perf_counter() - started, torch.tensor(result.points["robust"])
+
+            t_ours, robust_ours = ours(True)
             differing = int((robust_ours != robust_ref).sum())
-            print(f"| {device_name} | {eps_text} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f} | "
-                  f"{int(robust_ref.sum())} | {int(robust_ours.sum())} | {differing} |")
+            row = (f"| {device_name} | {eps_text} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f} | "
+                   f"{int(robust_ref.sum())} | {int(robust_ours.sum())} | {differing} |")
+            if args.unfolded:
+                t_plain, robust_plain = ours(False)
+                row += f" {t_plain:.1f} | {t_plain / t_ours:.2f} | {int((robust_plain != robust_ours).sum())} |"
+            print(row)
 
 
 if __name__ == "__main__":

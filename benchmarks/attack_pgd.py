@@ -7,8 +7,9 @@ Default model: the AutoAttack package's CIFAR-10 ResNet-18 (``autoattack_resnet1
 (``random_start=False``), so their iterates are the same until ours retires a broken point:
 equal robust accuracy is required (±0.2 points) and checked.
 
-Ours is timed twice: as ``attacks.PGD`` is when called directly, and inside
-``attacks.layout.channels_last`` as ``attacks.evaluate`` runs it (channels-last convolutions).
+Ours is timed three times: as ``attacks.PGD`` is when called directly; inside
+``attacks.layout.channels_last`` (channels-last convolutions); and as ``attacks.evaluate`` runs it,
+on a copy with the batch norms folded into the convolutions (``attacks.fold``), channels-last.
 
     python benchmarks/attack_pgd.py [--devices cpu,cuda] [--n 64] [--eps 8/255]
 """
@@ -25,6 +26,7 @@ import torchattacks
 
 import attacks
 import attacks.layout
+from attacks.fold import fold_for_evaluation
 from robust_kd.data import load_dataset
 from robust_kd.models.pretrained import load_pretrained
 
@@ -78,12 +80,14 @@ def main() -> None:
           f"torch {torch.__version__}, torchattacks {torchattacks.__version__ if hasattr(torchattacks, '__version__') else '3.5.x'}, "
           f"{platform.machine()}, {torch.get_num_threads()} CPU threads")
     print("| device | steps | torchattacks img/s | ours img/s | ratio | ours channels-last img/s | ratio "
-          "| robust acc torchattacks | robust acc ours | robust acc ours channels-last |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| ours folded + channels-last img/s | ratio "
+          "| robust acc torchattacks | robust acc ours | ours channels-last | ours folded + channels-last |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for device_name in args.devices.split(","):
         device = torch.device(device_name)
         model = model.to(device).eval()
         xd, yd = x.to(device), y.to(device)
+        (folded,) = fold_for_evaluation([model], xd[:8])
         for steps in (int(s) for s in args.steps.split(",")):
             reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
             ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
@@ -91,22 +95,26 @@ def main() -> None:
             def run_reference():
                 return torch.cat([reference(xb, yb) for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
 
-            def run_ours():
-                return torch.cat([ours(model, xb, yb) for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+            def run_ours(attacked=model):
+                return torch.cat([ours(attacked, xb, yb)
+                                  for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
 
             t_ref, adv_ref = timed(run_reference, device, args.repeats)
             t_ours, adv_ours = timed(run_ours, device, args.repeats)
             with attacks.layout.channels_last([model], device, True):
                 t_fast, adv_fast = timed(run_ours, device, args.repeats)
+            with attacks.layout.channels_last([folded], device, True):
+                t_fold, adv_fold = timed(lambda: run_ours(folded), device, args.repeats)
             with torch.no_grad():
-                acc_ref, acc_ours, acc_fast = (100 * float((model(adv).argmax(1) == yd).float().mean())
-                                               for adv in (adv_ref, adv_ours, adv_fast))
+                acc_ref, acc_ours, acc_fast, acc_fold = (100 * float((model(adv).argmax(1) == yd).float().mean())
+                                                         for adv in (adv_ref, adv_ours, adv_fast, adv_fold))
 
             def shown(acc: float) -> str:
                 return f"{acc:.2f}" + ("" if abs(acc - acc_ref) <= 0.2 else " (DIFFERENT)")
 
             print(f"| {device_name} | {steps} | {len(y) / t_ref:.1f} | {len(y) / t_ours:.1f} | {t_ref / t_ours:.2f} | "
-                  f"{len(y) / t_fast:.1f} | {t_ref / t_fast:.2f} | {acc_ref:.2f} | {shown(acc_ours)} | {shown(acc_fast)} |")
+                  f"{len(y) / t_fast:.1f} | {t_ref / t_fast:.2f} | {len(y) / t_fold:.1f} | {t_ref / t_fold:.2f} | "
+                  f"{acc_ref:.2f} | {shown(acc_ours)} | {shown(acc_fast)} | {shown(acc_fold)} |")
 
 
 if __name__ == "__main__":

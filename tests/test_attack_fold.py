@@ -1,0 +1,159 @@
+"""Batch norm folded into convolutions for an evaluation (attacks.fold): same function, caller's model
+untouched, only safe pairs folded, and the same verdicts as the unfolded model."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+from torch import nn
+
+import attacks
+from attacks.evaluate import model_fingerprint
+from attacks.fold import fold_for_evaluation, foldable_pairs, folded_copy, same_function
+from robust_kd.models.registry import create_model
+
+
+def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Batch norms with running statistics and affine parameters far from the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
+
+
+def _batch_norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_folded_copy_is_the_same_function_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = _with_statistics(create_model("resnet8", 10))
+    before = model_fingerprint(model)
+    folded = folded_copy(model)
+    assert _batch_norms(model) == 9 and _batch_norms(folded) == 0
+    assert model_fingerprint(model) == before
+    x = torch.rand(6, 3, 32, 32, requires_grad=True)
+    expected, got = model(x), folded(x)
+    assert torch.allclose(expected, got, atol=1e-5, rtol=1e-5)
+    (grad_expected,) = torch.autograd.grad(expected.logsumexp(1).sum(), x)
+    (grad_got,) = torch.autograd.grad(got.logsumexp(1).sum(), x)
+    assert torch.allclose(grad_expected, grad_got, atol=1e-6, rtol=1e-4)
+    assert same_function(model, folded, x.detach())
+
+
+class _SharedOutput(nn.Module):
+    """The convolution's output is read twice: folding the norm into it would change the sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.norm(y) + y
+
+
+class _NormAfterPooling(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool, self.norm = nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.norm(self.pool(self.conv(x)))
+
+
+class _Untraceable(nn.Module):
+    """Control flow on the data stops torch.fx; its child still traces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+
+    def forward(self, x):
+        if float(x.mean()) > 2:
+            return x
+        return self.block(x)
+
+
+def test_only_a_norm_that_alone_reads_a_convolution_is_folded():
+    assert foldable_pairs(_with_statistics(_SharedOutput())) == []
+    assert foldable_pairs(_with_statistics(_NormAfterPooling())) == []
+    training = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    assert foldable_pairs(training) == []      # a training-mode norm uses the batch's statistics
+    assert folded_copy(training) is training
+    assert foldable_pairs(_with_statistics(_Untraceable())) == [("block.0", "block.1")]
+
+
+class _Noisy(nn.Module):
+    """Random on every call (as an EOT view): no copy can be checked to be the same function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten()))
+
+    def forward(self, x):
+        return self.body(x + 0.1 * torch.rand_like(x))
+
+
+def test_fold_for_evaluation_keeps_what_it_cannot_check_and_the_random_state():
+    torch.manual_seed(0)
+    model, noisy = _with_statistics(create_model("resnet8", 10)), _Noisy()
+    probe = torch.rand(4, 3, 32, 32)
+    state = torch.random.get_rng_state()
+    folded_model, same_again, kept_noisy, nothing = fold_for_evaluation([model, model, noisy, None], probe)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert folded_model is not model and same_again is folded_model and _batch_norms(folded_model) == 0
+    assert kept_noisy is noisy and nothing is None
+
+
+def _batch_norm_twin(model: nn.Module) -> nn.Module:
+    """The trained convolutions of ``model`` each split into a convolution and a batch norm with
+    non-trivial statistics: the same function written with batch norms, as most zoo models are."""
+    twin = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    layers = list(twin.features)
+    rebuilt = []
+    for layer in layers:
+        rebuilt.append(layer)
+        if isinstance(layer, nn.Conv2d):
+            n = layer.out_channels
+            norm = nn.BatchNorm2d(n).eval()
+            mean, var = torch.randn(n, generator=generator) * 0.3, torch.rand(n, generator=generator) + 0.5
+            gamma, beta = torch.rand(n, generator=generator) + 0.5, torch.randn(n, generator=generator) * 0.2
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.weight.data.copy_(gamma)
+            norm.bias.data.copy_(beta)
+            # conv'(x) = (conv(x) - beta) / scale + mean, so that norm(conv'(x)) = conv(x)
+            scale = gamma / torch.sqrt(var + norm.eps)
+            layer.weight.data /= scale.view(-1, 1, 1, 1)
+            layer.bias.data = (layer.bias.data - beta) / scale + mean
+            rebuilt.append(norm)
+    twin.features = nn.Sequential(*rebuilt)
+    return twin.eval()
+
+
+def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across_the_setting(tiny_classifier, tmp_path):
+    model, x, y = tiny_classifier
+    twin = _batch_norm_twin(model)
+    x, y = x[:80], y[:80]
+    with torch.no_grad():
+        assert torch.allclose(twin(x), model(x), atol=1e-4)
+    before = model_fingerprint(twin)
+    folded = attacks.evaluate(twin, x, y, "fast", eps=0.06, state_path=tmp_path / "folded.json")
+    plain = attacks.evaluate(twin, x, y, "fast", eps=0.06, fold_batchnorm=False)
+    assert folded.points["robust"] == plain.points["robust"]
+    assert folded.points["broken_by"] == plain.points["broken_by"]
+    assert 0 < sum(plain.points["robust"]) < sum(plain.points["clean_correct"])
+    assert model_fingerprint(twin) == before and _batch_norms(twin) == 2 and not twin.training
+    # the state names the caller's weights, so the unfolded setting resumes the folded run's state
+    resumed = attacks.evaluate(twin, x, y, "fast", eps=0.06, state_path=tmp_path / "folded.json", fold_batchnorm=False)
+    assert resumed.points == folded.points
+    assert json.loads((tmp_path / "folded.json").read_text())["key"]["model"] == before
