@@ -29,7 +29,7 @@ from torch import nn
 from . import checks
 from .adaptive import BPDA
 from .core import AttackError, CountingModel, auto_batch_size, model_device
-from .fold import fold_for_evaluation
+from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
@@ -39,7 +39,6 @@ from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite, repeated_labels
 WHITE_BOX_KINDS = ("white-box", "adaptive")
 GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
 SANITY_POINTS = 32
-FOLD_PROBE_POINTS = 8   # points on which a folded copy must give its module's logits (attacks.fold)
 BLACK_BOX_TOLERANCE = 0.002  # AutoAttack's check_square_sr threshold (share of all points)
 
 
@@ -377,7 +376,7 @@ def evaluate(
         views = dict(gradient_views or {})
         modules = [model, bpda, *views.values()]
         if fold_batchnorm:
-            modules = fold_for_evaluation(modules, x[:FOLD_PROBE_POINTS].to(device))
+            modules = fold_for_evaluation(modules, x[:PROBE_POINTS].to(device))
         attacked, bpda, views = modules[0], modules[1], dict(zip(views, modules[2:]))
         with channels_last_layout(modules, device, channels_last):
             return _evaluate(attacked, x, y, suite, eps, norm, seed, batch_size, device, state_path,

@@ -23,11 +23,19 @@ from torch import nn
 
 # The folded copy may differ from the model by float rounding, relative to the logits' scale.
 FOLD_TOLERANCE = 1e-4
+PROBE_POINTS = 8   # images on which a folded copy must give its module's logits
 
 
 def _foldable_norm(module: nn.Module) -> bool:
     return (isinstance(module, nn.BatchNorm2d) and not module.training and module.track_running_stats
             and module.running_mean is not None and module.running_var is not None)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Hooks watch this module's input or output (e.g. to record activations): folding would change
+    what they see or, for a batch norm replaced by Identity, drop them."""
+    return any(getattr(module, name, None) for name in
+               ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
 
 
 def _pairs_in_graph(module: nn.Module) -> list[tuple[str, str]] | None:
@@ -48,7 +56,7 @@ def _pairs_in_graph(module: nn.Module) -> list[tuple[str, str]] | None:
             continue
         conv = module.get_submodule(source.target)
         if (isinstance(conv, nn.Conv2d) and len(source.users) == 1 and calls[source.target] == 1
-                and conv.out_channels == norm.num_features):
+                and conv.out_channels == norm.num_features and not _hooked(conv) and not _hooked(norm)):
             pairs.append((source.target, node.target))
     return pairs
 

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
+from .fold import PROBE_POINTS, fold_for_evaluation
+from .layout import channels_last
 from .suites import register_attack
 
 
@@ -109,12 +111,15 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         size = batch_size or auto_batch_size(device)
         source.eval()
         made = []
-        for start in range(0, len(y), size):
-            xb, yb = x[start:start + size].to(device), y[start:start + size].to(device)
-            made.append(craft(source, xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
-                              momentum=momentum, loss="ce").cpu())
-            if progress is not None:
-                progress(source_name, min(start + size, len(y)), len(y))
+        # as attacks.evaluate runs a model: batch norms folded (on a copy) and channels-last convolutions
+        (fast_source,) = fold_for_evaluation([source], x[:PROBE_POINTS].to(device))
+        with channels_last([fast_source], device):
+            for start in range(0, len(y), size):
+                xb, yb = x[start:start + size].to(device), y[start:start + size].to(device)
+                made.append(craft(fast_source, xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
+                                  momentum=momentum, loss="ce").cpu())
+                if progress is not None:
+                    progress(source_name, min(start + size, len(y)), len(y))
         x_adv = torch.cat(made)
         assert bool((flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all())
         row = {}

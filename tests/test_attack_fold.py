@@ -89,6 +89,11 @@ def test_only_a_norm_that_alone_reads_a_convolution_is_folded():
     assert foldable_pairs(training) == []      # a training-mode norm uses the batch's statistics
     assert folded_copy(training) is training
     assert foldable_pairs(_with_statistics(_Untraceable())) == [("block.0", "block.1")]
+    watched = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+    handle = watched[1].register_forward_hook(lambda *_: None)   # e.g. recording the norm's output
+    assert foldable_pairs(watched) == [("2", "3")]
+    handle.remove()
+    assert foldable_pairs(watched) == [("0", "1"), ("2", "3")]
 
 
 class _Noisy(nn.Module):
