@@ -60,6 +60,30 @@ class _SharedOutput(nn.Module):
         return self.norm(y) + y
 
 
+class _ReadsTheNorm(nn.Module):
+    """The forward reads the norm's weight itself: the norm must stay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.norm(self.conv(x)) * self.norm.weight.mean()
+
+
+class _UntraceableReader(nn.Module):
+    """Untraceable, and reads its child's norm directly: only the probe can tell the copy is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        if float(x.mean()) > 2:
+            return x
+        return self.block(x).flatten(1) * self.block[1].running_var.mean()
+
+
 class _NormAfterPooling(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -85,6 +109,7 @@ class _Untraceable(nn.Module):
 def test_only_a_norm_that_alone_reads_a_convolution_is_folded():
     assert foldable_pairs(_with_statistics(_SharedOutput())) == []
     assert foldable_pairs(_with_statistics(_NormAfterPooling())) == []
+    assert foldable_pairs(_with_statistics(_ReadsTheNorm())) == []
     training = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
     assert foldable_pairs(training) == []      # a training-mode norm uses the batch's statistics
     assert folded_copy(training) is training
@@ -116,6 +141,9 @@ def test_fold_for_evaluation_keeps_what_it_cannot_check_and_the_random_state():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert folded_model is not model and same_again is folded_model and _batch_norms(folded_model) == 0
     assert kept_noisy is noisy and nothing is None
+    reader = _with_statistics(_UntraceableReader())
+    assert foldable_pairs(reader) == [("block.0", "block.1")]       # child by child, the pair looks safe
+    assert fold_for_evaluation([reader], probe) == [reader]          # the copy fails on the probe: not used
 
 
 def _batch_norm_twin(model: nn.Module) -> nn.Module:
