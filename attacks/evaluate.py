@@ -332,9 +332,10 @@ def evaluate(
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
 
-    ``fold_batchnorm``: attack copies of ``model``, ``bpda`` and the views with each eval-mode batch
-    norm folded into the convolution before it (:mod:`attacks.fold`), where a copy gives its
-    module's logits on the first points; the caller's modules are not changed.
+    ``fold_batchnorm``: attack copies of ``model``, ``bpda``, the views and the suite context's
+    ``surrogates`` (transfer) with each eval-mode batch norm folded into the convolution before it
+    (:mod:`attacks.fold`), where a copy gives its module's logits on the first points; the caller's
+    modules are not changed.
     """
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
@@ -374,10 +375,15 @@ def evaluate(
     try:
         fingerprint = model_fingerprint(model)   # the caller's weights: folding changes the weights, not the function
         views = dict(gradient_views or {})
-        modules = [model, bpda, *views.values()]
+        surrogates = suite_context.get("surrogates")
+        surrogates = dict(surrogates) if isinstance(surrogates, Mapping) else {}
+        modules = [model, bpda, *views.values(), *surrogates.values()]
         if fold_batchnorm:
             modules = fold_for_evaluation(modules, x[:PROBE_POINTS].to(device))
-        attacked, bpda, views = modules[0], modules[1], dict(zip(views, modules[2:]))
+        attacked, bpda = modules[0], modules[1]
+        views = dict(zip(views, modules[2:2 + len(views)]))
+        if surrogates:
+            suite_context = {**suite_context, "surrogates": dict(zip(surrogates, modules[2 + len(views):]))}
         with channels_last_layout(modules, device, channels_last):
             return _evaluate(attacked, x, y, suite, eps, norm, seed, batch_size, device, state_path,
                              progress or _Silent(), keep_examples, sanity_checks, bpda, views, suite_context, parts,

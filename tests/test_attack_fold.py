@@ -4,6 +4,7 @@ untouched, only safe pairs folded, and the same verdicts as the unfolded model."
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 
 import torch
@@ -173,7 +174,8 @@ def _batch_norm_twin(model: nn.Module) -> nn.Module:
     return twin.eval()
 
 
-def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across_the_setting(tiny_classifier, tmp_path):
+def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across_the_setting(tiny_classifier, tmp_path,
+                                                                                            monkeypatch):
     model, x, y = tiny_classifier
     twin = _batch_norm_twin(model)
     x, y = x[:80], y[:80]
@@ -190,3 +192,18 @@ def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across
     resumed = attacks.evaluate(twin, x, y, "fast", eps=0.06, state_path=tmp_path / "folded.json", fold_batchnorm=False)
     assert resumed.points == folded.points
     assert json.loads((tmp_path / "folded.json").read_text())["key"]["model"] == before
+    # a transfer surrogate is folded too; examples made on the folded copy break the same points
+    evaluate_module = importlib.import_module("attacks.evaluate")
+    folded_modules = []
+
+    def recording(modules, probe):
+        folded_modules.extend(fold_for_evaluation(modules, probe))
+        return folded_modules[-len(modules):]
+
+    monkeypatch.setattr(evaluate_module, "fold_for_evaluation", recording)
+    transferred = [attacks.evaluate(model, x, y, "transfer", eps=0.06, surrogates={"twin": twin}, sanity_checks=False,
+                                    fold_batchnorm=fold).points for fold in (True, False)]
+    assert transferred[0] == transferred[1]
+    assert "transfer [twin]" in transferred[0]["broken_by"]
+    assert [_batch_norms(m) for m in folded_modules if isinstance(m, nn.Module)] == [0, 0]   # model, surrogate
+    assert model_fingerprint(twin) == before and _batch_norms(twin) == 2
