@@ -133,6 +133,18 @@ class _Noisy(nn.Module):
         return self.body(x + 0.1 * torch.rand_like(x))
 
 
+class _Uncopyable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+
+    def forward(self, x):
+        return self.block(x).flatten(1)
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot copy this module")
+
+
 def test_fold_for_evaluation_keeps_what_it_cannot_check_and_the_random_state():
     torch.manual_seed(0)
     model, noisy = _with_statistics(create_model("resnet8", 10)), _Noisy()
@@ -145,6 +157,8 @@ def test_fold_for_evaluation_keeps_what_it_cannot_check_and_the_random_state():
     reader = _with_statistics(_UntraceableReader())
     assert foldable_pairs(reader) == [("block.0", "block.1")]       # child by child, the pair looks safe
     assert fold_for_evaluation([reader], probe) == [reader]          # the copy fails on the probe: not used
+    uncopyable = _Uncopyable()
+    assert foldable_pairs(uncopyable) and folded_copy(uncopyable) is uncopyable
 
 
 def _batch_norm_twin(model: nn.Module) -> nn.Module:
