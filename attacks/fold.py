@@ -9,18 +9,23 @@ same; the logits differ by float rounding only.
 
 The caller's model is never changed: :func:`folded_copy` returns a folded copy, and
 :func:`fold_for_evaluation` uses it only where it gives the model's logits on a probe batch.
-Conv→BN pairs are found with ``torch.fx``; a module that does not trace (data-dependent control
-flow, custom autograd functions) is searched child by child instead.
+Conv→BN pairs are found with ``torch.fx`` in the graph of the whole model, where submodules
+without a convolution or batch norm (a JPEG layer) are opaque; a model that still does not trace
+is not folded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import random
 from collections import Counter
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 # The folded copy may differ from the model by float rounding, relative to the logits' scale.
 FOLD_TOLERANCE = 1e-4
@@ -32,20 +37,38 @@ def _foldable_norm(module: nn.Module) -> bool:
             and module.running_mean is not None and module.running_var is not None)
 
 
+def _foldable_conv(module: nn.Module) -> bool:
+    """A plain Conv2d in float32/float64 (a parametrized weight, as with weight or spectral norm, is
+    computed on every call and cannot be replaced; half precision would round more than the check
+    allows)."""
+    return (isinstance(module, nn.Conv2d) and not parametrize.is_parametrized(module)
+            and module.weight.dtype in (torch.float32, torch.float64))
+
+
 def _hooked(module: nn.Module) -> bool:
-    """Hooks watch this module's input or output (e.g. to record activations): folding would change
-    what they see or, for a batch norm replaced by Identity, drop them."""
     return any(getattr(module, name, None) for name in
                ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
 
 
-def _pairs_in_graph(module: nn.Module) -> list[tuple[str, str]] | None:
-    """(conv name, batch-norm name) of every foldable pair in ``module``'s traced graph; None if it does
-    not trace."""
+class _Tracer(torch.fx.Tracer):
+    """Modules with no convolution or batch norm inside are opaque leaves: their code (a JPEG layer's
+    rounding, say) need not trace, and nothing in them can be folded."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return super().is_leaf_module(module, qualified_name) or not any(
+            isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in module.modules())
+
+
+def foldable_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Qualified names (conv, batch norm) of the pairs that :func:`folded_copy` folds: in the graph
+    of the whole module, a norm that alone reads a convolution's output, each called once, neither
+    read directly by the forward. Empty when the module does not trace: pairs found in the children
+    alone could be wrong, since the parent may call their parts directly. Traces ``module`` itself
+    (:func:`folded_copy` passes a copy)."""
     try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "search the children instead"
-        return None
+        graph = _Tracer().trace(module)
+    except Exception:  # noqa: BLE001 - any tracing failure means "fold nothing"
+        return []
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     # a module whose parameters or buffers the forward reads directly (e.g. ``self.norm.weight``) stays
     read = {node.target.rpartition(".")[0] for node in graph.nodes if node.op == "get_attr"}
@@ -58,21 +81,9 @@ def _pairs_in_graph(module: nn.Module) -> list[tuple[str, str]] | None:
         if not (_foldable_norm(norm) and isinstance(source, torch.fx.Node) and source.op == "call_module"):
             continue
         conv = module.get_submodule(source.target)
-        if (isinstance(conv, nn.Conv2d) and len(source.users) == 1 and calls[source.target] == 1
-                and conv.out_channels == norm.num_features and not _hooked(conv) and not _hooked(norm)
-                and source.target not in read and node.target not in read):
+        if (_foldable_conv(conv) and len(source.users) == 1 and calls[source.target] == 1
+                and conv.out_channels == norm.num_features and source.target not in read and node.target not in read):
             pairs.append((source.target, node.target))
-    return pairs
-
-
-def foldable_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
-    """Qualified names (conv, batch norm) of the pairs that :func:`folded_copy` folds."""
-    found = _pairs_in_graph(module)
-    if found is not None:
-        return [(prefix + conv, prefix + norm) for conv, norm in found]
-    pairs = []
-    for name, child in module.named_children():
-        pairs.extend(foldable_pairs(child, f"{prefix}{name}."))
     return pairs
 
 
@@ -96,20 +107,40 @@ def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((bias * scale + shift).to(dtype), requires_grad=conv.weight.requires_grad)
 
 
+@contextlib.contextmanager
+def _random_state_kept(device: torch.device) -> Iterator[None]:
+    """Tracing and probing run the module's code, which may draw random numbers (a randomised
+    defence): the global generators of torch, Python and NumPy come back as they were."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _safe_to_copy(module: nn.Module) -> bool:
+    """All in eval mode (a training-mode module would update its buffers on the probe) and no hooks
+    (tracing would call them with symbolic values; folding would change what they see)."""
+    return not any(m.training or _hooked(m) for m in module.modules())
+
+
 def folded_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every eval-mode BatchNorm2d that reads only a Conv2d's output folded
-    into that convolution (and replaced by ``nn.Identity``); ``module`` itself when there is none."""
-    pairs = foldable_pairs(module)
-    if not pairs:
+    into that convolution (and replaced by ``nn.Identity``); ``module`` itself when there is none, or
+    when the module is in training mode, has hooks, cannot be copied or does not trace."""
+    if not _safe_to_copy(module):
         return module
     try:
-        folded = copy.deepcopy(module)
-    except Exception:  # noqa: BLE001 - a module holding something that cannot be copied is attacked as it is
+        folded = copy.deepcopy(module)   # traced as a copy: a forward that stores things on self keeps them there
+        pairs = foldable_pairs(folded)
+        for conv_name, norm_name in pairs:
+            _fold(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
+            _set_submodule(folded, norm_name, nn.Identity())
+    except Exception:  # noqa: BLE001 - anything unexpected: attack the module as it is
         return module
-    for conv_name, norm_name in pairs:
-        _fold(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
-        _set_submodule(folded, norm_name, nn.Identity())
-    return folded
+    return folded if pairs else module
 
 
 @torch.no_grad()
@@ -134,11 +165,10 @@ def fold_for_evaluation(modules: Sequence[object], probe: torch.Tensor) -> list[
     out = []
     for module in modules:
         if isinstance(module, nn.Module) and id(module) not in done:
-            candidate = folded_copy(module)
-            if candidate is not module:
-                with torch.random.fork_rng(devices=[probe.device] if probe.device.type == "cuda" else []):
-                    if not same_function(module, candidate, probe):
-                        candidate = module
+            with _random_state_kept(probe.device):
+                candidate = folded_copy(module)
+                if candidate is not module and not same_function(module, candidate, probe):
+                    candidate = module
             done[id(module)] = candidate
         out.append(done.get(id(module), module) if isinstance(module, nn.Module) else module)
     return out

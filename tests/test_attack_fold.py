@@ -6,9 +6,12 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import random
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 import attacks
 from attacks.evaluate import model_fingerprint
@@ -72,19 +75,6 @@ class _ReadsTheNorm(nn.Module):
         return self.norm(self.conv(x)) * self.norm.weight.mean()
 
 
-class _UntraceableReader(nn.Module):
-    """Untraceable, and reads its child's norm directly: only the probe can tell the copy is wrong."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-
-    def forward(self, x):
-        if float(x.mean()) > 2:
-            return x
-        return self.block(x).flatten(1) * self.block[1].running_var.mean()
-
-
 class _NormAfterPooling(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -94,32 +84,61 @@ class _NormAfterPooling(nn.Module):
         return self.norm(self.pool(self.conv(x)))
 
 
-class _Untraceable(nn.Module):
-    """Control flow on the data stops torch.fx; its child still traces."""
+class _CallsAGrandchild(nn.Module):
+    """Control flow on the data stops torch.fx, and one branch calls the block's convolution alone:
+    folding the block's pair would change that branch, which a probe may never take."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
 
     def forward(self, x):
-        if float(x.mean()) > 2:
-            return x
-        return self.block(x)
+        if float(x.amax()) > 0.9:
+            return self.block(x).flatten(1)
+        return self.block[0](x).flatten(1)
+
+
+class _Rounding(nn.Module):
+    """No convolution inside, and code that does not trace (as a JPEG layer's): an opaque leaf."""
+
+    def forward(self, x):
+        return x if float(x.amax()) > 2 else torch.round(x * 255) / 255
+
+
+class _Recording(nn.Module):
+    """Keeps its features on self (as distillation code does) and draws from every global generator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre, self.conv, self.norm = _Rounding(), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+        self.features = []
+
+    def forward(self, x):
+        self.features.append(type(x).__name__)
+        jitter = torch.randint(0, 2, (1,)).item() + random.random() * 0 + np.random.rand() * 0
+        return self.norm(self.conv(self.pre(x) + 0 * jitter)).flatten(1)
 
 
 def test_only_a_norm_that_alone_reads_a_convolution_is_folded():
     assert foldable_pairs(_with_statistics(_SharedOutput())) == []
     assert foldable_pairs(_with_statistics(_NormAfterPooling())) == []
     assert foldable_pairs(_with_statistics(_ReadsTheNorm())) == []
-    training = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
-    assert foldable_pairs(training) == []      # a training-mode norm uses the batch's statistics
+    assert foldable_pairs(_with_statistics(_CallsAGrandchild())) == []   # the whole model must trace
+    parametrized = _with_statistics(nn.Sequential(weight_norm(nn.Conv2d(3, 4, 3)), nn.BatchNorm2d(4)))
+    assert foldable_pairs(parametrized) == [] and folded_copy(parametrized) is parametrized
+    assert foldable_pairs(_with_statistics(_Recording())) == [("conv", "norm")]   # the leaf need not trace
+
+
+def test_a_module_in_training_mode_or_with_hooks_is_left_alone():
+    training = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)))
+    training[3].train()   # only the head: the probe would still run the caller's module in training mode
     assert folded_copy(training) is training
-    assert foldable_pairs(_with_statistics(_Untraceable())) == [("block.0", "block.1")]
+    seen = []
     watched = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
-    handle = watched[1].register_forward_hook(lambda *_: None)   # e.g. recording the norm's output
-    assert foldable_pairs(watched) == [("2", "3")]
+    handle = watched[2].register_forward_hook(lambda module, inputs, output: seen.append(type(output).__name__))
+    assert folded_copy(watched) is watched and seen == []   # tracing would have called the hook with a Proxy
     handle.remove()
-    assert foldable_pairs(watched) == [("0", "1"), ("2", "3")]
+    assert _batch_norms(folded_copy(watched)) == 0
 
 
 class _Noisy(nn.Module):
@@ -147,16 +166,19 @@ class _Uncopyable(nn.Module):
 
 def test_fold_for_evaluation_keeps_what_it_cannot_check_and_the_random_state():
     torch.manual_seed(0)
-    model, noisy = _with_statistics(create_model("resnet8", 10)), _Noisy()
+    random.seed(0)
+    np.random.seed(0)
+    model, noisy, recording = _with_statistics(create_model("resnet8", 10)), _Noisy(), _with_statistics(_Recording())
     probe = torch.rand(4, 3, 32, 32)
-    state = torch.random.get_rng_state()
-    folded_model, same_again, kept_noisy, nothing = fold_for_evaluation([model, model, noisy, None], probe)
-    assert torch.equal(torch.random.get_rng_state(), state)
+    states = torch.random.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    folded_model, same_again, kept_noisy, nothing, folded_recording = fold_for_evaluation(
+        [model, model, noisy, None, recording], probe)
+    assert torch.equal(torch.random.get_rng_state(), states[0]) and random.getstate() == states[1]
+    assert np.array_equal(np.random.get_state()[1], states[2])
     assert folded_model is not model and same_again is folded_model and _batch_norms(folded_model) == 0
     assert kept_noisy is noisy and nothing is None
-    reader = _with_statistics(_UntraceableReader())
-    assert foldable_pairs(reader) == [("block.0", "block.1")]       # child by child, the pair looks safe
-    assert fold_for_evaluation([reader], probe) == [reader]          # the copy fails on the probe: not used
+    assert folded_recording is not recording and _batch_norms(folded_recording) == 0
+    assert recording.features == ["Tensor"]     # the probe's call only: tracing ran on the copy
     uncopyable = _Uncopyable()
     assert foldable_pairs(uncopyable) and folded_copy(uncopyable) is uncopyable
 
