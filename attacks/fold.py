@@ -121,9 +121,11 @@ def _random_state_kept(device: torch.device) -> Iterator[None]:
 
 
 def _safe_to_copy(module: nn.Module) -> bool:
-    """All in eval mode (a training-mode module would update its buffers on the probe) and no hooks
-    (tracing would call them with symbolic values; folding would change what they see)."""
-    return not any(m.training or _hooked(m) for m in module.modules())
+    """No part in training mode that keeps buffers (a batch norm would update its statistics on the
+    probe) and no hooks (tracing would call them with symbolic values; folding would change what
+    they see)."""
+    return not any((m.training and next(m.buffers(recurse=False), None) is not None) or _hooked(m)
+                   for m in module.modules())
 
 
 def folded_copy(module: nn.Module) -> nn.Module:

@@ -130,9 +130,13 @@ def test_only_a_norm_that_alone_reads_a_convolution_is_folded():
 
 
 def test_a_module_in_training_mode_or_with_hooks_is_left_alone():
-    training = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)))
-    training[3].train()   # only the head: the probe would still run the caller's module in training mode
+    training = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1),
+                                              nn.BatchNorm2d(4), nn.Flatten()))
+    training[3].train()   # the probe would update this norm's statistics on the caller's module
     assert folded_copy(training) is training
+    training[3].eval()
+    training[4].train()   # no buffers: nothing for the probe to change
+    assert _batch_norms(folded_copy(training)) == 0
     seen = []
     watched = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
     handle = watched[2].register_forward_hook(lambda module, inputs, output: seen.append(type(output).__name__))
@@ -243,3 +247,17 @@ def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across
     assert "transfer [twin]" in transferred[0]["broken_by"]
     assert [_batch_norms(m) for m in folded_modules if isinstance(m, nn.Module)] == [0, 0]   # model, surrogate
     assert model_fingerprint(twin) == before and _batch_norms(twin) == 2
+
+
+def test_every_module_of_a_jpegdl_evaluation_is_folded():
+    """The JPEG layer does not trace, and the BPDA wrappers build their input layer in training mode:
+    neither may stop the network behind them from being folded."""
+    from robust_kd.jpeg.variants import hard_model_bpda, soft_model_bpda, twin_without_jpeg
+
+    torch.manual_seed(0)
+    model = _with_statistics(create_model("jpegdl_resnet8", 10))
+    modules = [model, soft_model_bpda(model), hard_model_bpda(model, "identity"), hard_model_bpda(model, "soft"),
+               twin_without_jpeg(model)]
+    folded = fold_for_evaluation(modules, torch.rand(8, 3, 32, 32))
+    assert [_batch_norms(m) for m in folded] == [0] * len(modules)
+    assert all(_batch_norms(m) == 9 for m in modules)
