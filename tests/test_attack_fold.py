@@ -261,3 +261,10 @@ def test_every_module_of_a_jpegdl_evaluation_is_folded():
     folded = fold_for_evaluation(modules, torch.rand(8, 3, 32, 32))
     assert [_batch_norms(m) for m in folded] == [0] * len(modules)
     assert all(_batch_norms(m) == 9 for m in modules)
+
+
+def test_vgg_traces_and_folds():
+    """VGG's fourth pool decides from its own input's size, so the forward has no branch for fx."""
+    model = _with_statistics(create_model("vgg8", 10))
+    (folded,) = fold_for_evaluation([model], torch.rand(4, 3, 32, 32))
+    assert _batch_norms(model) == 5 and _batch_norms(folded) == 0

@@ -110,7 +110,7 @@ def test_larger_images_work(name):
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 5)
 
 
-@pytest.mark.parametrize(("side", "expected_block4_side"), [(32, 4), (64, 4), (28, 3)])
+@pytest.mark.parametrize(("side", "expected_block4_side"), [(32, 4), (64, 4), (28, 3), (56, 7), (63, 7), (72, 4)])
 def test_vgg_last_group_map_size_follows_crd_code(side, expected_block4_side):
     """The CRD code skips the fourth max-pool below 64 px, so block4 sees 4x4 maps at 32 and 64."""
     model = create_model("vgg8", 10, in_channels=1 if side == 28 else 3).eval()

@@ -7,7 +7,9 @@ The pool in front of the last group (``pool3``) is applied only to inputs of at 
 ``FOURTH_POOL_MIN_INPUT`` pixels. That is how the CRD code (RepDistiller, mdistiller) runs: at
 32x32 it skips that pool, so ``block4`` works on 4x4 maps (as it does on 64x64 Tiny-ImageNet
 inputs with the pool). Skipping it changes MACs, not parameters; set the constant to 0 for
-a pool after every group.
+a pool after every group. ``pool3`` decides from the size of its own input (the image size
+divided by 8, rounded down, after three pools), so that the forward has no branch of its own and
+``torch.fx`` can trace it (attacks.fold).
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ GROUP_WIDTHS: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 
 
+class SizeGatedMaxPool(nn.MaxPool2d):
+    """2x2 max-pool applied only to maps at least ``min_size`` wide; smaller ones pass unchanged."""
+
+    def __init__(self, min_size: int) -> None:
+        super().__init__(2, 2)
+        self.min_size = min_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if x.shape[-1] >= self.min_size else x
+
+
 def conv_group(in_channels: int, widths: Sequence[int]) -> nn.Sequential:
     """conv3x3 (with bias) - BN - ReLU for each width; indices 0,1,2, 3,4,5, ..."""
     layers: list[nn.Module] = []
@@ -63,7 +76,9 @@ class CifarVGG(nn.Module):
         self.block2 = conv_group(groups[1][-1], groups[2])
         self.pool2 = nn.MaxPool2d(2, 2)
         self.block3 = conv_group(groups[2][-1], groups[3])
-        self.pool3 = nn.MaxPool2d(2, 2)
+        # three 2x2 pools before it: a map at least FOURTH_POOL_MIN_INPUT // 8 wide means an image at
+        # least FOURTH_POOL_MIN_INPUT wide (floor(w / 8) >= m  <=>  w >= 8m)
+        self.pool3 = SizeGatedMaxPool(FOURTH_POOL_MIN_INPUT // 8)
         self.block4 = conv_group(groups[3][-1], groups[4])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(groups[4][-1], num_classes)
@@ -71,13 +86,10 @@ class CifarVGG(nn.Module):
         init_linear_small_normal(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        apply_fourth_pool = x.shape[-1] >= FOURTH_POOL_MIN_INPUT
         x = self.pool0(self.block0(x))
         x = self.pool1(self.block1(x))
         x = self.pool2(self.block2(x))
-        x = self.block3(x)
-        if apply_fourth_pool:
-            x = self.pool3(x)
+        x = self.pool3(self.block3(x))
         x = self.block4(x)
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
