@@ -20,7 +20,7 @@ import contextlib
 import copy
 import random
 from collections import Counter
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -128,21 +128,30 @@ def _safe_to_copy(module: nn.Module) -> bool:
                    for m in module.modules())
 
 
-def folded_copy(module: nn.Module) -> nn.Module:
+class FoldedNorm(nn.Identity):
+    """Where a batch norm was: its affine map now lives in the convolution before it."""
+
+
+def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
     """A copy of ``module`` with every eval-mode BatchNorm2d that reads only a Conv2d's output folded
-    into that convolution (and replaced by ``nn.Identity``); ``module`` itself when there is none, or
-    when the module is in training mode, has hooks, cannot be copied or does not trace."""
+    into that convolution (and replaced by :class:`FoldedNorm`); ``module`` itself when there is none,
+    or when the module has a training-mode part with buffers, has hooks, cannot be copied or does not
+    trace.
+
+    ``memo`` (a ``copy.deepcopy`` memo) shared between calls makes modules that share a network (a
+    model and its BPDA wrappers, say) share one folded copy of it, as the originals share theirs."""
     if not _safe_to_copy(module):
         return module
     try:
-        folded = copy.deepcopy(module)   # traced as a copy: a forward that stores things on self keeps them there
-        pairs = foldable_pairs(folded)
-        for conv_name, norm_name in pairs:
+        # traced as a copy: a forward that stores things on self keeps them there
+        folded = copy.deepcopy(module, {} if memo is None else memo)
+        for conv_name, norm_name in foldable_pairs(folded):
             _fold(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
-            _set_submodule(folded, norm_name, nn.Identity())
+            _set_submodule(folded, norm_name, FoldedNorm())
     except Exception:  # noqa: BLE001 - anything unexpected: attack the module as it is
         return module
-    return folded if pairs else module
+    # a part shared with an earlier copy may have been folded there
+    return folded if any(isinstance(m, FoldedNorm) for m in folded.modules()) else module
 
 
 @torch.no_grad()
@@ -161,14 +170,16 @@ def same_function(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> bool:
 
 def fold_for_evaluation(modules: Sequence[object], probe: torch.Tensor) -> list[object]:
     """Each module folded where that keeps its logits on ``probe``; anything else as it was (None,
-    plain functions, modules with nothing to fold or whose copy differs, e.g. a random one). The
-    probe passes leave the global random state as they found it."""
+    plain functions, modules with nothing to fold or whose copy differs, e.g. a random one). Parts
+    the modules share are copied once. Tracing and the probe passes leave the global random state
+    as they found it."""
     done: dict[int, object] = {}
+    memo: dict[int, Any] = {}
     out = []
     for module in modules:
         if isinstance(module, nn.Module) and id(module) not in done:
             with _random_state_kept(probe.device):
-                candidate = folded_copy(module)
+                candidate = folded_copy(module, memo)
                 if candidate is not module and not same_function(module, candidate, probe):
                     candidate = module
             done[id(module)] = candidate

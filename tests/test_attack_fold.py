@@ -261,6 +261,12 @@ def test_every_module_of_a_jpegdl_evaluation_is_folded():
     folded = fold_for_evaluation(modules, torch.rand(8, 3, 32, 32))
     assert [_batch_norms(m) for m in folded] == [0] * len(modules)
     assert all(_batch_norms(m) == 9 for m in modules)
+    # the wrappers share the model's network, and their copies share one folded network: one copy in memory
+    assert all(m.net is model.net for m in modules)
+    assert all(f.net is folded[0].net for f in folded) and folded[0].net is not model.net
+    probe = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.allclose(m(probe), f(probe), atol=1e-5) for m, f in zip(modules, folded))
 
 
 def test_vgg_traces_and_folds():
