@@ -59,16 +59,19 @@ class _Tracer(torch.fx.Tracer):
             isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) for m in module.modules())
 
 
-def foldable_pairs(module: nn.Module) -> list[tuple[str, str]]:
-    """Qualified names (conv, batch norm) of the pairs that :func:`folded_copy` folds: in the graph
-    of the whole module, a norm that alone reads a convolution's output, each called once, neither
-    read directly by the forward. Empty when the module does not trace: pairs found in the children
-    alone could be wrong, since the parent may call their parts directly. Traces ``module`` itself
-    (:func:`folded_copy` passes a copy)."""
+class FoldedNorm(nn.Identity):
+    """Where a batch norm was: its affine map now lives in the convolution before it."""
+
+
+def _traced_pairs(module: nn.Module) -> list[tuple[str, str]] | None:
+    """(conv, norm) names of every pair in the graph of the whole module where the norm (a foldable
+    batch norm, or a :class:`FoldedNorm` already) alone reads the convolution's output, each is
+    called once and the forward reads neither's parameters directly. None if the module does not
+    trace."""
     try:
         graph = _Tracer().trace(module)
     except Exception:  # noqa: BLE001 - any tracing failure means "fold nothing"
-        return []
+        return None
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     # a module whose parameters or buffers the forward reads directly (e.g. ``self.norm.weight``) stays
     read = {node.target.rpartition(".")[0] for node in graph.nodes if node.op == "get_attr"}
@@ -78,13 +81,25 @@ def foldable_pairs(module: nn.Module) -> list[tuple[str, str]]:
             continue
         norm = module.get_submodule(node.target)
         source = node.args[0]
-        if not (_foldable_norm(norm) and isinstance(source, torch.fx.Node) and source.op == "call_module"):
+        if not ((_foldable_norm(norm) or isinstance(norm, FoldedNorm)) and isinstance(source, torch.fx.Node)
+                and source.op == "call_module"):
             continue
         conv = module.get_submodule(source.target)
         if (_foldable_conv(conv) and len(source.users) == 1 and calls[source.target] == 1
-                and conv.out_channels == norm.num_features and source.target not in read and node.target not in read):
+                and (isinstance(norm, FoldedNorm) or conv.out_channels == norm.num_features)
+                and source.target not in read and node.target not in read):
             pairs.append((source.target, node.target))
     return pairs
+
+
+def foldable_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Qualified names (conv, batch norm) of the pairs that :func:`folded_copy` folds: in the graph
+    of the whole module, a norm that alone reads a convolution's output, each called once, neither
+    read directly by the forward. Empty when the module does not trace: pairs found in the children
+    alone could be wrong, since the parent may call their parts directly. Traces ``module`` itself
+    (:func:`folded_copy` passes a copy)."""
+    return [(conv, norm) for conv, norm in _traced_pairs(module) or []
+            if not isinstance(module.get_submodule(norm), FoldedNorm)]
 
 
 def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -128,10 +143,6 @@ def _safe_to_copy(module: nn.Module) -> bool:
                    for m in module.modules())
 
 
-class FoldedNorm(nn.Identity):
-    """Where a batch norm was: its affine map now lives in the convolution before it."""
-
-
 def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
     """A copy of ``module`` with every eval-mode BatchNorm2d that reads only a Conv2d's output folded
     into that convolution (and replaced by :class:`FoldedNorm`); ``module`` itself when there is none,
@@ -145,13 +156,21 @@ def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mod
     try:
         # traced as a copy: a forward that stores things on self keeps them there
         folded = copy.deepcopy(module, {} if memo is None else memo)
-        for conv_name, norm_name in foldable_pairs(folded):
-            _fold(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
-            _set_submodule(folded, norm_name, FoldedNorm())
+        pairs = _traced_pairs(folded)
+        if pairs is None:
+            return module
+        # a part shared with an earlier copy may have been folded there: only right if this module's
+        # graph would have folded it too (it may, say, call that part's convolution directly)
+        sound = {norm for _, norm in pairs}
+        if any(isinstance(m, FoldedNorm) and name not in sound for name, m in folded.named_modules()):
+            return module
+        for conv_name, norm_name in pairs:
+            if not isinstance(folded.get_submodule(norm_name), FoldedNorm):
+                _fold(folded.get_submodule(conv_name), folded.get_submodule(norm_name))
+                _set_submodule(folded, norm_name, FoldedNorm())
     except Exception:  # noqa: BLE001 - anything unexpected: attack the module as it is
         return module
-    # a part shared with an earlier copy may have been folded there
-    return folded if any(isinstance(m, FoldedNorm) for m in folded.modules()) else module
+    return folded if pairs and any(isinstance(m, FoldedNorm) for m in folded.modules()) else module
 
 
 @torch.no_grad()

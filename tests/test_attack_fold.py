@@ -274,3 +274,34 @@ def test_vgg_traces_and_folds():
     model = _with_statistics(create_model("vgg8", 10))
     (folded,) = fold_for_evaluation([model], torch.rand(4, 3, 32, 32))
     assert _batch_norms(model) == 5 and _batch_norms(folded) == 0
+
+
+class _Holder(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+class _CallsTheConvolutionToo(_Holder):
+    """Calls the shared network's convolution alone too, and has a pair of its own."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net)
+        self.head = _with_statistics(nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+
+    def forward(self, x):
+        return self.head(self.net(x) + self.net[0](x)).flatten(1)
+
+
+def test_a_shared_network_folded_for_one_module_is_kept_only_where_it_is_sound():
+    net = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    holder, other_holder, direct = _Holder(net), _Holder(net), _CallsTheConvolutionToo(net)
+    memo = {}
+    first = folded_copy(holder, memo)
+    assert first is not holder and _batch_norms(first) == 0
+    second = folded_copy(other_holder, memo)
+    assert second is not other_holder and second.net is first.net      # one folded copy of the shared network
+    assert folded_copy(direct, memo) is direct    # its own graph would not fold the pair: not the shared copy
