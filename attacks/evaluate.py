@@ -387,15 +387,15 @@ def evaluate(
         with channels_last_layout(modules, device, channels_last):
             return _evaluate(attacked, x, y, suite, eps, norm, seed, batch_size, device, state_path,
                              progress or _Silent(), keep_examples, sanity_checks, bpda, views, suite_context, parts,
-                             family, convergence_check, fingerprint)
+                             family, convergence_check, fingerprint=fingerprint)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
               sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
-              family: list[Path] | None = None, convergence_check: bool = True,
-              fingerprint: str | None = None) -> EvaluationResult:
+              family: list[Path] | None = None, convergence_check: bool = True, *,
+              fingerprint: str) -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -409,7 +409,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
                           "give each step its own label")
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": fingerprint or model_fingerprint(model),
+           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": fingerprint,
            "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:
         key["shard"] = list(shard)

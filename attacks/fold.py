@@ -170,7 +170,7 @@ def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mod
                 _set_submodule(folded, norm_name, FoldedNorm())
     except Exception:  # noqa: BLE001 - anything unexpected: attack the module as it is
         return module
-    return folded if pairs and any(isinstance(m, FoldedNorm) for m in folded.modules()) else module
+    return folded if pairs else module   # every pair's norm is a FoldedNorm now
 
 
 @torch.no_grad()

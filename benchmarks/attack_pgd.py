@@ -26,7 +26,7 @@ import torchattacks
 
 import attacks
 import attacks.layout
-from attacks.fold import fold_for_evaluation
+from attacks.fold import PROBE_POINTS, fold_for_evaluation
 from robust_kd.data import load_dataset
 from robust_kd.models.pretrained import load_pretrained
 
@@ -87,7 +87,7 @@ def main() -> None:
         device = torch.device(device_name)
         model = model.to(device).eval()
         xd, yd = x.to(device), y.to(device)
-        (folded,) = fold_for_evaluation([model], xd[:8])
+        (folded,) = fold_for_evaluation([model], xd[:PROBE_POINTS])
         for steps in (int(s) for s in args.steps.split(",")):
             reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
             ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
