@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import work
 from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -104,6 +105,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     for i in range(steps):
         if active.numel() == 0:
             break
+        work.advance(i, steps)
         a = 0.75 if i > 0 else 1.0
         xa, xx, g = x_adv[active], x[active], grad_all[active]
         s = step[active].view(view)
@@ -171,8 +173,9 @@ class APGD(Attack):
         for restart in range(max(self.restarts, 1)):
             if todo.numel() == 0:
                 break
-            x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps, norm=self.norm,
-                                 steps=self.steps, rho=self.rho, seed=self.seed, stream=11 + restart)
+            with work.part(restart, max(self.restarts, 1)):
+                x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps, norm=self.norm,
+                                     steps=self.steps, rho=self.rho, seed=self.seed, stream=11 + restart)
             best[todo] = x_adv
             todo = todo[~broken]
         return best

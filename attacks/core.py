@@ -26,16 +26,24 @@ def flat_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(dim=1) if norm == "Linf" else flat.norm(dim=1)
 
 
+def _on_device(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A number as a tensor on ``like``'s device, filled there (``as_tensor`` of a Python number on
+    CUDA is a host-to-device copy, and a stream sync, on every step)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(like.device, like.dtype)
+    return torch.full((), float(value), dtype=like.dtype, device=like.device)
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
     """Back into the eps-ball around x (Linf: clamp; L2: rescale) and into [0, 1]."""
     delta = x_adv - x
     if norm == "Linf":
-        eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+        eps_t = _on_device(eps, x)
         eps_t = eps_t.view(-1, *([1] * (x.dim() - 1))) if eps_t.dim() else eps_t
         delta = torch.maximum(torch.minimum(delta, eps_t), -eps_t)
     else:
         norms = flat_norm(delta, "L2").clamp_min(1e-12)
-        eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device).expand_as(norms)
+        eps_t = _on_device(eps, x).expand_as(norms)
         factor = torch.minimum(torch.ones_like(norms), eps_t / norms)
         delta = delta * factor.view(-1, *([1] * (x.dim() - 1)))
     return (x + delta).clamp(0.0, 1.0)

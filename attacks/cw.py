@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import work
 from .core import Attack
 from .suites import register_attack
 
@@ -47,8 +48,9 @@ class CW(Attack):
         low = torch.zeros(n, device=x.device)
         high = torch.full((n,), torch.inf, device=x.device)
         best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
-        for _ in range(max(self.search_steps, 1)):
-            adv, sq = self._minimise(model, x, y, c)
+        for search in range(max(self.search_steps, 1)):
+            with work.part(search, max(self.search_steps, 1)):
+                adv, sq = self._minimise(model, x, y, c)
             closer = sq < best_sq
             best[closer], best_sq[closer] = adv[closer], sq[closer]
             found = torch.isfinite(sq)
@@ -68,6 +70,7 @@ class CW(Attack):
         previous = torch.full((n,), torch.inf, device=x.device)
         check_every = max(self.steps // 10, 1)
         for step in range(self.steps):
+            work.advance(step, self.steps)
             adv = (torch.tanh(w) + 1) / 2
             sq = (adv - x).flatten(1).pow(2).sum(dim=1)
             logits = model(adv).float()

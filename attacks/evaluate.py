@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
-from . import checks
+from . import checks, work
 from .adaptive import BPDA
 from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .fold import PROBE_POINTS, fold_for_evaluation
@@ -44,8 +44,10 @@ BLACK_BOX_TOLERANCE = 0.002  # AutoAttack's check_square_sr threshold (share of 
 
 class Progress(Protocol):
     """What an evaluation reports as it goes. A progress object may also have
-    ``working(label, done, in_flight, forwards, robust, total)``: called about once a second while a
-    batch of ``in_flight`` points is attacked (``forwards``: images passed forward in it so far)."""
+    ``working(label, done, in_flight, forwards, robust, total, share, seconds)``: called about once a
+    second while a batch of ``in_flight`` points is attacked (``forwards``: images passed forward in
+    it so far; ``share``: the share of the batch's work done, a lower bound since points that break
+    early cut it short (:mod:`attacks.work`); ``seconds``: time spent on the batch so far)."""
 
     def attack_started(self, label: str, points: int) -> None: ...
     def points_done(self, label: str, done: int, robust: int, total: int) -> None: ...
@@ -104,7 +106,13 @@ def _versions() -> dict[str, str]:
 
 
 def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    """The device, and on CUDA the precision of float32 convolutions (cuDNN's default is TF32, whose
+    rounding alone may tip a point on the boundary: worth knowing when two devices disagree)."""
+    if device.type != "cuda":
+        return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    precision = getattr(conv, "fp32_precision", None) or ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+    return f"{torch.cuda.get_device_name(device)} (float32 convolutions: {precision})"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -524,7 +532,7 @@ def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Ten
         for k, i in enumerate(p["index"]):
             state.robust[i], state.broken_by[i] = p["robust"][k], p["broken_by"][k]
         if kept is not None and p["x_adv"] is not None:
-            kept[p["index"]] = p["x_adv"]
+            kept[p["index"]] = p["x_adv"].to(kept.device)
     state.batches = _merge_batches(p["batches"] for p in parts)
     merged = []
     total = max(len(state.robust), 1)
@@ -567,12 +575,15 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
     progress = progress or _Silent()
     working = getattr(progress, "working", None)
     progress.attack_started(label, len(rows))
-    start = counting.forwards
-    report = None if working is None else (
-        lambda: working(label, 0, len(rows), counting.forwards - start, sum(state.robust), total))
-    with _heartbeat([counting], report):
-        found = checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
-                                       rows.to(device), probe, step.label, counting, len(survivors), total, eps, norm)
+    start, tick = counting.forwards, time.perf_counter()
+    with work.tracking() as share:
+        report = None if working is None else (
+            lambda: working(label, 0, len(rows), counting.forwards - start, sum(state.robust), total, share.read(),
+                            time.perf_counter() - tick))
+        with _heartbeat([counting], report):
+            found = checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
+                                           rows.to(device), probe, step.label, counting, len(survivors), total, eps,
+                                           norm)
     progress.points_done(label, len(rows), sum(state.robust), total)
     return found
 
@@ -595,11 +606,13 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
             tick, passes = time.perf_counter(), _Passes(counting, view_counter)
-            report = None if working is None else (
-                lambda label=step.label, done=attacked, size=len(rows), passes=passes:
-                working(label, done, size, passes.delta()[0], sum(state.robust), total))
-            with _heartbeat(counters, report):
-                x_adv = step.attack(view, xb, yb, index).detach()
+            with work.tracking() as share:
+                report = None if working is None else (
+                    lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick:
+                    working(label, done, size, passes.delta()[0], sum(state.robust), total, share.read(),
+                            time.perf_counter() - tick))
+                with _heartbeat(counters, report):
+                    x_adv = step.attack(view, xb, yb, index).detach()
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
@@ -608,7 +621,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 state.robust[i] = False
                 state.broken_by[i] = step.label
             if kept is not None:
-                kept[rows[wrong.cpu()]] = x_adv[wrong].cpu()
+                kept[rows[wrong.cpu()]] = x_adv[wrong].to(kept.device)
             state.add_batch(step.label, rows.tolist(), shard, points=len(rows), broken=int(wrong.sum()),
                             invalid=int(invalid.sum()), forwards=forwards, backwards=backwards,
                             seconds=time.perf_counter() - tick)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import work
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -133,9 +134,10 @@ class FABT(Attack):
         broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
         x1 = self._start(x0, index, restart, k)
         active = torch.arange(n, device=x0.device)
-        for _ in range(self.steps):
+        for step in range(self.steps):
             if active.numel() == 0:
                 break
+            work.advance(step, self.steps)
             xa = x1[active].detach().requires_grad_(True)
             logits = model(xa).float()
             rows = torch.arange(active.numel(), device=x0.device)

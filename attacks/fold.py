@@ -173,12 +173,37 @@ def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mod
     return folded if pairs else module   # every pair's norm is a FoldedNorm now
 
 
+def _precision_flags() -> list[Any]:
+    """The float32 precision settings of cuDNN convolutions and CUDA matmuls (torch's new TF32 API)."""
+    backends = [getattr(torch.backends.cudnn, "conv", None), getattr(torch.backends.cuda, "matmul", None)]
+    return [b for b in backends if b is not None and hasattr(b, "fp32_precision")]
+
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """float32 convolutions and matmuls at full precision inside, on CUDA too.
+
+    cuDNN runs float32 convolutions in TF32 by default (a 10-bit mantissa). That alone moves a
+    model's logits and its folded copy's apart by about 2e-4 of their scale, though both compute the
+    same function: the probe compares them at full precision, where they agree to about 5e-7."""
+    flags = _precision_flags()
+    before = [f.fp32_precision for f in flags]
+    try:
+        for flag in flags:
+            flag.fp32_precision = "ieee"
+        yield
+    finally:
+        for flag, value in zip(flags, before):
+            flag.fp32_precision = value
+
+
 @torch.no_grad()
 def same_function(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> bool:
     """``folded`` gives ``model``'s logits on ``x`` up to float rounding (and runs at all: a forward
     that reaches into a replaced batch norm fails on the copy)."""
     try:
-        expected, got = model(x).float(), folded(x).float()
+        with full_float32():
+            expected, got = model(x).float(), folded(x).float()
     except Exception:  # noqa: BLE001 - any failure (the copy's, or a module on another device) means "keep the module"
         return False
     if expected.shape != got.shape:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import work
 from .core import Attack, flat_norm, margin_loss, normalized_step, project
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -60,7 +61,8 @@ class PGD(Attack):
             rows = unbroken.nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 break
-            x_adv, broken = self._run(model, x[rows], y[rows], index[rows], restart)
+            with work.part(restart, max(self.restarts, 1)):
+                x_adv, broken = self._run(model, x[rows], y[rows], index[rows], restart)
             best[rows] = x_adv
             unbroken[rows[broken]] = False
         return best
@@ -72,22 +74,28 @@ class PGD(Attack):
         broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         active = torch.arange(x.shape[0], device=x.device)
         alpha = self.step_size()
-        for _ in range(self.steps):
+        for step in range(self.steps):
+            work.advance(step, self.steps)
             current = x_adv[active].detach().requires_grad_(True)
             logits = model(current)
-            keep = torch.ones(active.numel(), dtype=torch.bool, device=x.device)
+            keep = None   # every active point goes on; no masking (each mask is a host sync on CUDA)
             if self.early_stop:
                 wrong = logits.detach().argmax(dim=1) != y[active]
                 if bool(wrong.any()):
                     result[active[wrong]] = current.detach()[wrong]
                     broken[active[wrong]] = True
-                    keep = ~wrong
-                    if not bool(keep.any()):
+                    keep = (~wrong).nonzero(as_tuple=True)[0]
+                    if keep.numel() == 0:
                         return result, broken
-            loss = self.loss_of(logits[keep].float(), y[active[keep]])
-            (grad,) = torch.autograd.grad(loss.sum(), current)
-            active = active[keep]
-            stepped = current.detach()[keep] + alpha * normalized_step(grad[keep], self.norm)
+            if keep is None:
+                loss = self.loss_of(logits.float(), y[active])
+                (grad,) = torch.autograd.grad(loss.sum(), current)
+                stepped = current.detach() + alpha * normalized_step(grad, self.norm)
+            else:
+                loss = self.loss_of(logits[keep].float(), y[active[keep]])
+                (grad,) = torch.autograd.grad(loss.sum(), current)
+                active = active[keep]
+                stepped = current.detach()[keep] + alpha * normalized_step(grad[keep], self.norm)
             x_adv[active] = project(stepped, x[active], self.eps, self.norm)
         with torch.no_grad():
             final = model(x_adv[active]).argmax(dim=1) != y[active]

@@ -65,4 +65,6 @@ def point_integers(index: torch.Tensor, count: int, high: torch.Tensor | int, se
                    stream: int | torch.Tensor) -> torch.Tensor:
     """Integers in [0, high) per point (B×count); ``high`` may differ per point (B×1)."""
     words = point_words(index, count, seed, stream)
-    return (words.to(torch.float64) / 2.0**32 * torch.as_tensor(high, dtype=torch.float64, device=words.device)).floor().to(torch.int64)
+    # a plain number multiplies as one (no host-to-device copy per call on CUDA); the float64 product is the same
+    scale = high.to(words.device, torch.float64) if isinstance(high, torch.Tensor) else float(high)
+    return (words.to(torch.float64) / 2.0**32 * scale).floor().to(torch.int64)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import work
 from .core import Attack, AttackError, flat_norm
 from .rng import point_integers
 from .suites import register_attack
@@ -104,6 +105,9 @@ class Square(Attack):
         next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
         active = (margin > 0).nonzero(as_tuple=True)[0] if self.queries > 0 else margin.new_zeros(0, dtype=torch.int64)
         width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
+        budget = len(y) * self.queries
+        # read about once a second (attacks.work): the queries the points still going have left
+        work.advance(lambda: budget - float((self.queries - next_iteration[active]).sum()), budget)
         while active.numel():
             n = active.numel()
             k = min(max(width // n, 1), SPECULATION_LIMIT)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from . import work
 from .core import AttackError
 
 AUTO_ROWS_PER_PASS = {"cpu": 36, "cuda": 4096}
@@ -52,15 +53,17 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
         for restart in range(restarts):
             if todo.numel() == 0:
                 break
-            x_adv, broken = _side_by_side(run, x[todo], y[todo], index[todo], order[todo], ks, restart)
+            with work.part(restart, restarts):
+                x_adv, broken = _side_by_side(run, x[todo], y[todo], index[todo], order[todo], ks, restart)
             keep(todo, x_adv, broken)
             todo = todo[~broken]
         return result
-    for k in ks:
+    for j, k in enumerate(ks):
         for restart in range(restarts):
             if todo.numel() == 0:
                 return result
-            x_adv, broken = run(x[todo], y[todo], index[todo], order[todo, -k], k, restart, None)
+            with work.part(j * restarts + restart, len(ks) * restarts):
+                x_adv, broken = run(x[todo], y[todo], index[todo], order[todo, -k], k, restart, None)
             keep(todo, x_adv, broken)
             todo = todo[~broken]
     return result

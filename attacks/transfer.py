@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import work
 from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last
@@ -81,7 +82,8 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, nor
     """MI-FGSM: g ← μ·g + ∇/‖∇‖₁, x ← Π(x + α·step(g)); every step, every point."""
     x_adv = x.clone()
     velocity = torch.zeros_like(x)
-    for _ in range(steps):
+    for step in range(steps):
+        work.advance(step, steps)
         current = x_adv.detach().requires_grad_(True)
         logits = model(current).float()
         values = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
@@ -121,7 +123,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
                 if progress is not None:
                     progress(source_name, min(start + size, len(y)), len(y))
         x_adv = torch.cat(made)
-        assert bool((flat_norm(x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all())
+        assert bool((flat_norm(x_adv - x.cpu(), norm) <= eps * (1 + 1e-5) + 1e-6).all())
         row = {}
         for target_name, target in targets.items():
             target.eval()

@@ -41,7 +41,9 @@ if [ "$SMALL" = 1 ]; then  # the same steps with sizes a 2-core CPU finishes ins
     TRAINING="--models resnet8x4 --batches 128 --steps 1 --repeats 1"; JPEG="--models resnet8 --batch 128 --steps 1 --repeats 1"
     DISTILL="--teacher resnet8x4 --student resnet8 --batches 128 --steps 1"
 else
-    N=40; AA_EPS=8/255,1/255; SQUARE=""; TRAIN=""; FULL=""; TRAINING=""; JPEG=""; DISTILL=""
+    # the last three at 20 steps and one repeat: their GPU defaults (50 steps, 2 repeats) may not fit their limits
+    N=40; AA_EPS=8/255,1/255; SQUARE=""; TRAIN=""; FULL=""
+    TRAINING="--steps 20 --repeats 1"; JPEG="--steps 20 --repeats 1"; DISTILL="--steps 20"
 fi
 RUNS=$(mktemp -d)  # checkpoints stay there: only the results come back
 
@@ -56,5 +58,5 @@ step attack_full_size 120 $PY -m robust_kd.cli attack --model $MODEL --suite aut
 step train_throughput 30 $PY benchmarks/train_throughput.py --devices "$DEVICE" $TRAINING
 step jpeg_overhead 20 $PY benchmarks/jpeg_overhead.py --devices "$DEVICE" $JPEG
 step distill_overhead 25 $PY benchmarks/distill_overhead.py --devices "$DEVICE" $DISTILL
-find "$RUNS" -path "*attacks*" -name "*.json" ! -name "*.state*" | head -n 6 | xargs -r cp -t "$OUT"
+find "$RUNS" -path "*attacks*" -name "*.json" ! -path "*/.state/*" | head -n 6 | xargs -r cp -t "$OUT"
 echo "== done after ${SECONDS}s; logs in $OUT"

@@ -8,6 +8,7 @@ and how an interrupted evaluation resumes (per-variant state files in ``<run>/at
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -152,6 +153,13 @@ def load_points(target: ModelTarget, data: str | None, data_root: str | None, n:
     return Points(images.float() / 255.0, labels.long(), name, dataset.class_names)
 
 
+def out_of_device_memory(error: BaseException) -> bool:
+    """The allocator's own error, or a library's (cuDNN, cuBLAS) failing to allocate its workspace,
+    which reaches Python as a plain RuntimeError."""
+    text = str(error)
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "ALLOC_FAILED" in text
+
+
 @dataclass
 class Variant:
     """One model to evaluate, with what the suite may use around it."""
@@ -160,6 +168,18 @@ class Variant:
     model: nn.Module
     note: str
     context: dict[str, Any] = field(default_factory=dict)
+
+    def modules(self) -> list[nn.Module]:
+        """The model and every module the suite may run beside it (transfer surrogates, gradient views)."""
+        context = self.context
+        return [self.model, *context.get("surrogates", {}).values(), *context.get("gradient_views", {}).values()]
+
+    def to(self, device: torch.device) -> "Variant":
+        """All of them on ``device``, in eval mode. The views are copies made with the model on the CPU (a
+        JPEG layer's tables): moving only the model would leave them behind."""
+        for module in self.modules():
+            module.to(device).eval()
+        return self
 
 
 def variants_of(target: ModelTarget, suite: str) -> list[Variant]:
@@ -237,9 +257,7 @@ class AttackRun:
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()
         for variant in variants_of(self.target, name if isinstance(self.suite, str) else "custom"):
-            model = variant.model.to(device).eval()
-            for surrogate in variant.context.get("surrogates", {}).values():
-                surrogate.to(device).eval()
+            model = variant.to(device).model
             on_variant(variant.label, variant.note)
             results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
             for result in results if isinstance(results, list) else [results]:
@@ -256,17 +274,23 @@ class AttackRun:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
                                         progress=progress, convergence_check=self.convergence_check, **({"eot": self.eot} if self.eot else {}), **variant.context)
-            except torch.cuda.OutOfMemoryError:
+            except RuntimeError as err:
+                if not out_of_device_memory(err):
+                    raise
                 if batch_size == 1:
                     raise UserError("out of GPU memory even with batch size 1; use --device cpu") from None
-                batch_size = max(batch_size // 2, 1)
-                torch.cuda.empty_cache()
-                notify(f"out of GPU memory: retrying with --batch-size {batch_size} (finished batches are kept)")
             except ModelOutputError as err:
                 raise UserError(f"{self.target.name}: {err}") from None
             except AttackError as err:
                 message = str(err).replace("delete it to start over", "add --fresh to start over")
                 raise UserError(message) from None
+            # out of memory; outside the except block, so that the failed attempt's tensors (held by its
+            # traceback until there) are freed before the cache is emptied
+            batch_size = max(batch_size // 2, 1)
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            notify(f"out of GPU memory: retrying with --batch-size {batch_size} (finished batches are kept)")
 
     def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device) -> dict[str, Any]:
         first = evaluations[0]

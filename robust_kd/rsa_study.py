@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -402,18 +402,28 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     except attacks.AttackError as err:
         raise UserError(str(err)) from None
     if not cached:
-        white = _run_attack(white_attack, model, x, labels, device, batch_size, progress, "white-box PGD")
-        if "bpda-identity" in white_box_views(model):
-            missed = (_predict(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
-            if len(missed):
-                view = soft_model_bpda(model).to(device).eval()
-                retry = _run_attack(white_attack, view, x[missed], labels.cpu()[missed], device, batch_size, progress,
-                                    "white-box PGD (BPDA-identity)")
-                changed = _predict(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
-                white[missed[changed]] = retry[changed]
-        cached["white"] = white
-        cached["black"] = _run_attack(black_attack, model, x, labels, device, batch_size, progress,
-                                      f"black-box {settings.black}")
+        # attacked as attacks.evaluate attacks: on copies with their batch norms folded, channels-last; the
+        # verdicts are the model's own
+        from attacks.fold import PROBE_POINTS, fold_for_evaluation
+        from attacks.layout import channels_last
+
+        view = soft_model_bpda(model).to(device).eval() if "bpda-identity" in white_box_views(model) else None
+        sources = list(getattr(black_attack, "surrogates", []))
+        fast_model, fast_view, *fast_sources = fold_for_evaluation([model, view, *sources], x[:PROBE_POINTS].to(device))
+        if sources:
+            black_attack = replace(black_attack, surrogates=fast_sources)
+        with channels_last([fast_model, fast_view, *fast_sources], device):
+            white = _run_attack(white_attack, fast_model, x, labels, device, batch_size, progress, "white-box PGD")
+            if fast_view is not None:
+                missed = (_predict(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
+                if len(missed):
+                    retry = _run_attack(white_attack, fast_view, x[missed], labels.cpu()[missed], device, batch_size,
+                                        progress, "white-box PGD (BPDA-identity)")
+                    changed = _predict(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
+                    white[missed[changed]] = retry[changed]
+            cached["white"] = white
+            cached["black"] = _run_attack(black_attack, fast_model, x, labels, device, batch_size, progress,
+                                          f"black-box {settings.black}")
         from .fileio import atomic_open
         for variant in ("white", "black"):
             with atomic_open(out / "stimuli" / f"{variant}.npy") as f:

@@ -76,7 +76,8 @@ def test_piped_output_shows_that_a_long_batch_is_alive(capsys, trained_runs, mon
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "16", "--batch-size", "4",
                          "--runs-dir", str(trained_runs), "--fresh", "--no-convergence-check")
     assert code == 0, err
-    assert re.search(r"^pgd-20: 0/\d+ points attacked, batch of \d in flight, [\d,]+ forward passes so far; "
+    assert re.search(r"^pgd-20: 0/\d+ points attacked, batch of \d in flight, [1-9]\d*% of its work done, "
+                     r"(at most ~\d+ (s|min|h) left, )?[\d,]+ forward passes so far; "
                      r"robust so far \d+/16", err, re.M), err
     assert re.search(r"^pgd-20: \d+/\d+ points attacked, robust so far \d+/16 \(", err, re.M), err
     assert re.search(r"^pgd-20: attacked \d+, broke \d+, robust \d+/16", err, re.M), err
@@ -384,18 +385,43 @@ def test_a_norm_an_attack_does_not_support_is_one_line(capsys, trained_runs, tmp
 
 
 def test_out_of_gpu_memory_retries_with_a_smaller_batch(capsys, trained_runs, monkeypatch):
+    """The allocator's error, and cuDNN's failing to allocate its workspace (a plain RuntimeError):
+    the batch is halved each time; any other RuntimeError is not retried."""
     import robust_kd.robustness as robustness
 
     real, batch_sizes = robustness.attacks.evaluate, []
+    failures = [torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"),
+                RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED (simulated)")]
 
     def flaky(*args, **kwargs):
         batch_sizes.append(kwargs["batch_size"])
-        if len(batch_sizes) == 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        if len(batch_sizes) <= len(failures):
+            raise failures[len(batch_sizes) - 1]
         return real(*args, **kwargs)
 
     monkeypatch.setattr(robustness.attacks, "evaluate", flaky)
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "8", "--batch-size", "8",
                          "--runs-dir", str(trained_runs), "--fresh")
     assert code == 0, err
-    assert batch_sizes[:2] == [8, 4] and "out of GPU memory: retrying with --batch-size 4" in err
+    assert batch_sizes[:3] == [8, 4, 2] and "out of GPU memory: retrying with --batch-size 2" in err
+    assert not robustness.out_of_device_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+@pytest.mark.parametrize("suite", ["autoattack", "adaptive"])
+def test_every_module_of_a_jpegdl_variant_goes_to_the_device(suite):
+    """A CUDA run moves each variant to the device, its gradient views too: they are copies made while
+    the model was on the CPU (the meta device stands in for CUDA here)."""
+    from types import SimpleNamespace
+
+    from robust_kd.models import create_model
+    from robust_kd.robustness import variants_of
+
+    model = create_model("jpegdl_resnet8", num_classes=10).eval()
+    variants = variants_of(SimpleNamespace(model=model), suite)
+    assert {v.label for v in variants} == {"soft", "hard"}
+    assert sum(len(v.context.get("gradient_views", {})) for v in variants) == (2 if suite == "adaptive" else 1)
+    for variant in variants:
+        variant.to(torch.device("meta"))
+        tensors = [t for module in variant.modules() for t in (*module.parameters(), *module.buffers())]
+        assert tensors and all(t.device.type == "meta" for t in tensors), variant.label
+        assert not any(module.training for module in variant.modules())

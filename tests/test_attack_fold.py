@@ -305,3 +305,29 @@ def test_a_shared_network_folded_for_one_module_is_kept_only_where_it_is_sound()
     second = folded_copy(other_holder, memo)
     assert second is not other_holder and second.net is first.net      # one folded copy of the shared network
     assert folded_copy(direct, memo) is direct    # its own graph would not fold the pair: not the shared copy
+
+
+def test_the_probe_compares_at_full_float32_precision():
+    """cuDNN's default TF32 convolutions move a model's and its folded copy's logits apart by about
+    2e-4 of their scale, above the tolerance: the probe runs at full precision and then puts the
+    caller's setting back."""
+    from attacks.fold import _precision_flags, same_function
+
+    flags = _precision_flags()
+    assert flags, "torch has no fp32_precision settings: the probe cannot ask for full precision"
+    seen = []
+
+    class Records(nn.Module):
+        def forward(self, x):
+            seen.append([flag.fp32_precision for flag in flags])
+            return x.flatten(1)
+
+    before = [flag.fp32_precision for flag in flags]
+    flags[0].fp32_precision = "tf32"
+    try:
+        assert same_function(Records(), Records(), torch.rand(2, 3, 4, 4))
+        assert seen == [["ieee"] * len(flags)] * 2
+        assert flags[0].fp32_precision == "tf32"
+    finally:
+        for flag, value in zip(flags, before):
+            flag.fp32_precision = value

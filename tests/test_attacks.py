@@ -324,8 +324,8 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
         def points_done(self, label, done, robust, total): ...
         def attack_finished(self, record, robust, total): ...
 
-        def working(self, label, done, in_flight, forwards, robust, total):
-            heard.append((label, done, in_flight, forwards, total))
+        def working(self, label, done, in_flight, forwards, robust, total, share, seconds):
+            heard.append((label, done, in_flight, forwards, total, share, seconds))
 
     result = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=8, progress=Listening(), sanity_checks=False)
     pgd = [h for h in heard if h[0] == "pgd-20"]
@@ -333,6 +333,10 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
     assert first_batch and all(h[2] == 8 and h[4] == 20 for h in first_batch)
     assert [h[3] for h in first_batch] == sorted(h[3] for h in first_batch) and first_batch[-1][3] > 8
     assert {h[1] for h in pgd} <= {0, 8, 16}
+    for batch in {h[1] for h in pgd}:     # the share of the batch's work done: from 0, never back, below 1
+        shares = [h[5] for h in pgd if h[1] == batch]
+        assert shares[0] == 0.0 and shares == sorted(shares) and shares[-1] < 1.0
+    assert any(h[5] > 0 for h in pgd) and all(h[6] >= 0 for h in pgd)
     record = next(r for r in result.attacks if r.label == "pgd-20")
     assert max(h[3] for h in pgd) <= record.forwards
     heard.clear()      # the convergence check (minutes on a CPU) is reported like an attack
@@ -778,3 +782,78 @@ def test_autoattack_suite_matches_autoattack_standard(tiny_classifier, autoattac
     assert len(differing) <= 2 and int(ours_robust.sum()) <= int(reference_robust.sum()) + 1
     assert [a.label for a in result.attacks] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert 0.05 < result.robust_accuracy < result.clean_accuracy
+
+
+class _Unbreakable(torch.nn.Module):
+    """Logits that do not depend on the input (zero gradients): no attack ever breaks a point, so
+    every attack does all of its work."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.linspace(1.0, 0.0, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+class _ReadsShare(torch.nn.Module):
+    """Records the share of the work done (attacks.work) at every forward pass."""
+
+    def __init__(self, model: torch.nn.Module, share, seen: list) -> None:
+        super().__init__()
+        self.model, self.share, self.seen = model, share, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(round(self.share.read(), 6))
+        return self.model(x)
+
+
+def _shares(attack, x):
+    from attacks import work
+
+    seen: list = []
+    with work.tracking() as share:
+        attack(_ReadsShare(_Unbreakable(), share, seen), x, torch.zeros(len(x), dtype=torch.long))
+        final = share.read()
+    return seen, final
+
+
+@pytest.mark.parametrize("name, settings, expected", [
+    # steps done before each pass; restarts split the work in equal parts; the last pass of a restart checks
+    ("pgd", {"steps": 4, "restarts": 2}, [0, .125, .25, .375, .375, .5, .625, .75, .875, .875]),
+    ("cw-l2", {"steps": 2, "search_steps": 2}, [0, .25, .5, .75]),
+])
+def test_the_share_of_work_done_follows_steps_and_restarts(name, settings, expected):
+    x = torch.rand(3, 1, 8, 8)
+    seen, final = _shares(attacks.make_attack(name, eps=0.5 if name == "cw-l2" else EPS,
+                                               norm="L2" if name == "cw-l2" else "Linf", **settings), x)
+    assert seen == pytest.approx(expected, abs=1e-5) and final >= expected[-1]
+
+
+@pytest.mark.parametrize("name", ["apgd-t", "fab-t"])
+@pytest.mark.parametrize("rows_per_pass", [1, 0])
+def test_the_share_of_work_done_counts_targets_in_order_and_side_by_side(name, rows_per_pass):
+    """Three targets of two steps: in order each target is a third of the work; side by side the
+    three run at once and each step is half of it."""
+    seen, _ = _shares(attacks.make_attack(name, eps=EPS, steps=2, targets=3, rows_per_pass=rows_per_pass),
+                      torch.rand(2, 1, 8, 8))
+    progress = sorted(set(seen))
+    assert seen == sorted(seen) and seen[0] == 0
+    expected = [0, 1 / 6, 1 / 3, 1 / 2, 2 / 3, 5 / 6] if rows_per_pass == 1 else [0, 0.5]
+    assert progress == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_share_of_work_done_counts_square_queries():
+    seen, final = _shares(attacks.make_attack("square", eps=EPS, queries=20, forward_batch=2), torch.rand(2, 1, 8, 8))
+    assert seen == sorted(seen) and seen[0] == 0 and 0.5 < seen[-1] < 1 and final == pytest.approx(1.0)
+
+
+def test_the_share_of_work_done_costs_nothing_outside_an_evaluation():
+    """Without work.tracking() the attacks' calls are no-ops (and nothing is left behind)."""
+    from attacks import work
+
+    work.advance(3, 4)
+    with work.part(1, 2):
+        work.advance(1, 2)
+    with work.tracking() as share:
+        assert share.read() == 0.0

@@ -273,3 +273,16 @@ def test_models_show_draws_learned_and_standard_tables(tmp_path, capsys):
     assert info["jpeg"]["standard_q50"]["luma"][0][0] == 16 and len(info["jpeg"]["tables"]["chroma"]) == 8
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["models", "--show", "resnet8"]) == 0 and "jpeg" not in capsys.readouterr().out.lower()
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard", "off"])
+def test_the_layer_computes_in_float32_under_a_training_steps_autocast(mode):
+    """Training on a GPU runs the forward under bf16 autocast; the layer's colour transform and DCT
+    must not follow (DC coefficients reach ±1024, where bf16 steps by 4-8; before the fix the
+    outputs moved by up to 59/255). CPU autocast stands in for CUDA's."""
+    layer = JpegLayer(3, mode=mode)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)
+    assert got.dtype == x.dtype and torch.allclose(got, expected, atol=1e-6)

@@ -258,6 +258,8 @@ def test_rsa_adversarial_retries_jpegdl_points_through_bpda(tmp_path, capsys):
     expected = attacks.Transfer(eps=2 / 255, norm="Linf", surrogates=[soft_model_bpda(model)])(model, stimuli.images,
                                                                                                 labels)
     black = torch.from_numpy(np.load(tmp_path / "adv_transfer" / "stimuli" / "black.npy"))
-    assert torch.allclose(black, expected, atol=1e-6)
+    # crafted on a copy with folded batch norms: float rounding may flip a sign step here and there
+    # (measured: 0.04% of the pixels), against 70% of them for examples made through the soft quantizer
+    assert float(((black - expected).abs() > 1e-6).float().mean()) < 0.01
     soft = attacks.Transfer(eps=2 / 255, norm="Linf", surrogates=[model])(model, stimuli.images, labels)
     assert not torch.allclose(black, soft, atol=1e-6)

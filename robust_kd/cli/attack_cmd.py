@@ -15,11 +15,27 @@ def _robust_words(robust: int, total: int) -> str:
     return f"{robust}/{total} ({100 * robust / max(total, 1):.1f}%)"
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(round(seconds), 1)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def time_left_words(share: float, seconds: float) -> str:
+    """The batch's time left at its pace so far, once that pace means something (some seconds and a
+    few percent in). The share counts the work as if no point broke early, so this is at most."""
+    if share < 0.02 or seconds < 3 or share >= 1:
+        return ""
+    return f"at most ~{_duration(seconds * (1 - share) / share)} left"
+
+
 class AttackProgress:
-    """Per-attack progress. On a terminal: a rich bar that moves per batch and shows, while a batch
-    is attacked, the forward passes made in it. Piped (a log file, a cluster job): a line per
-    finished attack, and at most one line per ``PIPED_EVERY`` seconds in between, so that a long
-    batch shows it is alive."""
+    """Per-attack progress. On a terminal: a rich bar that moves with the work done in the batch in
+    flight and shows the batch's share done, time left (at most) and forward passes. Piped (a log
+    file, a cluster job): a line per finished attack, and at most one line per ``PIPED_EVERY``
+    seconds in between, so that a long batch shows it is alive."""
 
     PIPED_EVERY = 60.0
 
@@ -61,10 +77,15 @@ class AttackProgress:
             self.bar.update(self.task, completed=done, status=self.status)
         self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {self.status}")
 
-    def working(self, label: str, done: int, in_flight: int, forwards: int, robust: int, total: int) -> None:
-        busy = f"batch of {in_flight} in flight, {forwards:,} forward passes so far"
+    def working(self, label: str, done: int, in_flight: int, forwards: int, robust: int, total: int,
+                share: float = 0.0, seconds: float = 0.0) -> None:
+        left = time_left_words(share, seconds)
+        # an attack of one's own that does not report its work (attacks.work) shows none
+        done_words = f"{share:.0%} of its work done{', ' + left if left else ''}, " if share > 0 else ""
+        busy = f"batch of {in_flight} in flight, {done_words}{forwards:,} forward passes so far"
         if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, status=f"{self.status}{'; ' if self.status else ''}{busy}")
+            self.bar.update(self.task, completed=done + share * in_flight,
+                            status=f"{self.status}{'; ' if self.status else ''}{busy}")
         self._piped(f"{self._name(label)}: {done}/{self.points} points attacked, {busy}; "
                     f"robust so far {_robust_words(robust, total)}")
 

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .constants import like
+
 BLOCK = 8
 
 
@@ -42,10 +44,10 @@ def from_blocks(blocks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def block_dct(blocks: torch.Tensor) -> torch.Tensor:
-    d = _D.to(blocks.device, blocks.dtype)
+    d = like(_D, blocks)
     return d @ blocks @ d.T
 
 
 def block_idct(coefficients: torch.Tensor) -> torch.Tensor:
-    d = _D.to(coefficients.device, coefficients.dtype)
+    d = like(_D, coefficients)
     return d.T @ coefficients @ d

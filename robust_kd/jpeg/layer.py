@@ -12,6 +12,7 @@ samples before the DCT and after the inverse) and ``off`` (transforms only, no r
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import torch
@@ -150,12 +151,21 @@ class JpegLayer(nn.Module):
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        coefficients, size = self.coefficients(x)
-        out = self.images(self.quantize(coefficients), size)
+        # always float32, also under a training step's bf16 autocast: DC coefficients reach ±1024, where
+        # bf16 steps by 4-8, and the quantization steps go down to 0.05
+        with _without_autocast(x.device.type):
+            coefficients, size = self.coefficients(x)
+            out = self.images(self.quantize(coefficients), size)
         return out.to(x.dtype).contiguous(memory_format=_memory_format(x))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, mode={self.mode}, alpha={self.alpha}, window={self.window}, bits={self.bits}"
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _to_8bit(pixels: torch.Tensor) -> torch.Tensor:
