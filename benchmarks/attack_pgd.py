@@ -88,6 +88,9 @@ def main() -> None:
         model = model.to(device).eval()
         xd, yd = x.to(device), y.to(device)
         (folded,) = fold_for_evaluation([model], xd[:PROBE_POINTS])
+        folded_norms = sum(isinstance(m, attacks.fold.FoldedNorm) for m in folded.modules())
+        print(f"{device_name}: {folded_norms} batch norms folded" if folded is not model else
+              f"{device_name}: NOT folded (the folded copy was rejected): the folded column times the model as it is")
         for steps in (int(s) for s in args.steps.split(",")):
             reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
             ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
