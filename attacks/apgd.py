@@ -94,12 +94,13 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     grad_all[active] = grad
     gap, since_check = first_gap, 0
 
+    # Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index
+    # is a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks `active`.
     def retire(wrong: torch.Tensor) -> torch.Tensor:
         """Record points misclassified at their current iterate; return the ones still going."""
-        rows = active[wrong]
-        result[rows] = x_adv[rows]
-        broken[rows] = True
-        return active[retire_groups(~wrong, active, rows, group)]
+        result[active] = torch.where(wrong.view(view), x_adv[active], result[active])
+        broken[active] |= wrong
+        return active[retire_groups(~wrong, active, wrong, group)]
 
     active = retire(logits.argmax(1) != y[active])
     for i in range(steps):
@@ -118,10 +119,9 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
         grad_all[active] = grad
         history[i + 1, active] = values
         better = values > best_loss[active]
-        improved_rows = active[better]
-        best_x[improved_rows] = moved[better]
-        best_grad[improved_rows] = grad[better]
-        best_loss[improved_rows] = values[better]
+        best_x[active] = torch.where(better.view(view), moved, best_x[active])
+        best_grad[active] = torch.where(better.view(view), grad, best_grad[active])
+        best_loss[active] = torch.where(better, values, best_loss[active])
         active = retire(logits.argmax(1) != y[active])
         since_check += 1
         if since_check == gap:
@@ -133,10 +133,10 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
             halve = oscillating | stalled
             reduced_at_check = halve.clone()
             best_at_check = best_loss.clone()
-            rows = active[halve[active]]
-            step[rows] /= 2.0
-            x_adv[rows] = best_x[rows]
-            grad_all[rows] = best_grad[rows]
+            restart_here = halve[active]
+            step[active] = torch.where(restart_here, step[active] / 2.0, step[active])
+            x_adv[active] = torch.where(restart_here.view(view), best_x[active], x_adv[active])
+            grad_all[active] = torch.where(restart_here.view(view), best_grad[active], grad_all[active])
             gap = max(gap - decrement, min_gap)
             since_check = 0
     result[active] = x_adv[active]

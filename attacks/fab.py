@@ -156,12 +156,13 @@ class FABT(Attack):
                 wrong = model(moved).argmax(dim=1) != y[active]
                 distance = flat_norm(moved - x0[active], self.norm)
                 closer = wrong & (distance < best_distance[active])
-                best[active[closer]] = moved[closer]
-                best_distance[active[closer]] = distance[closer]
+                # masks applied with torch.where (a boolean index is a host sync on CUDA)
+                best[active] = torch.where(closer.view(view), moved, best[active])
+                best_distance[active] = torch.where(closer, distance, best_distance[active])
                 pulled = x0[active] + (moved - x0[active]) * self.beta
                 moved = torch.where(wrong.view(view), pulled, moved)
                 x1[active] = moved
                 within = best_distance[active] <= self.eps
-                broken[active[within]] = True
-                active = active[retire_groups(~within, active, active[within], group)]
+                broken[active] |= within
+                active = active[retire_groups(~within, active, within, group)]
         return best, broken

@@ -85,7 +85,9 @@ def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch
 
 
 def retire_groups(going: torch.Tensor, active: torch.Tensor, done: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
-    """``going`` (over the active rows) without the rows whose point another row just broke."""
+    """``going`` (over the active rows) without the rows whose point another row just broke
+    (``done``, a mask over the active rows). No host sync: groups are never negative."""
     if group is None:
         return going
-    return going & ~torch.isin(group[active], group[done])
+    groups = group[active]
+    return going & ~torch.isin(groups, torch.where(done, groups, -1))
