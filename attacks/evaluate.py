@@ -11,6 +11,7 @@ continues where it stopped; because every random choice is tied to a point's ind
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -55,6 +56,22 @@ class Progress(Protocol):
 
 
 HEARTBEAT_SECONDS = 1.0
+
+
+def _working_of(progress: object) -> Callable[..., None] | None:
+    """``progress.working`` as an eight-argument call; one written to the first, six-argument form
+    (without ``share`` and ``seconds``) gets those six."""
+    working = getattr(progress, "working", None)
+    if working is None:
+        return None
+    try:
+        inspect.signature(working).bind("", 0, 0, 0, 0, 0, 0.0, 0.0)
+    except TypeError:
+        return lambda label, done, in_flight, forwards, robust, total, share, seconds: working(
+            label, done, in_flight, forwards, robust, total)
+    except ValueError:   # no signature to read (a builtin): call it as documented
+        pass
+    return working
 
 
 class _Heartbeat:
@@ -110,8 +127,12 @@ def _device_name(device: torch.device) -> str:
     rounding alone may tip a point on the boundary: worth knowing when two devices disagree)."""
     if device.type != "cuda":
         return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    precision = getattr(conv, "fp32_precision", None) or ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+    levels = [getattr(torch.backends.cudnn, "conv", None), torch.backends.cudnn, torch.backends]
+    settings = [getattr(level, "fp32_precision", None) for level in levels]
+    if settings[0] is None:   # a torch without the fp32_precision settings
+        precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    else:                     # "none" inherits from the level above; at the top it means ieee
+        precision = next((s for s in settings if s not in (None, "none")), "ieee")
     return f"{torch.cuda.get_device_name(device)} (float32 convolutions: {precision})"
 
 
@@ -573,7 +594,7 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
     # reported like an attack: at CPU speed the probe can take minutes
     label = f"convergence check ({step.label}, {checks.CONVERGENCE_FACTOR}x steps)"
     progress = progress or _Silent()
-    working = getattr(progress, "working", None)
+    working = _working_of(progress)
     progress.attack_started(label, len(rows))
     start, tick = counting.forwards, time.perf_counter()
     with work.tracking() as share:
@@ -600,7 +621,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             view = view_counter
         progress.attack_started(step.label, len(todo) + len(done))
         attacked = len(done)
-        working = getattr(progress, "working", None)
+        working = _working_of(progress)
         counters = [c for c in (counting, view_counter) if c is not None]
         for start in range(0, len(todo), batch_size):
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)

@@ -179,22 +179,30 @@ def _precision_flags() -> list[Any]:
     return [b for b in backends if b is not None and hasattr(b, "fp32_precision")]
 
 
+_LEGACY_TF32 = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+
+
 @contextlib.contextmanager
 def full_float32() -> Iterator[None]:
     """float32 convolutions and matmuls at full precision inside, on CUDA too.
 
     cuDNN runs float32 convolutions in TF32 by default (a 10-bit mantissa). That alone moves a
     model's logits and its folded copy's apart by about 2e-4 of their scale, though both compute the
-    same function: the probe compares them at full precision, where they agree to about 5e-7."""
+    same function: the probe compares them at full precision, where they agree to about 5e-7.
+    Torch versions without the ``fp32_precision`` settings get the older ``allow_tf32`` switches."""
     flags = _precision_flags()
-    before = [f.fp32_precision for f in flags]
+    if flags:
+        settings = [(flag, "fp32_precision", "ieee") for flag in flags]
+    else:
+        settings = [(owner, name, False) for owner, name in _LEGACY_TF32 if hasattr(owner, name)]
+    before = [getattr(owner, name) for owner, name, _ in settings]
     try:
-        for flag in flags:
-            flag.fp32_precision = "ieee"
+        for owner, name, value in settings:
+            setattr(owner, name, value)
         yield
     finally:
-        for flag, value in zip(flags, before):
-            flag.fp32_precision = value
+        for (owner, name, _), value in zip(settings, before):
+            setattr(owner, name, value)
 
 
 @torch.no_grad()
@@ -202,7 +210,10 @@ def same_function(model: nn.Module, folded: nn.Module, x: torch.Tensor) -> bool:
     """``folded`` gives ``model``'s logits on ``x`` up to float rounding (and runs at all: a forward
     that reaches into a replaced batch norm fails on the copy)."""
     try:
-        with full_float32():
+        try:
+            with full_float32():
+                expected, got = model(x).float(), folded(x).float()
+        except Exception:  # noqa: BLE001 - e.g. a forward that reads the legacy TF32 switches, which raise in there
             expected, got = model(x).float(), folded(x).float()
     except Exception:  # noqa: BLE001 - any failure (the copy's, or a module on another device) means "keep the module"
         return False

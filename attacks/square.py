@@ -108,28 +108,33 @@ class Square(Attack):
         budget = len(y) * self.queries
         # read about once a second (attacks.work): the queries the points still going have left
         work.advance(lambda: budget - float((self.queries - next_iteration[active]).sum()), budget)
+        # Two host syncs per pass (on CUDA): the proposals' positions and the points still going. The
+        # per-point updates are torch.where over the active rows, not boolean indexing (a sync each).
         while active.numel():
             n = active.numel()
             k = min(max(width // n, 1), SPECULATION_LIMIT)
             iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
             valid = iterations < self.queries
-            owner = torch.arange(n, device=device)[:, None].expand(n, k)[valid]
-            candidates = propose(iterations[valid], active[owner])
+            at = valid.view(-1).nonzero(as_tuple=True)[0]   # the valid (point, proposal) cells, row by row
+            owner = at // k
+            candidates = propose(iterations.view(-1)[at], active[owner])
             new_margin = _margin(model(candidates).float(), y[active[owner]])
             keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
-            slot = torch.full((n, k), -1, dtype=torch.int64, device=device)
-            slot[valid] = torch.arange(owner.numel(), device=device)
-            kept = torch.zeros((n, k), dtype=torch.bool, device=device)
-            kept[valid] = keep
+            slot = torch.full((n * k,), -1, dtype=torch.int64, device=device)
+            slot[at] = torch.arange(at.numel(), device=device)
+            kept = torch.zeros((n * k,), dtype=torch.bool, device=device)
+            kept[at] = keep
+            slot, kept = slot.view(n, k), kept.view(n, k)
             accepted = kept.any(dim=1)
             first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
-            picked = slot[torch.arange(n, device=device), first][accepted]
-            rows = active[accepted]
-            x_best[rows] = candidates[picked]
-            best_loss[rows] = new_margin[picked]
+            # an active point has queries left, so its first cell is valid: `picked` is a real slot even
+            # where nothing was accepted (its value is then not used)
+            picked = slot[torch.arange(n, device=device), first]
+            x_best[active] = torch.where(accepted.view(-1, *([1] * (x_best.dim() - 1))), candidates[picked],
+                                         x_best[active])
+            best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
             next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
-            broken = torch.zeros(n, dtype=torch.bool, device=device)
-            broken[accepted] = new_margin[picked] <= 0
+            broken = accepted & (new_margin[picked] <= 0)
             active = active[~broken & (next_iteration[active] < self.queries)]
         return x_best
 

@@ -86,8 +86,11 @@ def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch
 
 def retire_groups(going: torch.Tensor, active: torch.Tensor, done: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
     """``going`` (over the active rows) without the rows whose point another row just broke
-    (``done``, a mask over the active rows). No host sync: groups are never negative."""
+    (``done``, a mask over the active rows). No host sync: a count per group (the ids are point
+    positions, below ``group.numel()``), not ``isin``, which sorts and finds uniques on long inputs."""
     if group is None:
         return going
     groups = group[active]
-    return going & ~torch.isin(groups, torch.where(done, groups, -1))
+    hits = torch.zeros(group.numel(), dtype=torch.int32, device=group.device)
+    hits.index_add_(0, groups, done.to(torch.int32))
+    return going & (hits[groups] == 0)

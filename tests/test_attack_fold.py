@@ -9,6 +9,7 @@ import json
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -314,7 +315,8 @@ def test_the_probe_compares_at_full_float32_precision():
     from attacks.fold import _precision_flags, same_function
 
     flags = _precision_flags()
-    assert flags, "torch has no fp32_precision settings: the probe cannot ask for full precision"
+    if not flags:
+        pytest.skip("this torch has only the legacy allow_tf32 switches (covered by full_float32's fallback)")
     seen = []
 
     class Records(nn.Module):
@@ -331,3 +333,24 @@ def test_the_probe_compares_at_full_float32_precision():
     finally:
         for flag, value in zip(flags, before):
             flag.fp32_precision = value
+
+
+def test_the_probe_falls_back_to_the_legacy_tf32_switches(monkeypatch):
+    """A torch without the fp32_precision settings: the probe turns allow_tf32 off, and back."""
+    import attacks.fold as fold
+
+    monkeypatch.setattr(fold, "_precision_flags", lambda: [])
+    seen = []
+
+    class Records(nn.Module):
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return x.flatten(1)
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        assert same_function(Records(), Records(), torch.rand(2, 3, 4, 4))
+        assert seen == [(False, False)] * 2 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

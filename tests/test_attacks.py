@@ -345,6 +345,14 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
     probe = [h for h in heard if h[0] == "convergence check (pgd-20, 5x steps)"]
     assert probe and probe[-1][2] == checked.convergence["points"] and probe[-1][3] > 0
 
+    class FirstForm(Listening):   # written before share and seconds existed: still called, with six
+        def working(self, label, done, in_flight, forwards, robust, total):
+            heard.append(("six", label))
+
+    heard.clear()
+    attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=8, progress=FirstForm(), sanity_checks=False)
+    assert ("six", "pgd-20") in heard
+
 
 def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_classifier, tmp_path):
     model, x, y = tiny_classifier
@@ -848,12 +856,21 @@ def test_the_share_of_work_done_counts_square_queries():
     assert seen == sorted(seen) and seen[0] == 0 and 0.5 < seen[-1] < 1 and final == pytest.approx(1.0)
 
 
-def test_the_share_of_work_done_costs_nothing_outside_an_evaluation():
-    """Without work.tracking() the attacks' calls are no-ops (and nothing is left behind)."""
+def test_the_share_of_work_done_is_tracked_only_inside_tracking():
+    """Outside work.tracking() the attacks' calls are no-ops; a tracker ends with its block, also
+    when the block fails, so the next evaluation starts from nothing."""
     from attacks import work
 
     work.advance(3, 4)
     with work.part(1, 2):
         work.advance(1, 2)
-    with work.tracking() as share:
-        assert share.read() == 0.0
+    assert work._current.get() is None
+    with pytest.raises(RuntimeError):
+        with work.tracking() as first:
+            with work.part(1, 2):
+                work.advance(1, 2)
+            assert first.read() == pytest.approx(1.0)   # the second half's part is over
+            raise RuntimeError("an attack fails")
+    assert work._current.get() is None
+    with work.tracking() as second:
+        assert second is not first and second.read() == 0.0

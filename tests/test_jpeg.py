@@ -286,3 +286,17 @@ def test_the_layer_computes_in_float32_under_a_training_steps_autocast(mode):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = layer(x)
     assert got.dtype == x.dtype and torch.allclose(got, expected, atol=1e-6)
+
+
+def test_the_layer_trains_after_a_forward_under_inference_mode(monkeypatch):
+    """A JPEG-DL teacher runs under inference_mode before a JPEG-DL student trains: the layer's
+    constants converted then must still serve a backward pass."""
+    from robust_kd.jpeg import constants
+
+    monkeypatch.setattr(constants, "_converted", {})
+    teacher, student = JpegLayer(3, mode="soft"), JpegLayer(3, mode="soft")
+    x = torch.rand(2, 3, 16, 16)
+    with torch.inference_mode():
+        teacher(x)
+    student(x).sum().backward()
+    assert student.luma_table.grad is not None and torch.isfinite(student.luma_table.grad).all()

@@ -2,7 +2,8 @@
 
 They are module-level CPU tensors; converting them on every forward pass would be one host-to-device
 copy each, a stream sync on CUDA, several times per training or attack step. Each conversion is
-made once and kept (a few kilobytes per device and dtype).
+made once and kept (a few kilobytes per device and dtype). For module-level constants only: the
+key is the constant's id, which must stay its own for the life of the process.
 """
 
 from __future__ import annotations
@@ -17,5 +18,8 @@ def like(constant: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     key = (id(constant), x.device, x.dtype)
     found = _converted.get(key)
     if found is None:
-        found = _converted[key] = constant.to(x.device, x.dtype)
+        # a copy made under inference_mode (a teacher's forward) would be an inference tensor, which
+        # autograd refuses to save for a later backward (a student's)
+        with torch.inference_mode(False):
+            found = _converted[key] = constant.to(x.device, x.dtype).clone()
     return found
