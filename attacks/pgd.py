@@ -87,16 +87,12 @@ class PGD(Attack):
                     keep = (~wrong).nonzero(as_tuple=True)[0]
                     if keep.numel() == 0:
                         return result, broken
-            if keep is None:
-                loss = self.loss_of(logits.float(), y[active])
-                (grad,) = torch.autograd.grad(loss.sum(), current)
-                stepped = current.detach() + alpha * normalized_step(grad, self.norm)
-            else:
-                loss = self.loss_of(logits[keep].float(), y[active[keep]])
-                (grad,) = torch.autograd.grad(loss.sum(), current)
-                active = active[keep]
-                stepped = current.detach()[keep] + alpha * normalized_step(grad[keep], self.norm)
-            x_adv[active] = project(stepped, x[active], self.eps, self.norm)
+            going = active if keep is None else active[keep]
+            loss = self.loss_of((logits if keep is None else logits[keep]).float(), y[going])
+            (grad,) = torch.autograd.grad(loss.sum(), current)
+            base, grad = (current.detach(), grad) if keep is None else (current.detach()[keep], grad[keep])
+            active = going
+            x_adv[active] = project(base + alpha * normalized_step(grad, self.norm), x[active], self.eps, self.norm)
         with torch.no_grad():
             final = model(x_adv[active]).argmax(dim=1) != y[active]
         result[active] = x_adv[active]
