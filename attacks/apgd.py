@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import work
+from . import inflight, work
 from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -169,15 +169,19 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         loss = _ce if self.loss == "ce" else _dlr
         best = x.clone()
-        todo = torch.arange(x.shape[0], device=x.device)
+        parts = inflight.Parts(self.name, best, torch.arange(x.shape[0], device=x.device))   # resumes after a restart
+        todo = parts.todo
         for restart in range(max(self.restarts, 1)):
             if todo.numel() == 0:
                 break
+            if parts.finished_before(restart):
+                continue
             with work.part(restart, max(self.restarts, 1)):
                 x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps, norm=self.norm,
                                      steps=self.steps, rho=self.rho, seed=self.seed, stream=11 + restart)
             best[todo] = x_adv
             todo = todo[~broken]
+            parts.finish(restart, todo)
         return best
 
 
@@ -208,4 +212,5 @@ class APGDT(Attack):
                         rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart, group=group)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
-        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True)
+        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True,
+                              kind=self.name)

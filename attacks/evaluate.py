@@ -7,6 +7,8 @@ it is recorded. Robust accuracy is therefore the point-wise worst case over the 
 With ``state_path`` the evaluation writes its state after every batch (atomically) and a rerun
 continues where it stopped; because every random choice is tied to a point's index
 (:mod:`attacks.rng`), the resumed evaluation gives exactly the answer of an uninterrupted one.
+The long attacks also snapshot the batch in flight, and the rerun resumes inside it
+(:mod:`attacks.inflight`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import torch
 from torch import nn
 
-from . import checks, work
+from . import checks, inflight, work
 from .adaptive import BPDA
 from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .fold import PROBE_POINTS, fold_for_evaluation
@@ -283,9 +285,11 @@ class _State:
         self.clean_done = True
         self.adopted = [p for p, _ in found] != [path]     # it knows more than its own file holds
 
-    def add_batch(self, step: str, rows: list[int], shard: Shard, **counts: Any) -> None:
+    def add_batch(self, step: str, rows: list[int], shard: Shard, earlier_seconds: float = 0.0, **counts: Any) -> None:
+        """``earlier_seconds``: the part of the batch's seconds spent by an earlier run (resumed from a
+        snapshot of the batch, :mod:`attacks.inflight`)."""
         self.batches.append({"step": step, "first": rows[0], "shard": list(shard), **counts})
-        self.seconds_now += counts.get("seconds", 0.0)
+        self.seconds_now += counts.get("seconds", 0.0) - earlier_seconds
         self.attacked.setdefault(step, []).extend(rows)
 
     def save(self, force: bool = False) -> None:
@@ -355,8 +359,10 @@ def evaluate(
     ``not_converged``); it costs about as much as that attack on 160 points.
 
     ``batch_size``: points attacked together; ``None`` (default) by device (64 on CPU, 256 on CUDA:
-    :data:`attacks.core.AUTO_BATCH_SIZE`). It never changes a verdict; an interruption loses the
-    batch in flight.
+    :data:`attacks.core.AUTO_BATCH_SIZE`). It never changes a verdict. With ``state_path``, the long
+    attacks also snapshot the batch in flight (:mod:`attacks.inflight`: Square about every 30 s;
+    APGD, APGD-T, FAB-T and PGD after a restart or target, at most every 30 s) and a rerun with the
+    same batch size resumes inside it.
 
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
@@ -472,9 +478,10 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     clean_correct = [b is None or b != "clean" for b in state.broken_by]
     clean_accuracy = sum(clean_correct) / max(total, 1)
 
+    snapshots = inflight.SnapshotFile(state.path, key)
     try:
         records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-                             shard)
+                             shard, snapshots)
     except BaseException:
         state.save(force=True)  # an interrupted evaluation keeps every finished batch
         raise
@@ -610,8 +617,9 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-               shard: Shard = (0, 1)) -> list[AttackRecord]:
+               shard: Shard = (0, 1), snapshots: inflight.SnapshotFile | None = None) -> list[AttackRecord]:
     records: list[AttackRecord] = []
+    snapshots = snapshots or inflight.SnapshotFile(None, {})
     for step in built.steps:
         done = set(state.attacked.get(step.label, []))
         todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
@@ -627,7 +635,19 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
             tick, passes = time.perf_counter(), _Passes(counting, view_counter)
-            with work.tracking() as share:
+            # a snapshot of this very batch, left by an interrupted run: its attack resumes inside it
+            saved = snapshots.for_batch(step.label, rows.tolist())
+            earlier = (saved["forwards"], saved["backwards"], saved["seconds"]) if saved is not None else (0, 0, 0.0)
+            write = snapshots.writer(step.label, rows.tolist(), lambda passes=passes, tick=tick, earlier=earlier: (
+                earlier[0] + passes.delta()[0], earlier[1] + passes.delta()[1],
+                earlier[2] + time.perf_counter() - tick))
+
+            def write_after_state(snapshot: dict, write=write) -> None:
+                state.save(force=True)     # the batches before this one are on disk before its snapshot
+                write(snapshot)
+
+            with work.tracking() as share, \
+                    inflight.tracking(None if saved is None else saved["snapshot"], write_after_state):
                 report = None if working is None else (
                     lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick:
                     working(label, done, size, passes.delta()[0], sum(state.robust), total, share.read(),
@@ -643,10 +663,14 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 state.broken_by[i] = step.label
             if kept is not None:
                 kept[rows[wrong.cpu()]] = x_adv[wrong].to(kept.device)
-            state.add_batch(step.label, rows.tolist(), shard, points=len(rows), broken=int(wrong.sum()),
-                            invalid=int(invalid.sum()), forwards=forwards, backwards=backwards,
-                            seconds=time.perf_counter() - tick)
-            state.save()
+            state.add_batch(step.label, rows.tolist(), shard, earlier_seconds=earlier[2], points=len(rows),
+                            broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=earlier[0] + forwards,
+                            backwards=earlier[1] + backwards, seconds=earlier[2] + time.perf_counter() - tick)
+            if snapshots.present():
+                state.save(force=True)     # the batch's verdicts are on disk before its snapshot goes
+                snapshots.clear()
+            else:
+                state.save()
             attacked += len(rows)
             progress.points_done(step.label, attacked, sum(state.robust), total)
         record = _step_record(step.label, step.attack.describe(), state.batches)
@@ -654,6 +678,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
         state.save(force=True)
         records.append(record)
         progress.attack_finished(record, sum(state.robust), total)
+    snapshots.clear()      # one left of a batch that no longer runs (e.g. another --batch-size)
     return records
 
 

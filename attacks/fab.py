@@ -111,7 +111,8 @@ class FABT(Attack):
             return self._run(model, xs, ys, target, points, restart, k, group)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
-        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False)
+        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False,
+                              kind=self.name)
 
     def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int | torch.Tensor) -> torch.Tensor:
         """Restart 0 starts at x₀; later ones at a random point at half the radius, like the reference."""

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import work
+from . import inflight, work
 from .core import Attack, flat_norm, margin_loss, normalized_step, project
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -56,8 +56,11 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         best = x.clone()
-        unbroken = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        parts = inflight.Parts(self.name, best, torch.ones(x.shape[0], dtype=torch.bool, device=x.device))
+        unbroken = parts.todo      # resumed after the last finished restart, if any
         for restart in range(max(self.restarts, 1)):
+            if parts.finished_before(restart):
+                continue
             rows = unbroken.nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
                 break
@@ -65,6 +68,7 @@ class PGD(Attack):
                 x_adv, broken = self._run(model, x[rows], y[rows], index[rows], restart)
             best[rows] = x_adv
             unbroken[rows[broken]] = False
+            parts.finish(restart, unbroken)
         return best
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import work
+from . import inflight, work
 from .core import Attack, AttackError, flat_norm
 from .rng import point_integers
 from .suites import register_attack
@@ -100,10 +100,15 @@ class Square(Attack):
         """Random search; ``propose(iterations, rows)`` builds one proposal per (iteration, point row)
         from x_best[rows]."""
         device = x.device
-        margin = _margin(model(x_best).float(), y)
-        best_loss = margin.clone()
-        next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
-        active = (margin > 0).nonzero(as_tuple=True)[0] if self.queries > 0 else margin.new_zeros(0, dtype=torch.int64)
+        run = inflight.begin("square", x, ("x_best", "best_loss", "next_iteration"))
+        if run.restored is None:
+            best_loss = _margin(model(x_best).float(), y)
+            next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
+        else:   # resumed inside the batch: the point's state is all its next proposals depend on
+            x_best.copy_(run.restored["x_best"])
+            best_loss, next_iteration = run.restored["best_loss"], run.restored["next_iteration"]
+        # still going: not broken (a kept proposal with margin ≤ 0 ends a point) and queries left
+        active = ((best_loss > 0) & (next_iteration < self.queries)).nonzero(as_tuple=True)[0]
         width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
         budget = len(y) * self.queries
         # read about once a second (attacks.work): the queries the points still going have left
@@ -136,6 +141,7 @@ class Square(Attack):
             next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
             broken = accepted & (new_margin[picked] <= 0)
             active = active[~broken & (next_iteration[active] < self.queries)]
+            run.offer(lambda: {"x_best": x_best, "best_loss": best_loss, "next_iteration": next_iteration})
         return x_best
 
     # -------------------------------------------------------------- Linf

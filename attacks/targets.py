@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from . import work
+from . import inflight, work
 from .core import AttackError
 
 AUTO_ROWS_PER_PASS = {"cpu": 36, "cuda": 4096}
@@ -37,35 +37,45 @@ def check_rows_per_pass(attack: str, rows: int) -> None:
 
 
 def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
-                   ks: list[int], restarts: int, rows_per_pass: int, keep_robust: bool) -> torch.Tensor:
+                   ks: list[int], restarts: int, rows_per_pass: int, keep_robust: bool, kind: str = "targets") -> torch.Tensor:
     """Run towards the k-th highest class of ``order`` (the clean logits' argsort) for each k in
     ``ks``, on the points still robust. ``keep_robust``: a robust point takes the last run's
-    iterate (else it keeps its clean image)."""
+    iterate (else it keeps its clean image). An interrupted evaluation resumes after the last
+    finished run (:mod:`attacks.inflight`, as ``kind``)."""
     rows = rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
     result = x.clone()
-    todo = torch.arange(x.shape[0], device=x.device)
+    side_by_side = len(ks) > 1 and x.shape[0] * len(ks) <= rows    # one at a time would leave passes part-empty
+    parts = inflight.Parts(kind, result, torch.arange(x.shape[0], device=x.device))
+    todo = parts.todo
 
     def keep(points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:
         written = torch.ones_like(broken) if keep_robust else broken
         result[points[written]] = x_adv[written]
 
-    if len(ks) > 1 and todo.numel() * len(ks) <= rows:     # one target at a time would leave passes part-empty
+    if side_by_side:
         for restart in range(restarts):
             if todo.numel() == 0:
                 break
+            if parts.finished_before(restart):
+                continue
             with work.part(restart, restarts):
                 x_adv, broken = _side_by_side(run, x[todo], y[todo], index[todo], order[todo], ks, restart)
             keep(todo, x_adv, broken)
             todo = todo[~broken]
+            parts.finish(restart, todo)
         return result
     for j, k in enumerate(ks):
         for restart in range(restarts):
             if todo.numel() == 0:
                 return result
-            with work.part(j * restarts + restart, len(ks) * restarts):
+            part = j * restarts + restart
+            if parts.finished_before(part):
+                continue
+            with work.part(part, len(ks) * restarts):
                 x_adv, broken = run(x[todo], y[todo], index[todo], order[todo, -k], k, restart, None)
             keep(todo, x_adv, broken)
             todo = todo[~broken]
+            parts.finish(part, todo)
     return result
 
 

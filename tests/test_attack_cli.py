@@ -109,8 +109,8 @@ def test_sigterm_keeps_the_finished_batches_and_a_rerun_resumes(trained_runs, tm
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
-    assert err.strip().splitlines()[-1] == ("robust-kd: terminated (SIGTERM); finished batches are saved, rerun the "
-                                            "same command to resume")
+    assert err.strip().splitlines()[-1] == ("robust-kd: terminated (SIGTERM); finished batches and the last snapshot "
+                                            "of the one in flight are saved, rerun the same command to resume")
     kept = batches()
     assert kept >= 1
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -67,7 +67,7 @@ def _join_torchrun(args: list[str]) -> None:
 _RESUME_NOTES = {  # what an interrupted verb keeps
     "train": "finished epochs are saved, rerun the same command to resume",
     "distill": "finished epochs are saved, rerun the same command to resume",
-    "attack": "finished batches are saved, rerun the same command to resume",
+    "attack": "finished batches and the last snapshot of the one in flight are saved, rerun the same command to resume",
     "quickstart": "finished steps are saved, rerun the same command to resume",
 }
 
