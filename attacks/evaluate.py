@@ -648,10 +648,10 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
 
             with work.tracking() as share, \
                     inflight.tracking(None if saved is None else saved["snapshot"], write_after_state):
-                report = None if working is None else (
-                    lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick:
-                    working(label, done, size, passes.delta()[0], sum(state.robust), total, share.read(),
-                            time.perf_counter() - tick))
+                report = None if working is None else (   # passes and seconds of the batch, a resumed one's included
+                    lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick,
+                    earlier=earlier: working(label, done, size, earlier[0] + passes.delta()[0], sum(state.robust), total,
+                                             share.read(), earlier[2] + time.perf_counter() - tick))
                 with _heartbeat(counters, report):
                     x_adv = step.attack(view, xb, yb, index).detach()
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
