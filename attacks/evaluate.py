@@ -215,6 +215,13 @@ def _well_formed(data: Any) -> bool:
                                       for b in data["batches"])
 
 
+def _checks_well_formed(checks: Any) -> bool:
+    """The checks after the suite, as a state file keeps them (older files have none)."""
+    return isinstance(checks, dict) and bool(checks) and all(
+        isinstance(c, dict) and isinstance(c.get("flags"), list) and all(isinstance(f, dict) for f in c["flags"])
+        for c in checks.values()) and ("convergence" not in checks or "result" in checks["convergence"])
+
+
 def _batches_of_old_state(path: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Older state files kept one count per step, not per batch: each becomes one batch, named by a
     negative first point of the file's own so that it cannot meet another file's."""
@@ -266,6 +273,7 @@ class _State:
         self.attacked: dict[str, list[int]] = {}
         self.batches: list[dict[str, Any]] = []
         self.flags: list[dict[str, Any]] = []
+        self.checks: dict[str, Any] = {}   # the checks after the suite: {name: {"flags": [...], ...}}
         self.clean_done = False
         self.adopted = False
         self.seconds_now = 0.0      # attack time of this process's own batches in this run
@@ -282,6 +290,7 @@ class _State:
         self.attacked = {label: sorted({i for d in states for i in d["attacked"].get(label, [])}) for label in labels}
         self.batches = _merge_batches(d["batches"] for d in states)
         self.flags = states[0]["flags"]
+        self.checks = next((d["checks"] for d in states if _checks_well_formed(d.get("checks"))), {})
         self.clean_done = True
         self.adopted = [p for p, _ in found] != [path]     # it knows more than its own file holds
 
@@ -292,12 +301,17 @@ class _State:
         self.seconds_now += counts.get("seconds", 0.0) - earlier_seconds
         self.attacked.setdefault(step, []).extend(rows)
 
+    def keep_check(self, name: str, outcome: dict[str, Any]) -> None:
+        """Keep a check's outcome, as JSON gives it back (a rerun then returns the very same values)."""
+        self.checks[name] = json.loads(json.dumps(outcome, default=str))
+        self.save(force=True)
+
     def save(self, force: bool = False) -> None:
         if self.path is None or (not force and time.monotonic() - self.last_save < 2.0):
             return
         _write_json(self.path, {"key": self.key, "robust": self.robust, "broken_by": self.broken_by,
                                 "attacked": self.attacked, "batches": self.batches, "flags": self.flags,
-                                "clean_done": self.clean_done})
+                                "clean_done": self.clean_done, "checks": self.checks})
         self.last_save = time.monotonic()
 
 
@@ -491,21 +505,27 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         clean_accuracy = sum(clean_correct) / max(total, 1)
 
     flags.extend(_suite_flags(built, records, total, eps, norm))
+    # the checks after the suite are kept in the state too: a rerun of a finished evaluation (an eps
+    # list resumed, a retry after running out of memory) does not run them again
     if sanity_checks:
-        survivors = [i for i in range(total) if clean_correct[i]][:SANITY_POINTS]
-        if survivors:
-            rows = torch.tensor(survivors)
-            flag = checks.large_eps_attack_fails(
-                BPDA(counting, bpda) if bpda is not None else counting, x[rows].to(device), y[rows].to(device), norm,
-                lambda e: PGD(eps=e, norm=norm, steps=20, alpha=e / 8, loss="margin", seed=seed),
-            )
-            if flag is not None:
-                flags.append(flag)
+        if "large_eps" not in state.checks:
+            survivors = [i for i in range(total) if clean_correct[i]][:SANITY_POINTS]
+            flag = None
+            if survivors:
+                rows = torch.tensor(survivors)
+                flag = checks.large_eps_attack_fails(
+                    BPDA(counting, bpda) if bpda is not None else counting, x[rows].to(device), y[rows].to(device),
+                    norm, lambda e: PGD(eps=e, norm=norm, steps=20, alpha=e / 8, loss="margin", seed=seed),
+                )
+            state.keep_check("large_eps", {"flags": [] if flag is None else [asdict(flag)]})
+        flags.extend(Flag(**f) for f in state.checks["large_eps"]["flags"])
     convergence = None
     if sanity_checks and convergence_check:
-        flag, convergence = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress)
-        if flag is not None:
-            flags.append(flag)
+        if "convergence" not in state.checks:
+            flag, found = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress)
+            state.keep_check("convergence", {"flags": [] if flag is None else [asdict(flag)], "result": found})
+        flags.extend(Flag(**f) for f in state.checks["convergence"]["flags"])
+        convergence = state.checks["convergence"]["result"]
     robust = sum(state.robust) / max(total, 1)
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,

@@ -197,12 +197,19 @@ class Square(Attack):
             return min(s + (1 - s % 2), min(h, w))
 
         sides = self._side_table(c * h * w, c, odd_side).to(x.device)
+        # per window side, made once: the pattern and the window positions' bounds (built on the host,
+        # each would be a host-to-device copy on every pass)
+        patterns: dict[int, torch.Tensor] = {}
+        bounds: dict[int, torch.Tensor] = {}
 
         def propose_side(s: int, iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             n = rows.numel()
             xx = x[rows]
             current = x_best[rows] - xx
-            limits = torch.tensor([[h - s + 1, w - s + 1, h - s + 1, w - s + 1]], device=x.device)
+            if s not in patterns:
+                patterns[s] = centre_pattern(s, x.device, x.dtype)
+                bounds[s] = torch.tensor([[h - s + 1, w - s + 1, h - s + 1, w - s + 1]], device=x.device)
+            limits = bounds[s]
             where = point_integers(index[rows], 4, limits, self.seed, 1000 + iterations)
             b_idx = torch.arange(n, device=x.device)[:, None, None, None]
             c_idx = torch.arange(c, device=x.device)[None, :, None, None]
@@ -218,7 +225,7 @@ class Square(Attack):
             windows_norm = (current * both).square().sum(dim=(-2, -1), keepdim=True).sqrt()
             image_norm = flat_norm(current, "L2").view(view)
             sign = point_integers(index[rows], c, 2, self.seed, 50000 + iterations).to(x.dtype) * 2 - 1
-            fresh = centre_pattern(s, x.device, x.dtype) * sign[:, :, None, None] + old / (old_norm + 1e-12)
+            fresh = patterns[s] * sign[:, :, None, None] + old / (old_norm + 1e-12)
             budget = ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
             fresh = fresh / (fresh.square().sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-12) * budget
             current[at2] = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pytest
 import torch
@@ -633,6 +633,27 @@ def test_flag_not_converged_when_more_steps_break_more(tiny_classifier):
     assert converged.convergence["attack"] == "pgd-20" and converged.convergence["probe"]["steps"] == 100
     assert converged.convergence["points"] > 0 and converged.convergence["broken"] == 0
     assert "not_converged" not in _codes(converged)
+
+
+def test_a_rerun_of_a_finished_evaluation_reuses_its_checks(tiny_classifier, tmp_path):
+    """The checks after the suite (large eps, convergence) are kept in the state: rerunning a finished
+    evaluation (an eps list resumed, a retry after running out of memory) gives the same flags and
+    convergence without attacking again; a state file without them (older) runs them."""
+    model, x, y = tiny_classifier
+    weak = {"name": "weak", "attacks": [{"attack": "pgd", "steps": 2, "alpha_fraction": 0.1, "random_start": False}]}
+    state = tmp_path / "state.json"
+    first = attacks.evaluate(model, x[:64], y[:64], weak, eps=0.1, state_path=state)
+    assert "not_converged" in _codes(first) and first.convergence["broken"] > 0
+    counting = attacks.CountingModel(model)
+    again = attacks.evaluate(counting, x[:64], y[:64], weak, eps=0.1, state_path=state)
+    assert [asdict(f) for f in again.flags] == [asdict(f) for f in first.flags]
+    assert again.convergence == first.convergence
+    assert counting.backwards == 0 and counting.forwards <= 64 + 32    # the probe of the model and the fold check
+    saved = json.loads(state.read_text())
+    state.write_text(json.dumps({k: v for k, v in saved.items() if k != "checks"}))
+    counting = attacks.CountingModel(model)
+    older = attacks.evaluate(counting, x[:64], y[:64], weak, eps=0.1, state_path=state)
+    assert older.convergence == first.convergence and counting.backwards > 0
 
 
 def test_convergence_check_says_when_there_is_nothing_to_check(tiny_classifier):
