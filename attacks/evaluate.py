@@ -13,6 +13,7 @@ The long attacks also snapshot the batch in flight, and the rerun resumes inside
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -20,6 +21,7 @@ import platform
 import re
 import tempfile
 import time
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -50,7 +52,9 @@ class Progress(Protocol):
     ``working(label, done, in_flight, forwards, robust, total, share, seconds)``: called about once a
     second while a batch of ``in_flight`` points is attacked (``forwards``: images passed forward in
     it so far; ``share``: the share of the batch's work done, a lower bound since points that break
-    early cut it short (:mod:`attacks.work`); ``seconds``: time spent on the batch so far)."""
+    early cut it short (:mod:`attacks.work`); ``seconds``: time spent on the batch so far), and
+    ``notify(text)``: a line for the user (a snapshot that could not be read; without ``notify`` it
+    is a warning)."""
 
     def attack_started(self, label: str, points: int) -> None: ...
     def points_done(self, label: str, done: int, robust: int, total: int) -> None: ...
@@ -493,6 +497,12 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     clean_accuracy = sum(clean_correct) / max(total, 1)
 
     snapshots = inflight.SnapshotFile(state.path, key)
+    if snapshots.damaged is not None:
+        notify = getattr(progress, "notify", None)
+        if callable(notify):
+            notify(snapshots.damaged)
+        else:
+            warnings.warn(snapshots.damaged, stacklevel=2)
     try:
         records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
                              shard, snapshots)
@@ -666,8 +676,9 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 state.save(force=True)     # the batches before this one are on disk before its snapshot
                 write(snapshot)
 
-            with work.tracking() as share, \
-                    inflight.tracking(None if saved is None else saved["snapshot"], write_after_state):
+            resumable = (contextlib.nullcontext() if snapshots.path is None     # no state file: nowhere to keep them
+                         else inflight.tracking(None if saved is None else saved["snapshot"], write_after_state))
+            with work.tracking() as share, resumable:
                 report = None if working is None else (   # passes and seconds of the batch, a resumed one's included
                     lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick,
                     earlier=earlier: working(label, done, size, earlier[0] + passes.delta()[0], sum(state.robust), total,

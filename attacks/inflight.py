@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from .core import AttackError
 
 SNAPSHOT_SECONDS = 30.0   # at most one snapshot per this many seconds (each is a device-to-host copy)
 
@@ -142,13 +141,14 @@ class SnapshotFile:
     """Where an evaluation keeps the last snapshot of its batch in flight: one file beside its state
     file, written atomically, read with ``weights_only=True``, removed once a batch is finished (the
     state file then holds the batch's verdicts). A snapshot of another evaluation (``key``) is
-    ignored and replaced."""
+    ignored and replaced; a damaged one too, and ``damaged`` says so."""
 
     FIELDS = ("key", "step", "rows", "forwards", "backwards", "seconds", "snapshot")
 
     def __init__(self, state_path: Path | None, key: dict[str, Any]) -> None:
         self.path = None if state_path is None else state_path.with_suffix(".inflight.pt")
         self.key = json.dumps(key, sort_keys=True, default=str)
+        self.damaged: str | None = None     # why a snapshot found could not be read (it is then not used)
         self.saved = self._load()
 
     def _load(self) -> dict[str, Any] | None:
@@ -160,8 +160,10 @@ class SnapshotFile:
                     not isinstance(data["snapshot"], dict) or not isinstance(data["rows"], list):
                 raise ValueError("not a snapshot")
         except Exception as err:    # a truncated or foreign file: torch.load raises several kinds
-            raise AttackError(f"'{self.path}' is damaged ({type(err).__name__}) and cannot be resumed from; "
-                              "delete it to start over") from None
+            # only a shortcut is lost: the batch starts over (the state file holds the finished work)
+            self.damaged = (f"'{self.path}' is damaged ({type(err).__name__}): the batch it was made in starts "
+                            "over")
+            return None
         return data if data["key"] == self.key else None
 
     def for_batch(self, step: str, rows: list[int]) -> dict[str, Any] | None:

@@ -45,7 +45,10 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
     rows = rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
     result = x.clone()
     side_by_side = len(ks) > 1 and x.shape[0] * len(ks) <= rows    # one at a time would leave passes part-empty
-    parts = inflight.Parts(kind, result, torch.arange(x.shape[0], device=x.device))
+    # the arrangement names the parts (side by side: one per restart; in order: one per target and
+    # restart): a snapshot of the other one, e.g. made on another device, is not taken for this one
+    arrangement = f"side by side x{restarts}" if side_by_side else f"in order x{len(ks) * restarts}"
+    parts = inflight.Parts(f"{kind} ({arrangement})", result, torch.arange(x.shape[0], device=x.device))
     todo = parts.todo
 
     def keep(points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:

@@ -3,6 +3,8 @@ attack resumes inside it and gives exactly the answer of an uninterrupted one.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -100,49 +102,75 @@ def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one
     assert snapshot.is_file()
     kept = snapshot.read_bytes()
 
-    # another batch size: other batches, so the snapshot is not theirs; the answer is still the same
-    other = StopAfter(model)
-    result = attacks.evaluate(other, x, y, suite, batch_size=8, state_path=state, **settings)
-    assert result.points == reference.points and not snapshot.exists()
+    fresh = StopAfter(model)
+    attacks.evaluate(fresh, x, y, suite, batch_size=12, **settings)   # the passes of a start from nothing
 
-    # a snapshot of another evaluation (another eps) beside a fresh state: ignored, then removed
+    # the same batch size but the snapshot names other points: not theirs, so the batch starts over
+    data = torch.load(snapshot, weights_only=True)
+    torch.save({**data, "rows": [r + 1 for r in data["rows"]]}, snapshot)
+    state.unlink()
+    other = StopAfter(model)
+    result = attacks.evaluate(other, x, y, suite, batch_size=12, state_path=state, **settings)
+    assert result.points == reference.points and not snapshot.exists() and other.seen == fresh.seen
+
+    # another batch size: other batches, so the snapshot is not theirs; the answer is still the same
     state.unlink()
     snapshot.write_bytes(kept)
-    result = attacks.evaluate(model, x, y, suite, batch_size=12, state_path=state, **{**settings, "eps": 2 * EPS})
-    assert result.eps == 2 * EPS and not snapshot.exists()
+    result = attacks.evaluate(model, x, y, suite, batch_size=8, state_path=state, **settings)
+    assert result.points == reference.points and not snapshot.exists()
 
+    # a snapshot of another evaluation (another eps) beside a fresh state: ignored (the answer is that
+    # eps's own), then removed
     state.unlink()
-    snapshot.write_bytes(kept[: len(kept) // 2])
-    with pytest.raises(attacks.AttackError, match=r"inflight\.pt' is damaged .* delete it to start over"):
-        attacks.evaluate(model, x, y, suite, batch_size=12, state_path=state, **settings)
+    snapshot.write_bytes(kept)
+    other, fresh = StopAfter(model), StopAfter(model)
+    result = attacks.evaluate(other, x, y, suite, batch_size=12, state_path=state, **{**settings, "eps": 2 * EPS})
+    assert result.points == attacks.evaluate(fresh, x, y, suite, batch_size=12, **{**settings, "eps": 2 * EPS}).points
+    assert other.seen == fresh.seen and not snapshot.exists()
+
+    # a damaged snapshot is only a lost shortcut: said (to the progress's notify, else as a warning),
+    # not used, and the evaluation goes on
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        def attack_started(self, label, points): ...
+        def points_done(self, label, done, robust, total): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def notify(self, text):
+            self.lines.append(text)
+
+    for damage in (kept[: len(kept) // 2], b"not a snapshot"):
+        state.unlink()
+        snapshot.write_bytes(damage)
+        notes = Notes()
+        result = attacks.evaluate(model, x, y, suite, batch_size=12, state_path=state, progress=notes, **settings)
+        assert result.points == reference.points and not snapshot.exists()
+        assert len(notes.lines) == 1 and re.fullmatch(r"'.*inflight\.pt' is damaged \(\w+\): the batch it was made in "
+                                                     r"starts over", notes.lines[0]), notes.lines
+    state.unlink()
     snapshot.write_bytes(b"not a snapshot")
-    with pytest.raises(attacks.AttackError, match="is damaged"):
+    with pytest.warns(UserWarning, match="is damaged"):
         attacks.evaluate(model, x, y, suite, batch_size=12, state_path=state, **settings)
 
 
-def test_snapshots_are_not_taken_more_often_than_their_interval_nor_without_a_state_file(tiny_classifier, tmp_path,
-                                                                                        monkeypatch):
+def test_a_snapshot_of_targets_in_order_is_not_taken_for_targets_side_by_side(tiny_classifier):
+    """rows_per_pass changes only the speed (it is not in the evaluation's key) and by default depends
+    on the device, but the two arrangements count their parts differently: a snapshot of one must not
+    make the other skip targets."""
     model, x, y = tiny_classifier
+    x, y = x[:12], y[:12]
+    in_order = attacks.APGDT(eps=0.03, steps=8, targets=4, rows_per_pass=1)
+    side_by_side = attacks.APGDT(eps=0.03, steps=8, targets=4, rows_per_pass=4096)
     written: list[dict] = []
-    square = attacks.make_attack("square", eps=EPS, queries=50, forward_batch=4)
-    monkeypatch.setattr(inflight, "SNAPSHOT_SECONDS", 3600.0)
-    with inflight.tracking(None, written.append):
-        square(model, x[:4], y[:4])
-    assert written == []
     with inflight.tracking(None, written.append, seconds=0.0):
-        first = square(model, x[:4], y[:4])
-    assert len(written) > 1 and {w["kind"] for w in written} == {"square"}
-    assert all(t.device.type == "cpu" for w in written for t in w["tensors"].values())
-    # resuming from the first snapshot gives the same examples; a snapshot of another shape is not used
-    with inflight.tracking(written[0], lambda _: None) as batch:
-        assert torch.equal(square(model, x[:4], y[:4]), first)
+        in_order_examples = in_order(model, x, y)
+    first = written[0]          # after the first of four targets
+    assert int(first["tensors"]["parts_done"]) == 1
+    with inflight.tracking(first, lambda _: None) as batch:
+        assert torch.equal(in_order(model, x, y), in_order_examples)
     assert batch.restored == 1
-    with inflight.tracking(written[0], lambda _: None) as batch:
-        square(model, x[:3], y[:3])
-    assert batch.restored == 0
-    assert torch.equal(square(model, x[:4], y[:4]), first)   # outside tracking: nothing saved, nothing restored
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(inflight, "SNAPSHOT_SECONDS", 0.0)
-    attacks.evaluate(model, x[:8], y[:8], {"attacks": [{"attack": "square", "queries": 20}]}, eps=EPS,
-                     sanity_checks=False)   # no state file: no snapshot file either
-    assert list(tmp_path.iterdir()) == []
+    with inflight.tracking(first, lambda _: None) as batch:
+        resumed = side_by_side(model, x, y)
+    assert batch.restored == 0 and torch.equal(resumed, side_by_side(model, x, y))

@@ -138,7 +138,8 @@ class _VariantProgress:
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the one the model was trained on.")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set (e.g. a CIFAR-10 folder).")
 @click.option("--batch-size", type=int, help="Points attacked together. Default: 64 on CPU, 256 on CUDA. It never "
-                                             "changes a verdict; an interrupted run loses the batch in flight.")
+                                             "changes a verdict; a rerun resumes inside the batch in flight only "
+                                             "with the same batch size.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
