@@ -647,9 +647,8 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-               shard: Shard = (0, 1), snapshots: inflight.SnapshotFile | None = None) -> list[AttackRecord]:
+               shard: Shard, snapshots: inflight.SnapshotFile) -> list[AttackRecord]:
     records: list[AttackRecord] = []
-    snapshots = snapshots or inflight.SnapshotFile(None, {})
     for step in built.steps:
         done = set(state.attacked.get(step.label, []))
         todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
@@ -664,40 +663,39 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
         for start in range(0, len(todo), batch_size):
             rows = torch.tensor(todo[start:start + batch_size], dtype=torch.long)
             xb, yb, index = x[rows].to(device), y[rows].to(device), rows.to(device)
-            tick, passes = time.perf_counter(), _Passes(counting, view_counter)
+            tick, passes, row_list = time.perf_counter(), _Passes(counting, view_counter), rows.tolist()
             # a snapshot of this very batch, left by an interrupted run: its attack resumes inside it
-            saved = snapshots.for_batch(step.label, rows.tolist())
+            saved = snapshots.for_batch(step.label, row_list)
             earlier = (saved["forwards"], saved["backwards"], saved["seconds"]) if saved is not None else (0, 0, 0.0)
-            write = snapshots.writer(step.label, rows.tolist(), lambda passes=passes, tick=tick, earlier=earlier: (
-                earlier[0] + passes.delta()[0], earlier[1] + passes.delta()[1],
-                earlier[2] + time.perf_counter() - tick))
 
-            def write_after_state(snapshot: dict, write=write) -> None:
-                state.save(force=True)     # the batches before this one are on disk before its snapshot
-                write(snapshot)
+            def so_far(passes=passes, tick=tick, earlier=earlier) -> tuple[int, int, float]:
+                """The batch's forwards, backwards and seconds, a resumed batch's earlier run included."""
+                forwards, backwards = passes.delta()
+                return earlier[0] + forwards, earlier[1] + backwards, earlier[2] + time.perf_counter() - tick
 
-            resumable = (contextlib.nullcontext() if snapshots.path is None     # no state file: nowhere to keep them
-                         else inflight.tracking(None if saved is None else saved["snapshot"], write_after_state))
+            # the batches before this one are on disk before its snapshot; no state file: no snapshots
+            resumable = contextlib.nullcontext() if snapshots.path is None else inflight.tracking(
+                None if saved is None else saved["snapshot"],
+                snapshots.writer(step.label, row_list, so_far, before=lambda: state.save(force=True)))
             with work.tracking() as share, resumable:
-                report = None if working is None else (   # passes and seconds of the batch, a resumed one's included
-                    lambda label=step.label, done=attacked, size=len(rows), passes=passes, share=share, tick=tick,
-                    earlier=earlier: working(label, done, size, earlier[0] + passes.delta()[0], sum(state.robust), total,
-                                             share.read(), earlier[2] + time.perf_counter() - tick))
+                report = None if working is None else (
+                    lambda label=step.label, done=attacked, size=len(rows), share=share, so_far=so_far:
+                    working(label, done, size, so_far()[0], sum(state.robust), total, share.read(), so_far()[2]))
                 with _heartbeat(counters, report):
                     x_adv = step.attack(view, xb, yb, index).detach()
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
-            forwards, backwards = passes.delta()
+            forwards, backwards, seconds = so_far()
             for i in rows[wrong.cpu()].tolist():
                 state.robust[i] = False
                 state.broken_by[i] = step.label
             if kept is not None:
                 kept[rows[wrong.cpu()]] = x_adv[wrong].to(kept.device)
-            state.add_batch(step.label, rows.tolist(), shard, earlier_seconds=earlier[2], points=len(rows),
-                            broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=earlier[0] + forwards,
-                            backwards=earlier[1] + backwards, seconds=earlier[2] + time.perf_counter() - tick)
-            if snapshots.present():
+            state.add_batch(step.label, row_list, shard, earlier_seconds=earlier[2], points=len(rows),
+                            broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=forwards,
+                            backwards=backwards, seconds=seconds)
+            if snapshots.present:
                 state.save(force=True)     # the batch's verdicts are on disk before its snapshot goes
                 snapshots.clear()
             else:

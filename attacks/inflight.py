@@ -111,9 +111,10 @@ class Parts:
     going (``todo``: indices or a mask) and how many parts are finished.
 
         parts = Parts("apgd-t", result, todo)
+        todo = parts.todo                  # the restored one where this run resumes
         for part, ... in enumerate(...):
             if parts.finished_before(part): continue
-            ... run the part on parts.todo, write into result ...
+            ... run the part on todo, write into result, update todo ...
             parts.finish(part, todo)
     """
 
@@ -132,7 +133,6 @@ class Parts:
         return part < self.done
 
     def finish(self, part: int, todo: torch.Tensor) -> None:
-        self.todo = todo
         self.run.offer(lambda: {"result": self.result, "todo": todo,
                                 "parts_done": torch.tensor(part + 1, dtype=torch.int64)})
 
@@ -149,10 +149,11 @@ class SnapshotFile:
         self.path = None if state_path is None else state_path.with_suffix(".inflight.pt")
         self.key = json.dumps(key, sort_keys=True, default=str)
         self.damaged: str | None = None     # why a snapshot found could not be read (it is then not used)
+        self.present = self.path is not None and self.path.is_file()   # a file to remove once a batch is done
         self.saved = self._load()
 
     def _load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.is_file():
+        if not self.present:
             return None
         try:
             data = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -171,11 +172,14 @@ class SnapshotFile:
         saved = self.saved
         return saved if saved is not None and saved["step"] == step and saved["rows"] == rows else None
 
-    def writer(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]]) -> Callable[[dict], None]:
-        """Write a snapshot of this batch with its passes and seconds so far (``counts()``)."""
+    def writer(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]],
+               before: Callable[[], None] = lambda: None) -> Callable[[dict], None]:
+        """Write a snapshot of this batch with its passes and seconds so far (``counts()``), after
+        calling ``before``."""
         def write(snapshot: dict) -> None:
             if self.path is None:
                 return
+            before()
             forwards, backwards, seconds = counts()
             data = {"key": self.key, "step": step, "rows": rows, "forwards": int(forwards),
                     "backwards": int(backwards), "seconds": float(seconds), "snapshot": snapshot}
@@ -184,13 +188,12 @@ class SnapshotFile:
             with os.fdopen(fd, "wb") as f:
                 torch.save(data, f)
             os.replace(tmp, self.path)
+            self.present = True
         return write
-
-    def present(self) -> bool:
-        return self.path is not None and self.path.is_file()
 
     def clear(self) -> None:
         """The batch in flight is finished (or was another one): its snapshot is no longer needed."""
         self.saved = None
-        if self.path is not None and self.path.is_file():
-            self.path.unlink()
+        if self.present:
+            self.path.unlink(missing_ok=True)
+            self.present = False
