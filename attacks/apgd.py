@@ -29,6 +29,11 @@ from .targets import attack_targets, check_rows_per_pass, retire_groups
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+# what an APGD run in the middle of its steps is (attacks.inflight): per-point tensors, then the counters
+# (next step, checkpoint interval, steps since the last checkpoint)
+RUN_STATE = ("result", "broken", "x_adv", "active", "step", "best_x", "best_grad", "best_loss", "previous", "history",
+             "best_at_check", "reduced_at_check", "grad_all", "counters")
+
 
 def _checkpoint_gaps(steps: int) -> tuple[int, int, int]:
     """(first interval, minimum interval, decrement), as in the reference implementation."""
@@ -76,70 +81,79 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
         (grad,) = torch.autograd.grad(values.sum(), points)
         return values.detach(), logits.detach(), grad.detach()
 
-    result = x.clone()
-    broken = torch.zeros(n, dtype=torch.bool, device=x.device)
-    x_adv = boundary_start(x, index, eps, norm, seed, stream)
-    active = torch.arange(n, device=x.device)
-    values, logits, grad = evaluate(x_adv, active)
-
-    step = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
-    best_x, best_grad, best_loss = x_adv.clone(), grad.clone(), values.clone()
-    previous = x_adv.clone()
-    # history[i + 1]: the loss after step i. Row 0 is 0, not the start's loss: the reference compares the
-    # first step's loss with an unfilled (zero) row at its first checkpoint, and we keep its verdicts.
-    history = torch.zeros((steps + 1, n), dtype=torch.float32, device=x.device)
-    best_at_check = best_loss.clone()
-    reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)  # no "stalled" halving at the first check
-    grad_all = torch.zeros_like(x)
-    grad_all[active] = grad
-    gap, since_check = first_gap, 0
-
-    # Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index
-    # is a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks `active`.
-    def retire(wrong: torch.Tensor) -> torch.Tensor:
-        """Record points misclassified at their current iterate; return the ones still going."""
-        result[active] = torch.where(wrong.view(view), x_adv[active], result[active])
-        broken[active] |= wrong
-        return active[retire_groups(~wrong, active, wrong, group)]
-
-    active = retire(logits.argmax(1) != y[active])
-    for i in range(steps):
-        if active.numel() == 0:
-            break
-        work.advance(i, steps)
-        a = 0.75 if i > 0 else 1.0
-        xa, xx, g = x_adv[active], x[active], grad_all[active]
-        s = step[active].view(view)
-        step_direction = g.sign() if norm == "Linf" else g / (flat_norm(g, "L2").view(view) + 1e-12)
-        candidate = _project(xa + s * step_direction, xx, eps, norm)
-        moved = _project(xa + (candidate - xa) * a + (xa - previous[active]) * (1 - a), xx, eps, norm)
-        previous[active] = xa
-        x_adv[active] = moved
-        values, logits, grad = evaluate(moved, active)
-        grad_all[active] = grad
-        history[i + 1, active] = values
-        better = values > best_loss[active]
-        best_x[active] = torch.where(better.view(view), moved, best_x[active])
-        best_grad[active] = torch.where(better.view(view), grad, best_grad[active])
-        best_loss[active] = torch.where(better, values, best_loss[active])
-        active = retire(logits.argmax(1) != y[active])
-        since_check += 1
-        if since_check == gap:
-            # share of the last `gap` steps that raised the loss, per point (reference: check_oscillation)
-            recent = history[i + 1 - gap: i + 2]
-            increases = (recent[1:] > recent[:-1]).sum(dim=0)
-            oscillating = increases.float() <= gap * rho
-            stalled = ~reduced_at_check & (best_at_check >= best_loss)
-            halve = oscillating | stalled
-            reduced_at_check = halve.clone()
+    with inflight.begin("apgd run", x, RUN_STATE) as run:
+        if run.restored is None:
+            result = x.clone()
+            broken = torch.zeros(n, dtype=torch.bool, device=x.device)
+            x_adv = boundary_start(x, index, eps, norm, seed, stream)
+            active = torch.arange(n, device=x.device)
+            values, logits, grad = evaluate(x_adv, active)
+            step = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
+            best_x, best_grad, best_loss = x_adv.clone(), grad.clone(), values.clone()
+            previous = x_adv.clone()
+            # history[i + 1]: the loss after step i. Row 0 is 0, not the start's loss: the reference compares the
+            # first step's loss with an unfilled (zero) row at its first checkpoint, and we keep its verdicts.
+            history = torch.zeros((steps + 1, n), dtype=torch.float32, device=x.device)
             best_at_check = best_loss.clone()
-            restart_here = halve[active]
-            step[active] = torch.where(restart_here, step[active] / 2.0, step[active])
-            x_adv[active] = torch.where(restart_here.view(view), best_x[active], x_adv[active])
-            grad_all[active] = torch.where(restart_here.view(view), best_grad[active], grad_all[active])
-            gap = max(gap - decrement, min_gap)
-            since_check = 0
-    result[active] = x_adv[active]
+            reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)  # no "stalled" halving at the first check
+            grad_all = torch.zeros_like(x)
+            grad_all[active] = grad
+            first, gap, since_check = 0, first_gap, 0
+        else:   # resumed in the middle of the run: every quantity above is per point and restored as it was
+            (result, broken, x_adv, active, step, best_x, best_grad, best_loss, previous, history, best_at_check,
+             reduced_at_check, grad_all) = (run.restored[name] for name in RUN_STATE[:-1])
+            first, gap, since_check = run.restored["counters"].tolist()
+
+        # Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index
+        # is a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks `active`.
+        def retire(wrong: torch.Tensor) -> torch.Tensor:
+            """Record points misclassified at their current iterate; return the ones still going."""
+            result[active] = torch.where(wrong.view(view), x_adv[active], result[active])
+            broken[active] |= wrong
+            return active[retire_groups(~wrong, active, wrong, group)]
+
+        if run.restored is None:
+            active = retire(logits.argmax(1) != y[active])
+        for i in range(first, steps):
+            if active.numel() == 0:
+                break
+            run.offer(lambda: dict(zip(RUN_STATE, (result, broken, x_adv, active, step, best_x, best_grad, best_loss,
+                                                   previous, history, best_at_check, reduced_at_check, grad_all,
+                                                   inflight.counters(i, gap, since_check)))))
+            work.advance(i, steps)
+            a = 0.75 if i > 0 else 1.0
+            xa, xx, g = x_adv[active], x[active], grad_all[active]
+            s = step[active].view(view)
+            step_direction = g.sign() if norm == "Linf" else g / (flat_norm(g, "L2").view(view) + 1e-12)
+            candidate = _project(xa + s * step_direction, xx, eps, norm)
+            moved = _project(xa + (candidate - xa) * a + (xa - previous[active]) * (1 - a), xx, eps, norm)
+            previous[active] = xa
+            x_adv[active] = moved
+            values, logits, grad = evaluate(moved, active)
+            grad_all[active] = grad
+            history[i + 1, active] = values
+            better = values > best_loss[active]
+            best_x[active] = torch.where(better.view(view), moved, best_x[active])
+            best_grad[active] = torch.where(better.view(view), grad, best_grad[active])
+            best_loss[active] = torch.where(better, values, best_loss[active])
+            active = retire(logits.argmax(1) != y[active])
+            since_check += 1
+            if since_check == gap:
+                # share of the last `gap` steps that raised the loss, per point (reference: check_oscillation)
+                recent = history[i + 1 - gap: i + 2]
+                increases = (recent[1:] > recent[:-1]).sum(dim=0)
+                oscillating = increases.float() <= gap * rho
+                stalled = ~reduced_at_check & (best_at_check >= best_loss)
+                halve = oscillating | stalled
+                reduced_at_check = halve.clone()
+                best_at_check = best_loss.clone()
+                restart_here = halve[active]
+                step[active] = torch.where(restart_here, step[active] / 2.0, step[active])
+                x_adv[active] = torch.where(restart_here.view(view), best_x[active], x_adv[active])
+                grad_all[active] = torch.where(restart_here.view(view), best_grad[active], grad_all[active])
+                gap = max(gap - decrement, min_gap)
+                since_check = 0
+        result[active] = x_adv[active]
     return result, broken
 
 
@@ -169,19 +183,20 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         loss = _ce if self.loss == "ce" else _dlr
         best = x.clone()
-        parts = inflight.Parts(self.name, best, torch.arange(x.shape[0], device=x.device))   # resumes after a restart
-        todo = parts.todo
-        for restart in range(max(self.restarts, 1)):
-            if todo.numel() == 0:
-                break
-            if parts.finished_before(restart):
-                continue
-            with work.part(restart, max(self.restarts, 1)):
-                x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps, norm=self.norm,
-                                     steps=self.steps, rho=self.rho, seed=self.seed, stream=11 + restart)
-            best[todo] = x_adv
-            todo = todo[~broken]
-            parts.finish(restart, todo)
+        with inflight.Parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as parts:   # resumes after a restart
+            todo = parts.todo
+            for restart in range(max(self.restarts, 1)):
+                if todo.numel() == 0:
+                    break
+                if parts.finished_before(restart):
+                    continue
+                with work.part(restart, max(self.restarts, 1)):
+                    x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps,
+                                         norm=self.norm, steps=self.steps, rho=self.rho, seed=self.seed,
+                                         stream=11 + restart)
+                best[todo] = x_adv
+                todo = todo[~broken]
+                parts.finish(restart, todo)
         return best
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import work
+from . import inflight, work
 from .core import Attack
 from .suites import register_attack
 
@@ -43,49 +43,85 @@ class CW(Attack):
     norms = ("L2",)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        c = torch.full((n,), float(self.c), device=x.device)
-        low = torch.zeros(n, device=x.device)
-        high = torch.full((n,), torch.inf, device=x.device)
-        best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
-        for search in range(max(self.search_steps, 1)):
-            with work.part(search, max(self.search_steps, 1)):
-                adv, sq = self._minimise(model, x, y, c)
-            closer = sq < best_sq
-            best[closer], best_sq[closer] = adv[closer], sq[closer]
-            found = torch.isfinite(sq)
-            high = torch.where(found, torch.minimum(high, c), high)
-            low = torch.where(found, low, torch.maximum(low, c))
-            c = torch.where(torch.isfinite(high), (low + high) / 2, c * 10)
+        n, searches = x.shape[0], max(self.search_steps, 1)
+        with inflight.begin("cw", x, ("c", "low", "high", "best", "best_sq", "counters")) as run:
+            if run.restored is None:
+                c = torch.full((n,), float(self.c), device=x.device)
+                low = torch.zeros(n, device=x.device)
+                high = torch.full((n,), torch.inf, device=x.device)
+                best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
+                first = 0
+            else:   # resumed after a finished search step (or inside one: _minimise resumes too)
+                c, low, high, best, best_sq = (run.restored[k] for k in ("c", "low", "high", "best", "best_sq"))
+                (first,) = run.restored["counters"].tolist()
+
+            def state(done: int):
+                return lambda: {"c": c, "low": low, "high": high, "best": best, "best_sq": best_sq,
+                                "counters": inflight.counters(done)}
+
+            run.hold(state(first))
+            for search in range(first, searches):
+                with work.part(search, searches):
+                    adv, sq = self._minimise(model, x, y, c)
+                closer = sq < best_sq
+                best[closer], best_sq[closer] = adv[closer], sq[closer]
+                found = torch.isfinite(sq)
+                high = torch.where(found, torch.minimum(high, c), high)
+                low = torch.where(found, low, torch.maximum(low, c))
+                c = torch.where(torch.isfinite(high), (low + high) / 2, c * 10)
+                run.offer(state(search + 1))
         within = best_sq.sqrt() <= self.eps
         return torch.where(within.view(-1, *([1] * (x.dim() - 1))), best, x)
 
     def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam run: (closest misclassified iterate, its squared L2 distance; inf where none)."""
         n = x.shape[0]
-        w = torch.atanh(torch.clamp(x * 2 - 1, -1, 1)).detach().requires_grad_(True)
-        optimizer = torch.optim.Adam([w], lr=self.lr)
-        best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
-        going = torch.ones(n, dtype=torch.bool, device=x.device)
-        previous = torch.full((n,), torch.inf, device=x.device)
-        check_every = max(self.steps // 10, 1)
-        for step in range(self.steps):
-            work.advance(step, self.steps)
-            adv = (torch.tanh(w) + 1) / 2
-            sq = (adv - x).flatten(1).pow(2).sum(dim=1)
-            logits = model(adv).float()
-            cost = sq + c * _f(logits, y, self.kappa)
-            # Only w's gradient: backward() would also fill (and pay for) the model's weight gradients.
-            # Adam works per element: each point's w follows its own gradient only.
-            (w.grad,) = torch.autograd.grad(cost.sum(), w)
-            optimizer.step()
-            with torch.no_grad():
-                wrong = (logits.argmax(dim=1) != y) & going
-                closer = wrong & (sq < best_sq)
-                best[closer], best_sq[closer] = adv.detach()[closer], sq.detach()[closer]
-                if step % check_every == 0:
-                    going &= ~(cost.detach() > previous)  # a stopped point's w moves on but is never read
-                    previous = torch.where(going, cost.detach(), previous)
-                    if not bool(going.any()):
-                        break
+        names = ("w", "adam_step", "exp_avg", "exp_avg_sq", "best", "best_sq", "going", "previous", "counters")
+        with inflight.begin("cw run", x, names) as run:
+            w = torch.atanh(torch.clamp(x * 2 - 1, -1, 1)).detach().requires_grad_(True)
+            optimizer = torch.optim.Adam([w], lr=self.lr)
+            if run.restored is None:
+                best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
+                going = torch.ones(n, dtype=torch.bool, device=x.device)
+                previous = torch.full((n,), torch.inf, device=x.device)
+                first = 0
+            else:   # resumed in the middle: w with Adam's moments, and the per-point bookkeeping
+                restored = run.restored
+                with torch.no_grad():
+                    w.copy_(restored["w"])
+                if int(restored["counters"][0]) > 0:
+                    optimizer.state[w] = {"step": restored["adam_step"].cpu(), "exp_avg": restored["exp_avg"],
+                                          "exp_avg_sq": restored["exp_avg_sq"]}
+                best, best_sq, going, previous = (restored[k] for k in ("best", "best_sq", "going", "previous"))
+                first = int(restored["counters"][0])
+
+            def state(step: int):
+                adam = optimizer.state.get(w, {})
+                zeros = torch.zeros_like(w)
+                return lambda: {"w": w, "adam_step": adam.get("step", torch.tensor(0.0)),
+                                "exp_avg": adam.get("exp_avg", zeros), "exp_avg_sq": adam.get("exp_avg_sq", zeros),
+                                "best": best, "best_sq": best_sq, "going": going, "previous": previous,
+                                "counters": inflight.counters(step)}
+
+            check_every = max(self.steps // 10, 1)
+            for step in range(first, self.steps):
+                run.offer(state(step))
+                work.advance(step, self.steps)
+                adv = (torch.tanh(w) + 1) / 2
+                sq = (adv - x).flatten(1).pow(2).sum(dim=1)
+                logits = model(adv).float()
+                cost = sq + c * _f(logits, y, self.kappa)
+                # Only w's gradient: backward() would also fill (and pay for) the model's weight gradients.
+                # Adam works per element: each point's w follows its own gradient only.
+                (w.grad,) = torch.autograd.grad(cost.sum(), w)
+                optimizer.step()
+                with torch.no_grad():
+                    wrong = (logits.argmax(dim=1) != y) & going
+                    closer = wrong & (sq < best_sq)
+                    best[closer], best_sq[closer] = adv.detach()[closer], sq.detach()[closer]
+                    if step % check_every == 0:
+                        going &= ~(cost.detach() > previous)  # a stopped point's w moves on but is never read
+                        previous = torch.where(going, cost.detach(), previous)
+                        if not bool(going.any()):
+                            break
         return best, best_sq

@@ -7,8 +7,8 @@ it is recorded. Robust accuracy is therefore the point-wise worst case over the 
 With ``state_path`` the evaluation writes its state after every batch (atomically) and a rerun
 continues where it stopped; because every random choice is tied to a point's index
 (:mod:`attacks.rng`), the resumed evaluation gives exactly the answer of an uninterrupted one.
-The long attacks also snapshot the batch in flight, and the rerun resumes inside it
-(:mod:`attacks.inflight`).
+The attacks also snapshot the batch in flight, and the rerun resumes inside it, in the middle
+of a run's steps (:mod:`attacks.inflight`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
 import platform
 import re
-import tempfile
 import time
 import warnings
 import zlib
@@ -33,6 +31,7 @@ from torch import nn
 
 from . import checks, inflight, work
 from .adaptive import BPDA
+from .atomic import write_atomically
 from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last as channels_last_layout
@@ -143,11 +142,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: json.dump(data, f), mode="w")
 
 
 def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -377,10 +372,10 @@ def evaluate(
     ``not_converged``); it costs about as much as that attack on 160 points.
 
     ``batch_size``: points attacked together; ``None`` (default) by device (64 on CPU, 256 on CUDA:
-    :data:`attacks.core.AUTO_BATCH_SIZE`). It never changes a verdict. With ``state_path``, the long
-    attacks also snapshot the batch in flight (:mod:`attacks.inflight`: Square about every 30 s;
-    APGD, APGD-T, FAB-T and PGD after a restart or target, at most every 30 s) and a rerun with the
-    same batch size resumes inside it.
+    :data:`attacks.core.AUTO_BATCH_SIZE`). It never changes a verdict. With ``state_path``, the
+    attacks also snapshot the batch in flight about every 30 s (:mod:`attacks.inflight`: Square,
+    APGD, APGD-T, FAB-T, PGD and CW, in the middle of a run's steps) and a rerun with the same
+    batch size resumes inside it.
 
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.

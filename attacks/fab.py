@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import work
+from . import inflight, work
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -130,40 +130,54 @@ class FABT(Attack):
     def _run(self, model, x0, y, target, index, restart, k, group=None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x0.shape[0]
         view = (-1,) + (1,) * (x0.dim() - 1)
-        best = x0.clone()
-        best_distance = torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
-        broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        x1 = self._start(x0, index, restart, k)
-        active = torch.arange(n, device=x0.device)
-        for step in range(self.steps):
-            if active.numel() == 0:
-                break
-            work.advance(step, self.steps)
-            xa = x1[active].detach().requires_grad_(True)
-            logits = model(xa).float()
-            rows = torch.arange(active.numel(), device=x0.device)
-            difference = logits[rows, target[active]] - logits[rows, y[active]]
-            (grad,) = torch.autograd.grad(difference.sum(), xa)
-            with torch.no_grad():
-                flat_x1, flat_x0, w = xa.detach().flatten(1), x0[active].flatten(1), grad.flatten(1)
-                b = w.mul(flat_x1).sum(dim=1) - difference.detach()
-                both = project_to_hyperplane(torch.cat([flat_x1, flat_x0]), torch.cat([w, w]), torch.cat([b, b]), self.norm)
-                d1, d0 = both[: active.numel()], both[active.numel():]
-                a1 = _distance(d1, self.norm).clamp_min(1e-8)
-                a0 = _distance(d0, self.norm).clamp_min(1e-8)
-                alpha = (a1 / (a1 + a0)).clamp(0.0, self.alpha_max)[:, None]
-                moved = ((flat_x1 + self.eta * d1) * (1 - alpha) + (flat_x0 + self.eta * d0) * alpha).clamp(0.0, 1.0)
-                moved = moved.view_as(xa)
-                wrong = model(moved).argmax(dim=1) != y[active]
-                distance = flat_norm(moved - x0[active], self.norm)
-                closer = wrong & (distance < best_distance[active])
-                # masks applied with torch.where (a boolean index is a host sync on CUDA)
-                best[active] = torch.where(closer.view(view), moved, best[active])
-                best_distance[active] = torch.where(closer, distance, best_distance[active])
-                pulled = x0[active] + (moved - x0[active]) * self.beta
-                moved = torch.where(wrong.view(view), pulled, moved)
-                x1[active] = moved
-                within = best_distance[active] <= self.eps
-                broken[active] |= within
-                active = active[retire_groups(~within, active, within, group)]
+        with inflight.begin("fab run", x0, ("best", "best_distance", "broken", "x1", "active", "counters")) as run:
+            if run.restored is None:
+                best = x0.clone()
+                best_distance = torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
+                broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
+                x1 = self._start(x0, index, restart, k)
+                active = torch.arange(n, device=x0.device)
+                first = 0
+            else:   # resumed in the middle of the run
+                best, best_distance, broken, x1, active = (run.restored[name] for name in
+                                                           ("best", "best_distance", "broken", "x1", "active"))
+                (first,) = run.restored["counters"].tolist()
+            for step in range(first, self.steps):
+                if active.numel() == 0:
+                    break
+                run.offer(lambda: {"best": best, "best_distance": best_distance, "broken": broken, "x1": x1,
+                                   "active": active, "counters": inflight.counters(step)})
+                work.advance(step, self.steps)
+                active = self._step(model, x0, y, target, group, view, x1, best, best_distance, broken, active)
         return best, broken
+
+    def _step(self, model, x0, y, target, group, view, x1, best, best_distance, broken, active) -> torch.Tensor:
+        """One iteration on the active rows, updating x1, best, best_distance and broken in place;
+        returns the rows still going."""
+        xa = x1[active].detach().requires_grad_(True)
+        logits = model(xa).float()
+        rows = torch.arange(active.numel(), device=x0.device)
+        difference = logits[rows, target[active]] - logits[rows, y[active]]
+        (grad,) = torch.autograd.grad(difference.sum(), xa)
+        with torch.no_grad():
+            flat_x1, flat_x0, w = xa.detach().flatten(1), x0[active].flatten(1), grad.flatten(1)
+            b = w.mul(flat_x1).sum(dim=1) - difference.detach()
+            both = project_to_hyperplane(torch.cat([flat_x1, flat_x0]), torch.cat([w, w]), torch.cat([b, b]), self.norm)
+            d1, d0 = both[: active.numel()], both[active.numel():]
+            a1 = _distance(d1, self.norm).clamp_min(1e-8)
+            a0 = _distance(d0, self.norm).clamp_min(1e-8)
+            alpha = (a1 / (a1 + a0)).clamp(0.0, self.alpha_max)[:, None]
+            moved = ((flat_x1 + self.eta * d1) * (1 - alpha) + (flat_x0 + self.eta * d0) * alpha).clamp(0.0, 1.0)
+            moved = moved.view_as(xa)
+            wrong = model(moved).argmax(dim=1) != y[active]
+            distance = flat_norm(moved - x0[active], self.norm)
+            closer = wrong & (distance < best_distance[active])
+            # masks applied with torch.where (a boolean index is a host sync on CUDA)
+            best[active] = torch.where(closer.view(view), moved, best[active])
+            best_distance[active] = torch.where(closer, distance, best_distance[active])
+            pulled = x0[active] + (moved - x0[active]) * self.beta
+            moved = torch.where(wrong.view(view), pulled, moved)
+            x1[active] = moved
+            within = best_distance[active] <= self.eps
+            broken[active] |= within
+            return active[retire_groups(~within, active, within, group)]

@@ -1,25 +1,31 @@
 """Snapshots of the batch in flight, so that an interrupted evaluation resumes inside a long attack.
 
-A batch of Square (5000 queries) or of APGD-T/FAB-T (9 targets) can take the better part of an
-hour on a CPU; without snapshots an interruption would throw all of it away. An attack that can
-resume from the middle of its work opens a :class:`Resumable` at its start (:func:`begin`), takes
-the state it saved there (``restored``), and offers its state (:meth:`Resumable.offer`) at points
-where that state is whole, e.g. between two forward passes. The evaluation around it
-(:func:`tracking`) writes an offered state at most every :data:`SNAPSHOT_SECONDS` and hands it back
-when the same batch runs again. Outside :func:`tracking` every call is a no-op.
+A batch of Square (5000 queries), of APGD-T/FAB-T (9 targets × 100 steps) or of a single 100-step
+APGD run on a robust model can take many minutes on a CPU; without snapshots an interruption would
+throw all of it away. An attack that can resume from the middle of its work opens a
+:class:`Resumable` (:func:`begin`, a context manager), takes the state it saved there
+(``restored``), and offers its state (:meth:`Resumable.offer`) at points where that state is whole,
+e.g. between two steps. The evaluation around it (:func:`tracking`) writes an offered state at most
+every :data:`SNAPSHOT_SECONDS` and hands it back when the same batch runs again. Outside
+:func:`tracking` every call is a no-op.
+
+Runs nest: an attack made of parts (restarts, targets: :class:`Parts`) opens one level, and each
+part's iterative run opens a level inside it. A snapshot holds every open level, outermost first,
+each with the state it last held; a resumed run restores a level only where all levels around it
+were restored and have not moved on since (a part finished after the restore starts its next part
+from scratch, as it should).
 
 An attack's randomness is tied to its points and its own iteration numbers (:mod:`attacks.rng`), so
-a run continued from a snapshot makes exactly the examples of an uninterrupted run. A snapshot names
-the attack kind, the ordinal of that kind's call within the batch (an attack composed of two Square
-runs resumes the right one) and the shape of its input; any mismatch and the attack starts afresh.
+a run continued from a snapshot makes exactly the examples of an uninterrupted run. A level names
+the attack kind, the ordinal of that kind's run within its parent level (or the batch) since the
+parent last moved on (an attack composed of two Square runs resumes the right one) and the shape of
+its input; any mismatch and that run starts afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,58 +33,104 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from .atomic import write_atomically
 
 SNAPSHOT_SECONDS = 30.0   # at most one snapshot per this many seconds (each is a device-to-host copy)
+WRITE_SPACING = 20.0      # and at least this many times the last write's duration between two: at most
+                          # 5% of the time goes to writing them (large batches, slow disks)
 
 State = Mapping[str, torch.Tensor]
+_clock = time.monotonic
 
 
 class Resumable:
-    """One attack run's link to the snapshots of its batch; inert outside :func:`tracking`."""
+    """One run's link to the snapshots of its batch; inert outside :func:`tracking`. Use it as a
+    context manager: the run's level is open (its state goes into snapshots) until it exits."""
 
     def __init__(self, batch: "BatchSnapshots | None", kind: str, ordinal: int, shape: tuple[int, ...],
                  restored: dict[str, torch.Tensor] | None) -> None:
         self._batch, self.kind, self.ordinal, self.shape = batch, kind, ordinal, shape
         self.restored = restored
+        self.as_restored = restored is not None   # restored and not moved on since: inner runs may resume too
+        self.state: Callable[[], State] | None = None
+        self.inner_calls: dict[str, int] = {}
+
+    def __enter__(self) -> "Resumable":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._batch is not None:
+            self._batch.close(self)
+
+    def discard(self) -> None:
+        """The restored state does not fit this run after all: it starts afresh."""
+        self.restored, self.as_restored = None, False
+
+    def hold(self, state: Callable[[], State]) -> None:
+        """The run's current state, as snapshots of the runs inside it record it; nothing moved on
+        (a restored run holding its restored state, a run holding its start)."""
+        self.state = state
 
     def offer(self, state: Callable[[], State]) -> None:
-        """Offer the run's state; ``state`` is called (and its tensors copied to the host) only when a
-        snapshot is due, so offering on every step costs a clock reading."""
+        """The run moved on to ``state``: the runs begun inside it before are over. ``state`` is
+        called (and its tensors copied to the host) only when a snapshot is due, so offering on
+        every step costs a clock reading."""
+        self.state, self.as_restored = state, False
+        self.inner_calls.clear()
         if self._batch is not None and self._batch.due():
-            tensors = {name: t.detach().to("cpu", copy=True) for name, t in state().items()}
-            self._batch.write({"kind": self.kind, "ordinal": self.ordinal, "shape": list(self.shape),
-                               "tensors": tensors})
+            self._batch.write()
 
 
 class BatchSnapshots:
     """The snapshots of one batch: what a previous run of it saved, and where new ones go."""
 
     def __init__(self, saved: dict | None, write: Callable[[dict], None], seconds: float | None = None) -> None:
-        self.saved, self._write = saved, write
+        levels = saved.get("levels") if isinstance(saved, dict) else None
+        self.saved: list[dict] = levels if isinstance(levels, list) else []
+        self._write = write
         self.seconds = SNAPSHOT_SECONDS if seconds is None else seconds
-        self._last = time.monotonic()
+        self._next = _clock() + self.seconds
         self._calls: dict[str, int] = {}
-        self.restored = 0
+        self._open: list[Resumable] = []
+        self.restored = 0       # runs restored from ``saved``
 
     def open(self, kind: str, like: torch.Tensor, names: tuple[str, ...]) -> Resumable:
-        ordinal = self._calls.get(kind, 0)
-        self._calls[kind] = ordinal + 1
-        shape = tuple(like.shape)
-        saved, restored = self.saved, None
-        if saved is not None and (saved.get("kind"), saved.get("ordinal"), tuple(saved.get("shape", ()))) == (kind, ordinal, shape):
-            tensors = saved.get("tensors")
-            if isinstance(tensors, dict) and sorted(tensors) == sorted(names) and \
-                    all(isinstance(t, torch.Tensor) for t in tensors.values()):
-                restored = {name: t.to(like.device) for name, t in tensors.items()}
-                self.restored += 1
-        return Resumable(self, kind, ordinal, shape, restored)
+        outer = self._open[-1] if self._open else None
+        calls = self._calls if outer is None else outer.inner_calls
+        ordinal = calls.get(kind, 0)
+        calls[kind] = ordinal + 1
+        shape, depth, restored = tuple(like.shape), len(self._open), None
+        if depth < len(self.saved) and all(run.as_restored for run in self._open):
+            level = self.saved[depth]
+            if isinstance(level, dict) and (level.get("kind"), level.get("ordinal"), tuple(level.get("shape", ()))) == \
+                    (kind, ordinal, shape):
+                tensors = level.get("tensors")
+                if isinstance(tensors, dict) and sorted(tensors) == sorted(names) and \
+                        all(isinstance(t, torch.Tensor) for t in tensors.values()):
+                    restored = {name: t.to(like.device) for name, t in tensors.items()}
+                    self.restored += 1
+        run = Resumable(self, kind, ordinal, shape, restored)
+        self._open.append(run)
+        return run
+
+    def close(self, run: Resumable) -> None:
+        if run in self._open:
+            del self._open[self._open.index(run):]
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self.seconds
+        return _clock() >= self._next
 
-    def write(self, snapshot: dict) -> None:
-        self._write(snapshot)
-        self._last = time.monotonic()
+    def write(self) -> None:
+        """Write a snapshot of every open level, unless one of them holds no state yet."""
+        if any(run.state is None for run in self._open):
+            return
+        tick = _clock()
+        levels = [{"kind": run.kind, "ordinal": run.ordinal, "shape": list(run.shape),
+                   "tensors": {name: t.detach().to("cpu", copy=True) for name, t in run.state().items()}}
+                  for run in self._open]
+        self._write({"levels": levels})
+        now = _clock()
+        self._next = now + max(self.seconds, (now - tick) * WRITE_SPACING)
 
 
 _current: ContextVar[BatchSnapshots | None] = ContextVar("attack_batch_snapshots", default=None)
@@ -98,24 +150,31 @@ def tracking(saved: dict | None, write: Callable[[dict], None], seconds: float |
 
 def begin(kind: str, like: torch.Tensor, names: tuple[str, ...]) -> Resumable:
     """Open a resumable run of ``kind`` on the batch ``like`` (its input) whose state is the tensors
-    ``names``; ``restored`` holds them (on ``like``'s device) where this run was snapshotted before."""
+    ``names``; ``restored`` holds them (on ``like``'s device) where this run was snapshotted before.
+    Use the result as a context manager around the run."""
     batch = _current.get()
     if batch is None:
         return Resumable(None, kind, 0, tuple(like.shape), None)
     return batch.open(kind, like, names)
 
 
+def counters(*values: int) -> torch.Tensor:
+    """A run's integer bookkeeping (its next step, ...) as one tensor of its state."""
+    return torch.tensor(values, dtype=torch.int64)
+
+
 class Parts:
     """Resuming an attack made of parts run one after another on the points still going (restarts,
     targets): its state between parts is the examples so far (``result``), which points are still
-    going (``todo``: indices or a mask) and how many parts are finished.
+    going (``todo``: indices or a mask) and how many parts are finished. A part's own run may open
+    a level inside it and resume in the middle.
 
-        parts = Parts("apgd-t", result, todo)
-        todo = parts.todo                  # the restored one where this run resumes
-        for part, ... in enumerate(...):
-            if parts.finished_before(part): continue
-            ... run the part on todo, write into result, update todo ...
-            parts.finish(part, todo)
+        with Parts("apgd-t", result, todo) as parts:
+            todo = parts.todo                  # the restored one where this run resumes
+            for part, ... in enumerate(...):
+                if parts.finished_before(part): continue
+                ... run the part on todo, write into result, update todo ...
+                parts.finish(part, todo)
     """
 
     NAMES = ("result", "todo", "parts_done")
@@ -124,17 +183,29 @@ class Parts:
         self.run = begin(kind, result, self.NAMES)
         self.result, self.todo, self.done = result, todo, 0
         restored = self.run.restored
-        if restored is not None and restored["todo"].dtype == todo.dtype and restored["result"].dtype == result.dtype:
-            result.copy_(restored["result"])
-            self.todo, self.done = restored["todo"], int(restored["parts_done"])
+        if restored is not None:
+            if restored["todo"].dtype == todo.dtype and restored["result"].dtype == result.dtype:
+                result.copy_(restored["result"])
+                self.todo, self.done = restored["todo"], int(restored["parts_done"])
+            else:
+                self.run.discard()
+        self.run.hold(self._state(self.done, self.todo))
+
+    def __enter__(self) -> "Parts":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run.__exit__(*exc)
+
+    def _state(self, done: int, todo: torch.Tensor) -> Callable[[], State]:
+        return lambda: {"result": self.result, "todo": todo, "parts_done": torch.tensor(done, dtype=torch.int64)}
 
     def finished_before(self, part: int) -> bool:
         """Whether ``part`` was finished by the run this one resumes."""
         return part < self.done
 
     def finish(self, part: int, todo: torch.Tensor) -> None:
-        self.run.offer(lambda: {"result": self.result, "todo": todo,
-                                "parts_done": torch.tensor(part + 1, dtype=torch.int64)})
+        self.run.offer(self._state(part + 1, todo))
 
 
 class SnapshotFile:
@@ -183,11 +254,7 @@ class SnapshotFile:
             forwards, backwards, seconds = counts()
             data = {"key": self.key, "step": step, "rows": rows, "forwards": int(forwards),
                     "backwards": int(backwards), "seconds": float(seconds), "snapshot": snapshot}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, lambda f: torch.save(data, f))
             self.present = True
         return write
 

@@ -100,48 +100,48 @@ class Square(Attack):
         """Random search; ``propose(iterations, rows)`` builds one proposal per (iteration, point row)
         from x_best[rows]."""
         device = x.device
-        run = inflight.begin("square", x, ("x_best", "best_loss", "next_iteration"))
-        if run.restored is None:
-            best_loss = _margin(model(x_best).float(), y)
-            next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
-        else:   # resumed inside the batch: the point's state is all its next proposals depend on
-            x_best.copy_(run.restored["x_best"])
-            best_loss, next_iteration = run.restored["best_loss"], run.restored["next_iteration"]
-        # still going: not broken (a kept proposal with margin ≤ 0 ends a point) and queries left
-        active = ((best_loss > 0) & (next_iteration < self.queries)).nonzero(as_tuple=True)[0]
-        width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
-        budget = len(y) * self.queries
-        # read about once a second (attacks.work): the queries the points still going have left
-        work.advance(lambda: budget - float((self.queries - next_iteration[active]).sum()), budget)
-        # Two host syncs per pass (on CUDA): the proposals' positions and the points still going. The
-        # per-point updates are torch.where over the active rows, not boolean indexing (a sync each).
-        while active.numel():
-            n = active.numel()
-            k = min(max(width // n, 1), SPECULATION_LIMIT)
-            iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
-            valid = iterations < self.queries
-            at = valid.view(-1).nonzero(as_tuple=True)[0]   # the valid (point, proposal) cells, row by row
-            owner = at // k
-            candidates = propose(iterations.view(-1)[at], active[owner])
-            new_margin = _margin(model(candidates).float(), y[active[owner]])
-            keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
-            slot = torch.full((n * k,), -1, dtype=torch.int64, device=device)
-            slot[at] = torch.arange(at.numel(), device=device)
-            kept = torch.zeros((n * k,), dtype=torch.bool, device=device)
-            kept[at] = keep
-            slot, kept = slot.view(n, k), kept.view(n, k)
-            accepted = kept.any(dim=1)
-            first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
-            # an active point has queries left, so its first cell is valid: `picked` is a real slot even
-            # where nothing was accepted (its value is then not used)
-            picked = slot[torch.arange(n, device=device), first]
-            x_best[active] = torch.where(accepted.view(-1, *([1] * (x_best.dim() - 1))), candidates[picked],
-                                         x_best[active])
-            best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
-            next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
-            broken = accepted & (new_margin[picked] <= 0)
-            active = active[~broken & (next_iteration[active] < self.queries)]
-            run.offer(lambda: {"x_best": x_best, "best_loss": best_loss, "next_iteration": next_iteration})
+        with inflight.begin("square", x, ("x_best", "best_loss", "next_iteration")) as run:
+            if run.restored is None:
+                best_loss = _margin(model(x_best).float(), y)
+                next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
+            else:   # resumed inside the batch: the point's state is all its next proposals depend on
+                x_best.copy_(run.restored["x_best"])
+                best_loss, next_iteration = run.restored["best_loss"], run.restored["next_iteration"]
+            # still going: not broken (a kept proposal with margin ≤ 0 ends a point) and queries left
+            active = ((best_loss > 0) & (next_iteration < self.queries)).nonzero(as_tuple=True)[0]
+            width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
+            budget = len(y) * self.queries
+            # read about once a second (attacks.work): the queries the points still going have left
+            work.advance(lambda: budget - float((self.queries - next_iteration[active]).sum()), budget)
+            # Two host syncs per pass (on CUDA): the proposals' positions and the points still going. The
+            # per-point updates are torch.where over the active rows, not boolean indexing (a sync each).
+            while active.numel():
+                n = active.numel()
+                k = min(max(width // n, 1), SPECULATION_LIMIT)
+                iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
+                valid = iterations < self.queries
+                at = valid.view(-1).nonzero(as_tuple=True)[0]   # the valid (point, proposal) cells, row by row
+                owner = at // k
+                candidates = propose(iterations.view(-1)[at], active[owner])
+                new_margin = _margin(model(candidates).float(), y[active[owner]])
+                keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
+                slot = torch.full((n * k,), -1, dtype=torch.int64, device=device)
+                slot[at] = torch.arange(at.numel(), device=device)
+                kept = torch.zeros((n * k,), dtype=torch.bool, device=device)
+                kept[at] = keep
+                slot, kept = slot.view(n, k), kept.view(n, k)
+                accepted = kept.any(dim=1)
+                first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
+                # an active point has queries left, so its first cell is valid: `picked` is a real slot even
+                # where nothing was accepted (its value is then not used)
+                picked = slot[torch.arange(n, device=device), first]
+                x_best[active] = torch.where(accepted.view(-1, *([1] * (x_best.dim() - 1))), candidates[picked],
+                                             x_best[active])
+                best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
+                next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
+                broken = accepted & (new_margin[picked] <= 0)
+                active = active[~broken & (next_iteration[active] < self.queries)]
+                run.offer(lambda: {"x_best": x_best, "best_loss": best_loss, "next_iteration": next_iteration})
         return x_best
 
     # -------------------------------------------------------------- Linf

@@ -41,14 +41,22 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
     """Run towards the k-th highest class of ``order`` (the clean logits' argsort) for each k in
     ``ks``, on the points still robust. ``keep_robust``: a robust point takes the last run's
     iterate (else it keeps its clean image). An interrupted evaluation resumes after the last
-    finished run (:mod:`attacks.inflight`, as ``kind``)."""
+    finished run (:mod:`attacks.inflight`, as ``kind``), and inside the run in flight where ``run``
+    opens a level of its own (APGD and FAB do)."""
     rows = rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
     result = x.clone()
     side_by_side = len(ks) > 1 and x.shape[0] * len(ks) <= rows    # one at a time would leave passes part-empty
     # the arrangement names the parts (side by side: one per restart; in order: one per target and
     # restart): a snapshot of the other one, e.g. made on another device, is not taken for this one
     arrangement = f"side by side x{restarts}" if side_by_side else f"in order x{len(ks) * restarts}"
-    parts = inflight.Parts(f"{kind} ({arrangement})", result, torch.arange(x.shape[0], device=x.device))
+    with inflight.Parts(f"{kind} ({arrangement})", result, torch.arange(x.shape[0], device=x.device)) as parts:
+        _run_parts(run, parts, result, x, y, index, order, ks, restarts, side_by_side, keep_robust)
+    return result
+
+
+def _run_parts(run: TargetRun, parts: inflight.Parts, result: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               index: torch.Tensor, order: torch.Tensor, ks: list[int], restarts: int, side_by_side: bool,
+               keep_robust: bool) -> None:
     todo = parts.todo
 
     def keep(points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:
@@ -58,7 +66,7 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
     if side_by_side:
         for restart in range(restarts):
             if todo.numel() == 0:
-                break
+                return
             if parts.finished_before(restart):
                 continue
             with work.part(restart, restarts):
@@ -66,11 +74,11 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
             keep(todo, x_adv, broken)
             todo = todo[~broken]
             parts.finish(restart, todo)
-        return result
+        return
     for j, k in enumerate(ks):
         for restart in range(restarts):
             if todo.numel() == 0:
-                return result
+                return
             part = j * restarts + restart
             if parts.finished_before(part):
                 continue
@@ -79,7 +87,6 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
             keep(todo, x_adv, broken)
             todo = todo[~broken]
             parts.finish(part, todo)
-    return result
 
 
 def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,

@@ -251,8 +251,9 @@ class AttackRun:
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
         if self.fresh and distributed.is_main():
-            for old in state_dir.glob(f"{stem}.*"):
-                old.unlink()
+            # its states and snapshots, and the temporary file of a write cut off by a kill
+            for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp")]:
+                old.unlink(missing_ok=True)
         distributed.barrier()          # under torchrun: nobody starts before old state is gone
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()

@@ -151,8 +151,13 @@ def test_convergence_check_is_printed_and_can_be_skipped(capsys, trained_runs, t
     line = next(l for l in out.splitlines() if l.startswith("convergence [model, eps 1/255]: "))
     evaluation = json.loads(Path(out.strip().splitlines()[-1].removeprefix("results: ")).read_text())["evaluations"][0]
     assert line.endswith(attacks.convergence_words(evaluation["convergence"]))
+    # --fresh also removes what a write killed in the middle left behind
+    results = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    leftover = results.parent / ".state" / f".{results.stem}.model.json.k2j4x9.tmp"
+    leftover.write_text("{")
     code, out, err = run(capsys, *args, "--no-convergence-check", "--fresh", "--json")
     assert code == 0, err
+    assert not leftover.exists() and (results.parent / ".state").is_dir()
     assert json.loads(out)["evaluations"][0]["convergence"] is None and "convergence [" not in out
 
 

@@ -35,6 +35,13 @@ class StopAfter(nn.Module):
         return self.model(x)
 
 
+@pytest.fixture
+def every_offer(monkeypatch):
+    """A snapshot at every offer (no interval, no spacing after the time a write took)."""
+    monkeypatch.setattr(inflight, "SNAPSHOT_SECONDS", 0.0)
+    monkeypatch.setattr(inflight, "WRITE_SPACING", 0.0)
+
+
 SUITES = {
     "square-linf": ({"attacks": [{"attack": "square", "queries": 300}]}, "Linf", EPS),
     "square-l2": ({"attacks": [{"attack": "square", "queries": 300}]}, "L2", 1.0),
@@ -43,11 +50,18 @@ SUITES = {
                                                   "rows_per_pass": 4096}]}, "Linf", 0.03),
     "apgd-restarts": ({"attacks": [{"attack": "apgd", "steps": 8, "restarts": 3}]}, "Linf", 0.02),
     "pgd-restarts": ({"attacks": [{"attack": "pgd", "steps": 6, "restarts": 3}]}, "L2", 0.5),
+    # one long run each: resumed in the middle of its steps
+    "apgd-one-run": ({"attacks": [{"attack": "apgd", "steps": 40}]}, "Linf", 0.01),
+    "apgd-t-side-by-side": ({"attacks": [{"attack": "apgd-t", "steps": 20, "targets": 3, "rows_per_pass": 4096}]},
+                            "L2", 0.3),
+    "fab-t-in-order": ({"attacks": [{"attack": "fab-t", "steps": 20, "targets": 2, "rows_per_pass": 1}]}, "Linf", 0.01),
+    "pgd-one-run": ({"attacks": [{"attack": "pgd", "steps": 40, "alpha": 0.001}]}, "Linf", 0.01),
+    "cw-search": ({"attacks": [{"attack": "cw-l2", "steps": 12, "search_steps": 3, "c": 0.1}]}, "L2", 0.3),
 }
 
 
 @pytest.mark.parametrize("case", sorted(SUITES))
-def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_classifier, tmp_path, monkeypatch, case):
+def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_classifier, tmp_path, every_offer, case):
     suite, norm, eps = SUITES[case]
     model, x, y = tiny_classifier
     x, y = x[:24], y[:24]
@@ -57,7 +71,6 @@ def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_
     uninterrupted = attacks.evaluate(whole, x, y, suite, **settings)
     # the first batch's attack takes about half the passes: stop a third of the way through the evaluation
     calls = whole.seen // 3
-    monkeypatch.setattr(inflight, "SNAPSHOT_SECONDS", 0.0)     # a snapshot at every offer
     state = tmp_path / "state.json"
     stopping = StopAfter(model)
     stopping.calls = calls
@@ -72,11 +85,10 @@ def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_
     assert torch.equal(resumed.x_adv, uninterrupted.x_adv)
     assert not snapshot.exists()                              # gone once its batch was finished
     # the resumed run did not start the batch over (nothing was finished before it, so starting over
-    # would take exactly the uninterrupted run's passes); Square, snapshotted after every pass here,
-    # lost at most the pass that was cut off (plus the clean passes and probe of the second start)
-    assert resuming.seen < whole.seen
-    if case.startswith("square"):
-        assert resuming.seen + calls <= whole.seen + 4
+    # would take exactly the uninterrupted run's passes), nor the part or run it was cut off in: with a
+    # snapshot at every step it lost at most the pass that was cut off, the targeted attacks' ranking
+    # of the targets and FAB's second pass of its step
+    assert resuming.seen + calls <= whole.seen + 3
     # the counts add up across the two runs: the same passes, except that a targeted attack ranks the
     # targets of its batch again when it resumes (one forward pass over the batch of 12)
     record, reference = resumed.attacks[0], uninterrupted.attacks[0]
@@ -86,13 +98,12 @@ def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_
 
 
 def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one_is_named(tiny_classifier, tmp_path,
-                                                                                         monkeypatch):
+                                                                                         every_offer):
     model, x, y = tiny_classifier
     x, y = x[:24], y[:24]
     suite = {"attacks": [{"attack": "square", "queries": 200}]}
     settings = dict(eps=EPS, sanity_checks=False, fold_batchnorm=False, channels_last=False)
     reference = attacks.evaluate(model, x, y, suite, batch_size=12, **settings)
-    monkeypatch.setattr(inflight, "SNAPSHOT_SECONDS", 0.0)
     state = tmp_path / "state.json"
     snapshot = state.with_suffix(".inflight.pt")
     stopping = StopAfter(model)
@@ -155,7 +166,7 @@ def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one
         attacks.evaluate(model, x, y, suite, batch_size=12, state_path=state, **settings)
 
 
-def test_a_snapshot_of_targets_in_order_is_not_taken_for_targets_side_by_side(tiny_classifier):
+def test_a_snapshot_of_targets_in_order_is_not_taken_for_targets_side_by_side(tiny_classifier, every_offer):
     """rows_per_pass changes only the speed (it is not in the evaluation's key) and by default depends
     on the device, but the two arrangements count their parts differently: a snapshot of one must not
     make the other skip targets."""
@@ -166,11 +177,49 @@ def test_a_snapshot_of_targets_in_order_is_not_taken_for_targets_side_by_side(ti
     written: list[dict] = []
     with inflight.tracking(None, written.append, seconds=0.0):
         in_order_examples = in_order(model, x, y)
-    first = written[0]          # after the first of four targets
-    assert int(first["tensors"]["parts_done"]) == 1
-    with inflight.tracking(first, lambda _: None) as batch:
-        assert torch.equal(in_order(model, x, y), in_order_examples)
-    assert batch.restored == 1
-    with inflight.tracking(first, lambda _: None) as batch:
-        resumed = side_by_side(model, x, y)
-    assert batch.restored == 0 and torch.equal(resumed, side_by_side(model, x, y))
+    # the snapshot taken as the first of four targets finished, and one in the middle of the second
+    first = next(s for s in written if int(s["levels"][0]["tensors"]["parts_done"]) == 1)
+    inside = next(s for s in written if int(s["levels"][0]["tensors"]["parts_done"]) == 1 and len(s["levels"]) == 2
+                  and int(s["levels"][1]["tensors"]["counters"][0]) == 4)
+    assert len(first["levels"]) == 1 and inside["levels"][1]["kind"] == "apgd run"
+    for saved, levels in ((first, 1), (inside, 2)):
+        with inflight.tracking(saved, lambda _: None) as batch:
+            assert torch.equal(in_order(model, x, y), in_order_examples)
+        assert batch.restored == levels
+        with inflight.tracking(saved, lambda _: None) as batch:
+            resumed = side_by_side(model, x, y)
+        assert batch.restored == 0 and torch.equal(resumed, side_by_side(model, x, y))
+
+
+def test_snapshots_keep_their_interval_and_leave_twenty_times_a_slow_write_between_two(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(inflight, "_clock", lambda: now[0])
+    written: list[float] = []
+
+    def write(snapshot):
+        written.append(now[0])
+        now[0] += 2.0             # a write that takes 2 s: the next one waits 20 × 2 s
+
+    x = torch.zeros(2, 3)
+    with inflight.tracking(None, write, seconds=30.0):
+        with inflight.begin("run", x, ("x",)) as run:
+            for _ in range(200):
+                run.offer(lambda: {"x": x})
+                now[0] += 1.0
+    # due at 30 s; the first write ends at 32 s, so the next is due at 72 s, then 114 s, then 156 s
+    assert written == [30.0, 72.0, 114.0, 156.0, 198.0]
+
+
+def test_a_write_cut_off_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    from attacks.atomic import write_atomically
+
+    target = tmp_path / "state.json"
+    write_atomically(target, lambda f: f.write(b"old"))
+
+    def cut_off(f):
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, cut_off)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
