@@ -527,10 +527,12 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     convergence = None
     if sanity_checks and convergence_check:
         if "convergence" not in state.checks:
-            flag, found = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress)
+            flag, found = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress,
+                                             snapshots)
             state.keep_check("convergence", {"flags": [] if flag is None else [asdict(flag)], "result": found})
         flags.extend(Flag(**f) for f in state.checks["convergence"]["flags"])
         convergence = state.checks["convergence"]["result"]
+    snapshots.clear()      # one left of a batch that no longer runs (e.g. another --batch-size)
     robust = sum(state.robust) / max(total, 1)
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
@@ -609,10 +611,12 @@ def _view_of(step: SuiteStep, counting: CountingModel, bpda: nn.Module | None) -
 
 def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x: torch.Tensor, y: torch.Tensor,
                        eps: float, norm: str, bpda: nn.Module | None, total: int,
-                       device: torch.device, progress: Progress | None = None) -> tuple[Flag | None, dict]:
+                       device: torch.device, progress: Progress | None = None,
+                       snapshots: inflight.SnapshotFile | None = None) -> tuple[Flag | None, dict]:
     """The checklist's "more iterations give no gain" (reference note §5.3, item 5): the suite's
     first iterative white-box step, with more steps, on up to ``SANITY_POINTS`` of the points the
-    suite left robust (the first by index, so every rank and every rerun draws the same)."""
+    suite left robust (the first by index, so every rank and every rerun draws the same). It is
+    snapshotted like a batch of the suite (``snapshots``): an interrupted check resumes inside."""
     step = next((s for s in built.steps if s.kind in WHITE_BOX_KINDS and "steps" in s.attack.__dataclass_fields__),
                 None)
     survivors = [i for i in range(total) if state.robust[i]]
@@ -628,11 +632,20 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
     progress = progress or _Silent()
     working = _working_of(progress)
     progress.attack_started(label, len(rows))
-    start, tick = counting.forwards, time.perf_counter()
-    with work.tracking() as share:
+    start, tick, row_list = (counting.forwards, counting.backwards), time.perf_counter(), rows.tolist()
+    saved = None if snapshots is None else snapshots.for_batch(label, row_list)
+    earlier = (saved["forwards"], saved["backwards"], saved["seconds"]) if saved is not None else (0, 0, 0.0)
+
+    def so_far() -> tuple[int, int, float]:
+        return (earlier[0] + counting.forwards - start[0], earlier[1] + counting.backwards - start[1],
+                earlier[2] + time.perf_counter() - tick)
+
+    resumable = contextlib.nullcontext() if snapshots is None or snapshots.path is None else inflight.tracking(
+        None if saved is None else saved["snapshot"],
+        snapshots.writer(label, row_list, so_far, before=lambda: state.save(force=True)))
+    with work.tracking() as share, resumable:
         report = None if working is None else (
-            lambda: working(label, 0, len(rows), counting.forwards - start, sum(state.robust), total, share.read(),
-                            time.perf_counter() - tick))
+            lambda: working(label, 0, len(rows), so_far()[0], sum(state.robust), total, share.read(), so_far()[2]))
         with _heartbeat([counting], report):
             found = checks.more_steps_gain(_view_of(step, counting, bpda), x[rows].to(device), y[rows].to(device),
                                            rows.to(device), probe, step.label, counting, len(survivors), total, eps,
@@ -702,7 +715,6 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
         state.save(force=True)
         records.append(record)
         progress.attack_finished(record, sum(state.robust), total)
-    snapshots.clear()      # one left of a batch that no longer runs (e.g. another --batch-size)
     return records
 
 

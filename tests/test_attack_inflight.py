@@ -223,3 +223,31 @@ def test_a_write_cut_off_keeps_the_old_file_and_leaves_no_temporary_file(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         write_atomically(target, cut_off)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_an_interrupted_convergence_check_resumes_inside_its_probe(tiny_classifier, tmp_path, every_offer):
+    """The check after the suite (the first iterative attack with five times the steps) is the
+    longest single run of an evaluation; it is snapshotted like a batch of the suite."""
+    model, x, y = tiny_classifier
+    x, y = x[:24], y[:24]
+    suite = {"attacks": [{"attack": "pgd", "steps": 8, "alpha": 0.002}]}
+    settings = dict(eps=0.01, norm="Linf", batch_size=12, fold_batchnorm=False, channels_last=False)
+    whole = StopAfter(model)
+    uninterrupted = attacks.evaluate(whole, x, y, suite, **settings)
+    assert uninterrupted.convergence["points"] > 0 and uninterrupted.convergence["probe"]["steps"] == 40
+    # the probe runs last: its 40 steps are the last passes but one (the verdict on its examples)
+    calls = whole.seen - 20
+    state = tmp_path / "state.json"
+    stopping = StopAfter(model)
+    stopping.calls = calls
+    with pytest.raises(_Interrupt):
+        attacks.evaluate(stopping, x, y, suite, state_path=state, **settings)
+    saved = torch.load(state.with_suffix(".inflight.pt"), weights_only=True)
+    assert saved["step"].startswith("convergence check") and saved["snapshot"]["levels"][-1]["kind"] == "pgd run"
+
+    resuming = StopAfter(model)
+    resumed = attacks.evaluate(resuming, x, y, suite, state_path=state, **settings)
+    assert resumed.convergence == uninterrupted.convergence and resumed.points == uninterrupted.points
+    assert not state.with_suffix(".inflight.pt").exists()
+    # the rerun did the clean probe pass and the rest of the probe, not its first 20 steps again
+    assert resuming.seen <= 20 + 3
