@@ -9,7 +9,8 @@ condition names, and writes one folder per analysis under the model's run:
         network_rdms/<layer>.npz          one RDM per layer (and per stimulus variant)
         brain_rdms/<roi>.npz              subject RDMs per ROI
         figures/*.png                     RDM heatmaps, bars with CIs and noise ceiling
-        stimuli/<variant>.npy             adversarial stimuli (rsa-adversarial; reused on a rerun)
+        stimuli/<variant>.npy             adversarial stimuli (rsa-adversarial; reused on a rerun with the
+                                          same weights, images and attack settings)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -361,6 +363,13 @@ def _attack_record(settings: AdversarialSettings, model: nn.Module, surrogate: n
     return record
 
 
+def _image_fingerprint(x: torch.Tensor) -> str:
+    """CRC-32 of the images' dtype, shape and values."""
+    data = x.detach().to("cpu").contiguous()
+    digest = zlib.crc32(f"{data.dtype}{tuple(data.shape)}".encode())
+    return f"{zlib.crc32(data.reshape(-1).view(torch.uint8).numpy().tobytes(), digest):08x}"
+
+
 def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: AdversarialSettings, out: Path,
                         device: torch.device, batch_size: int, surrogate: nn.Module | None = None,
                         progress: ProgressFn = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -376,7 +385,13 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     model = model.to(device).eval()
     labels = _predict(model, x, device, batch_size)
     key_file = out / "stimuli" / "settings.json"
-    key = {**_attack_record(settings, model, surrogate), "n": len(x), "shape": list(x.shape)}
+    # the stimuli are reused only for the same weights (another checkpoint in the same --out, or the run
+    # trained further, makes new ones), the same images and the same attack
+    from attacks.evaluate import model_fingerprint
+
+    key = {**_attack_record(settings, model, surrogate), "n": len(x), "shape": list(x.shape),
+           "model": model_fingerprint(model), "images": _image_fingerprint(x),
+           "surrogate": None if surrogate is None else model_fingerprint(surrogate)}
     cached = {}
     if key_file.is_file():
         try:

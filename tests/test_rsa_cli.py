@@ -144,6 +144,14 @@ def test_rsa_adversarial_white_vs_black_on_92_images(capsys, tmp_path, checkpoin
     assert code == 0, err
     np.testing.assert_array_equal(np.load(out / "stimuli" / "white.npy"), white)
     assert "White- vs black-box" in stdout
+    # other weights in the same --out (another checkpoint, or the run trained further) get stimuli of their own
+    import torch
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, create_model("resnet8", 10, in_channels=3, image_size=32), metadata={"epoch": 0})
+    code, _, err = run(capsys, *[str(other) if a == str(checkpoint) else a for a in args])
+    assert code == 0, err
+    assert not np.array_equal(np.load(out / "stimuli" / "white.npy"), white)
 
 
 def test_rsa_with_crossnobis_betas_per_run(capsys, tmp_path, checkpoint):
