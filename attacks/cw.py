@@ -96,12 +96,13 @@ class CW(Attack):
                 first = int(restored["counters"][0])
 
             def state(step: int):
-                adam = optimizer.state.get(w, {})
-                zeros = torch.zeros_like(w)
-                return lambda: {"w": w, "adam_step": adam.get("step", torch.tensor(0.0)),
-                                "exp_avg": adam.get("exp_avg", zeros), "exp_avg_sq": adam.get("exp_avg_sq", zeros),
-                                "best": best, "best_sq": best_sq, "going": going, "previous": previous,
-                                "counters": inflight.counters(step)}
+                def tensors():      # built only when a snapshot is due
+                    adam = optimizer.state.get(w) or {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(w),
+                                                      "exp_avg_sq": torch.zeros_like(w)}   # before the first step
+                    return {"w": w, "adam_step": adam["step"], "exp_avg": adam["exp_avg"],
+                            "exp_avg_sq": adam["exp_avg_sq"], "best": best, "best_sq": best_sq, "going": going,
+                            "previous": previous, "counters": inflight.counters(step)}
+                return tensors
 
             check_every = max(self.steps // 10, 1)
             for step in range(first, self.steps):

@@ -377,6 +377,10 @@ def evaluate(
     APGD, APGD-T, FAB-T, PGD and CW, in the middle of a run's steps) and a rerun with the same
     batch size resumes inside it.
 
+    ``keep_examples``: ``result.x_adv`` holds each broken point's adversarial example (a robust
+    point's clean image). The state file keeps verdicts, not images: after a resume, points broken
+    in batches finished before the interruption hold their clean image.
+
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
 

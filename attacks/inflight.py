@@ -219,7 +219,7 @@ class SnapshotFile:
     def __init__(self, state_path: Path | None, key: dict[str, Any]) -> None:
         self.path = None if state_path is None else state_path.with_suffix(".inflight.pt")
         self.key = json.dumps(key, sort_keys=True, default=str)
-        self.damaged: str | None = None     # why a snapshot found could not be read (it is then not used)
+        self.damaged: str | None = None     # why a snapshot found could not be used (damaged, or of an older format)
         self.present = self.path is not None and self.path.is_file()   # a file to remove once a batch is done
         self.saved = self._load()
 
@@ -235,6 +235,10 @@ class SnapshotFile:
             # only a shortcut is lost: the batch starts over (the state file holds the finished work)
             self.damaged = (f"'{self.path}' is damaged ({type(err).__name__}): the batch it was made in starts "
                             "over")
+            return None
+        if "levels" not in data["snapshot"]:     # one run's state, as snapshots were before runs nested
+            self.damaged = (f"'{self.path}' was written by an earlier version of attacks.inflight: the batch it "
+                            "was made in starts over")
             return None
         return data if data["key"] == self.key else None
 

@@ -440,6 +440,7 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
             cached["black"] = _run_attack(black_attack, fast_model, x, labels, device, batch_size, progress,
                                           f"black-box {settings.black}")
         from .fileio import atomic_open
+        key_file.unlink(missing_ok=True)    # no key naming these weights over another's half-written stimuli
         for variant in ("white", "black"):
             with atomic_open(out / "stimuli" / f"{variant}.npy") as f:
                 np.save(f, cached[variant].numpy())

@@ -115,6 +115,7 @@ def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one
 
     fresh = StopAfter(model)
     attacks.evaluate(fresh, x, y, suite, batch_size=12, **settings)   # the passes of a start from nothing
+    start_over = fresh.seen
 
     # the same batch size but the snapshot names other points: not theirs, so the batch starts over
     data = torch.load(snapshot, weights_only=True)
@@ -160,6 +161,16 @@ def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one
         assert result.points == reference.points and not snapshot.exists()
         assert len(notes.lines) == 1 and re.fullmatch(r"'.*inflight\.pt' is damaged \(\w+\): the batch it was made in "
                                                      r"starts over", notes.lines[0]), notes.lines
+    # a snapshot of one run's state, as they were written before runs nested: said, and not used
+    state.unlink()
+    snapshot.write_bytes(kept)
+    data = torch.load(snapshot, weights_only=True)
+    torch.save({**data, "snapshot": data["snapshot"]["levels"][0]}, snapshot)
+    notes, counted = Notes(), StopAfter(model)
+    result = attacks.evaluate(counted, x, y, suite, batch_size=12, state_path=state, progress=notes, **settings)
+    assert result.points == reference.points and not snapshot.exists() and counted.seen == start_over
+    assert notes.lines == [f"'{snapshot}' was written by an earlier version of attacks.inflight: the batch it was "
+                           "made in starts over"]
     state.unlink()
     snapshot.write_bytes(b"not a snapshot")
     with pytest.warns(UserWarning, match="is damaged"):
