@@ -34,6 +34,7 @@ from .adaptive import BPDA
 from .atomic import write_atomically
 from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .fold import PROBE_POINTS, fold_for_evaluation
+from .kept import KeptExamples
 from .layout import channels_last as channels_last_layout
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
@@ -378,8 +379,8 @@ def evaluate(
     batch size resumes inside it.
 
     ``keep_examples``: ``result.x_adv`` holds each broken point's adversarial example (a robust
-    point's clean image). The state file keeps verdicts, not images: after a resume, points broken
-    in batches finished before the interruption hold their clean image.
+    point's clean image). With ``state_path`` the examples of each finished batch are saved beside
+    the state (:mod:`attacks.kept`), so a resumed evaluation's ``x_adv`` is whole too.
 
     ``channels_last``: run the convolutions of ``model``, ``bpda`` and the views in channels-last
     layout for the evaluation (:mod:`attacks.layout`); ``None`` (default) does so on CPU and CUDA.
@@ -470,6 +471,9 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         state.save(force=True)      # this rank's file now holds all that the others knew
     flags = [Flag(**f) for f in state.flags]
     kept = x.clone() if keep_examples else None
+    examples = KeptExamples(state.path, key, kept)
+    if state.clean_done:     # resumed: the examples of the points its earlier runs broke
+        examples.restore(family or [], [not r and b != "clean" for r, b in zip(state.robust, state.broken_by)])
 
     if not state.clean_done:
         correct = []
@@ -496,15 +500,15 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     clean_accuracy = sum(clean_correct) / max(total, 1)
 
     snapshots = inflight.SnapshotFile(state.path, key)
-    if snapshots.damaged is not None:
+    for damage in [*([] if snapshots.damaged is None else [snapshots.damaged]), *examples.damaged]:
         notify = getattr(progress, "notify", None)
         if callable(notify):
-            notify(snapshots.damaged)
+            notify(damage)
         else:
-            warnings.warn(snapshots.damaged, stacklevel=2)
+            warnings.warn(damage, stacklevel=2)
     try:
         records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-                             shard, snapshots)
+                             shard, snapshots, examples)
     except BaseException:
         state.save(force=True)  # an interrupted evaluation keeps every finished batch
         raise
@@ -659,9 +663,9 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-               shard: Shard, snapshots: inflight.SnapshotFile) -> list[AttackRecord]:
+               shard: Shard, snapshots: inflight.SnapshotFile, examples: KeptExamples) -> list[AttackRecord]:
     records: list[AttackRecord] = []
-    for step in built.steps:
+    for number, step in enumerate(built.steps):
         done = set(state.attacked.get(step.label, []))
         todo = [i for i in range(total) if state.robust[i] and i not in done and owns(i, shard)]
         view = _view_of(step, counting, bpda)
@@ -704,6 +708,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 state.broken_by[i] = step.label
             if kept is not None:
                 kept[rows[wrong.cpu()]] = x_adv[wrong].to(kept.device)
+                examples.add(f"{number:03d}-{row_list[0]:08d}", rows[wrong.cpu()], x_adv[wrong])  # before the state has them
             state.add_batch(step.label, row_list, shard, earlier_seconds=earlier[2], points=len(rows),
                             broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=forwards,
                             backwards=backwards, seconds=seconds)

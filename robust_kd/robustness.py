@@ -9,6 +9,7 @@ and how an interrupted evaluation resumes (per-variant state files in ``<run>/at
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -253,7 +254,7 @@ class AttackRun:
         if self.fresh and distributed.is_main():
             # its states and snapshots, and the temporary file of a write cut off by a kill
             for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp")]:
-                old.unlink(missing_ok=True)
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)   # a folder: kept examples
         distributed.barrier()          # under torchrun: nobody starts before old state is gone
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()

@@ -262,3 +262,55 @@ def test_an_interrupted_convergence_check_resumes_inside_its_probe(tiny_classifi
     assert not state.with_suffix(".inflight.pt").exists()
     # the rerun did the clean probe pass and the rest of the probe, not its first 20 steps again
     assert resuming.seen <= 20 + 3
+
+
+def test_a_resumed_evaluation_keeps_the_examples_of_the_batches_finished_before(tiny_classifier, tmp_path):
+    model, x, y = tiny_classifier
+    x, y = x[:24], y[:24]
+    suite = {"attacks": [{"attack": "pgd", "steps": 6}, {"attack": "fgsm"}]}
+    settings = dict(eps=0.05, norm="Linf", batch_size=12, sanity_checks=False, keep_examples=True)
+    whole = StopAfter(model)
+    uninterrupted = attacks.evaluate(whole, x, y, suite, **settings)
+    broken = [i for i, b in enumerate(uninterrupted.points["broken_by"]) if b not in (None, "clean")]
+    assert broken and not torch.equal(uninterrupted.x_adv[broken], x[broken])
+    state = tmp_path / "state.json"
+    stopping = StopAfter(model)
+    stopping.calls = whole.seen - 3          # in the last batch: every earlier batch is finished
+    with pytest.raises(_Interrupt):
+        attacks.evaluate(stopping, x, y, suite, state_path=state, **settings)
+    saved = sorted(p.name for p in (tmp_path / "state.examples").iterdir())
+    assert saved and all(name.endswith(".pt") for name in saved)
+    resumed = attacks.evaluate(model, x, y, suite, state_path=state, **settings)
+    assert resumed.points == uninterrupted.points and torch.equal(resumed.x_adv, uninterrupted.x_adv)
+
+    # a damaged examples file is said, and only its examples are missing
+    first = tmp_path / "state.examples" / saved[0]
+    first.write_bytes(b"not examples")
+    with pytest.warns(UserWarning, match=r"state\.examples/.*is damaged \(\w+\): its examples are not used"):
+        again = attacks.evaluate(model, x, y, suite, state_path=state, **settings)
+    assert again.points == uninterrupted.points
+    # the points of that file lost their example; the others kept theirs
+    lost = [i for i in broken if torch.equal(again.x_adv[i], x[i])]
+    assert lost and all(torch.equal(again.x_adv[i], uninterrupted.x_adv[i]) for i in broken if i not in lost)
+
+
+def test_kept_examples_of_every_rank_are_restored_for_the_points_still_broken(tmp_path):
+    from attacks.kept import KeptExamples
+
+    key = {"suite": "s", "n": 6, "model": "abc"}
+    x = torch.rand(6, 1, 2, 2)
+    for rank in range(2):         # each rank's state file has its own folder; the keys differ only in "shard"
+        path = tmp_path / f"state.rank{rank}of2.json"
+        KeptExamples(path, {**key, "shard": [rank, 2]}, torch.zeros(6, 1, 2, 2)).add(
+            f"000-{rank:08d}", torch.tensor([rank, rank + 2, rank + 4]), x[rank::2])
+    KeptExamples(tmp_path / "other.json", {**key, "model": "other"}, torch.zeros(6, 1, 2, 2)).add(
+        "000-00000000", torch.arange(6), torch.full((6, 1, 2, 2), 7.0))
+    family = [tmp_path / "state.rank0of2.json", tmp_path / "state.rank1of2.json", tmp_path / "other.json"]
+    kept = torch.zeros(6, 1, 2, 2)
+    broken = [True, True, True, False, True, True]      # point 3 not broken in this state: not restored
+    assert KeptExamples(tmp_path / "state.json", key, kept).restore(family, broken) == 5
+    assert torch.equal(kept[[0, 1, 2, 4, 5]], x[[0, 1, 2, 4, 5]]) and not kept[3].any()
+    # without keep_examples or a state file nothing is written or read
+    assert KeptExamples(None, key, kept).restore(family, broken) == 0
+    KeptExamples(tmp_path / "none.json", key, None).add("000-00000000", torch.arange(6), x)
+    assert not (tmp_path / "none.examples").exists()
