@@ -229,6 +229,7 @@ class AttackRun:
     fresh: bool = False
     eot: int = 0
     convergence_check: bool = True
+    save_examples: bool = False     # the broken points' adversarial examples, as .npz and a figure (examples_out)
 
     def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
@@ -263,11 +264,26 @@ class AttackRun:
             on_variant(variant.label, variant.note)
             results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
             for result in results if isinstance(results, list) else [results]:
-                evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict()})
+                saved = self._save_examples(result, points, model, device, out_dir, f"{stem}.{variant.label}", notify)
+                evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict(), **saved})
             content = self._content(points, evaluations, time.perf_counter() - started, device)
             if distributed.is_main():
                 write_json(path, content)
         return path, content
+
+    def _save_examples(self, result, points, model, device, out_dir, name, notify) -> dict[str, Any]:
+        if not self.save_examples or not distributed.is_main():
+            return {}
+        from .examples_out import save_examples
+
+        eps = attacks.eps_label(result.eps, result.norm)
+        saved = save_examples(result, points.x, points.class_names, model, device, out_dir,
+                              f"{name}.{eps.replace('/', '-')}", f"{self.target.name} ({name.rsplit('.', 1)[-1]}), "
+                              f"{result.norm} eps {eps}")
+        if saved["examples"]["missing"]:
+            notify(f"{saved['examples']['missing']} broken points have no example: an earlier run without "
+                   "--save-examples broke them; add --fresh to attack them again")
+        return saved
 
     def _evaluate(self, model, points, variant, state_path, progress, notify):
         batch_size = self.batch_size or attacks.core.auto_batch_size(attacks.core.model_device(model))
@@ -275,7 +291,7 @@ class AttackRun:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, convergence_check=self.convergence_check, **({"eot": self.eot} if self.eot else {}), **variant.context)
+                                        progress=progress, keep_examples=self.save_examples, convergence_check=self.convergence_check, **({"eot": self.eot} if self.eot else {}), **variant.context)
             except RuntimeError as err:
                 if not out_of_device_memory(err):
                     raise

@@ -430,3 +430,41 @@ def test_every_module_of_a_jpegdl_variant_goes_to_the_device(suite):
         tensors = [t for module in variant.modules() for t in (*module.parameters(), *module.buffers())]
         assert tensors and all(t.device.type == "meta" for t in tensors), variant.label
         assert not any(module.training for module in variant.modules())
+
+
+def test_save_examples_writes_the_broken_points_examples_and_a_figure(capsys, trained_runs):
+    import numpy as np
+
+    args = ["attack", "--model", "jpegdl_resnet8", "--suite", "fast", "--n", "12", "--eps", "2/255,16/255",
+            "--runs-dir", str(trained_runs), "--no-convergence-check", "--seed", "5"]
+    # first without --save-examples: a rerun that adds it cannot show the points that run broke
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    code, out, err = run(capsys, *args, "--save-examples")
+    assert code == 0, err
+    content = json.loads(Path(out.strip().splitlines()[-1].removeprefix("results: ")).read_text())
+    assert all(e["examples"]["points"] == 0 and e["examples"]["figure"] is None for e in content["evaluations"])
+    assert any(e["examples"]["missing"] > 0 for e in content["evaluations"])
+    assert "broken points have no example: an earlier run without --save-examples broke them; add --fresh" in err
+
+    code, out, err = run(capsys, *args, "--save-examples", "--fresh")
+    assert code == 0, err
+    path = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    content = json.loads(path.read_text())
+    assert len(content["evaluations"]) == 4                 # soft and hard, two eps each
+    for evaluation in content["evaluations"]:
+        examples = evaluation["examples"]
+        broken = [i for i, b in enumerate(evaluation["points"]["broken_by"]) if b not in (None, "clean")]
+        assert examples["points"] == len(broken) and examples["missing"] == 0
+        assert examples["file"] == f"{path.stem}.{evaluation['variant']}.{evaluation['eps'].replace('/', '-')}.examples.npz"
+        saved = np.load(path.parent / examples["file"], allow_pickle=False)
+        assert saved["index"].tolist() == broken and saved["adversarial"].shape == (len(broken), 3, 16, 16)
+        assert (saved["prediction"] != saved["label"]).all()
+        assert saved["attack"].tolist() == [evaluation["points"]["broken_by"][i] for i in broken]
+        distance = np.abs(saved["adversarial"] - saved["clean"]).reshape(len(broken), -1).max(axis=1)
+        assert (distance <= evaluation["eps_value"] + 1e-6).all() and (distance > 0).all()
+        if broken:
+            figure = path.parent / examples["figure"]
+            assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"examples [{evaluation['variant']}, eps {evaluation['eps']}]: {len(broken)} in" in out
+    assert sum(e["examples"]["points"] for e in content["evaluations"]) > 0

@@ -9,6 +9,7 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import attacks
@@ -246,3 +247,18 @@ def test_report_renders_in_a_real_headless_browser(runs, tmp_path):
     coloured_rows = np.where((saturation > 60).sum(axis=1) > 20)[0]
     # plots from the training curves down to the RSA section: coloured rows spread over the page
     assert len(coloured_rows) > 400 and coloured_rows.max() - coloured_rows.min() > 3000
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_adversarial_examples_figure_draws_grey_and_colour_images(channels):
+    import io
+
+    from PIL import Image
+
+    from robust_kd.report.figures import adversarial_examples
+
+    clean = np.random.default_rng(0).random((3, channels, 12, 12))
+    adversarial = (clean + 0.01 * np.sign(np.random.default_rng(1).standard_normal(clean.shape))).clip(0, 1)
+    png = adversarial_examples(clean, adversarial, ["#0: a → b\npgd", "#1: a → c\npgd", "#2: b → a\nfgsm"], "title")
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert image.shape[0] > 100 and image.shape[1] > 150 and image.std() > 10      # drawn, not blank

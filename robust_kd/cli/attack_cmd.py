@@ -149,11 +149,14 @@ class _VariantProgress:
 @click.option("--convergence-check/--no-convergence-check", default=True, show_default=True,
               help="After the suite, run its first iterative attack with 5x the steps on up to 32 points it left "
                    "robust, and flag the result if that breaks more than 0.5% of all points.")
+@click.option("--save-examples", is_flag=True,
+              help="Also write the broken points' adversarial examples beside the results: "
+                   "<results>.<variant>.<eps>.examples.npz and a figure of the first eight (.png).")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
            data_root: str | None, batch_size: int | None, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
-           convergence_check: bool, list_suites: bool, as_json: bool) -> None:
+           convergence_check: bool, save_examples: bool, list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
     Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
@@ -176,7 +179,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
-                    fresh, eot, convergence_check)
+                    fresh, eot, convergence_check, save_examples)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:
@@ -187,6 +190,12 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
         print_json(content)
         return
     _print_results(content)
+    for evaluation in content["evaluations"]:
+        examples = evaluation.get("examples")
+        if examples:
+            shown = f" (figure: {path.parent / examples['figure']})" if examples["figure"] else ""
+            print_line(f"examples [{evaluation['variant']}, eps {evaluation['eps']}]: {examples['points']} in "
+                       f"{path.parent / examples['file']}{shown}")
     print_line(f"results: {path}")
 
 

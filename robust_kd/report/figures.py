@@ -93,3 +93,28 @@ def jpeg_tables(name: str, tables: dict[str, list]) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = plot_tables(panels, Path(tmp) / "tables.png", title=f"{name}: learned vs standard tables")
         return Path(path).read_bytes()
+
+
+def adversarial_examples(clean: np.ndarray, adversarial: np.ndarray, captions: Sequence[str], title: str) -> bytes:
+    """Clean images (top row), their adversarial examples (middle) and the perturbations (bottom,
+    each stretched to the full grey range around mid-grey, so that a small one is visible).
+    Images are N×C×H×W in [0, 1], C = 1 or 3."""
+    plt = _plt()
+    n = len(clean)
+    fig, axes = plt.subplots(3, n, figsize=(1.35 * n + 0.9, 4.5), squeeze=False)
+    delta = adversarial - clean
+    scale = np.abs(delta).reshape(n, -1).max(axis=1).clip(min=1e-12)
+    rows = {"clean": clean, "adversarial": adversarial, "perturbation\n(stretched)": 0.5 + 0.5 * delta / scale[:, None, None, None]}
+    for r, (name, images) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r][i]
+            image = images[i].transpose(1, 2, 0).clip(0, 1)
+            ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None,
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name, fontsize=7)
+            if r == 1:
+                ax.set_xlabel(captions[i], fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
