@@ -468,3 +468,10 @@ def test_save_examples_writes_the_broken_points_examples_and_a_figure(capsys, tr
             assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f"examples [{evaluation['variant']}, eps {evaluation['eps']}]: {len(broken)} in" in out
     assert sum(e["examples"]["points"] for e in content["evaluations"]) > 0
+    # the report shows the figures
+    code, out, err = run(capsys, "report", str(path.parent.parent), "--out", str(path.parent.parent / "report"))
+    assert code == 0, err
+    page = (path.parent.parent / "report" / "report.html").read_text()
+    assert "<h2" in page and "Adversarial examples" in page and "broken points (clean, adversarial" in page
+    shown = sum(1 for e in content["evaluations"] if e["examples"]["figure"])
+    assert len(list((path.parent.parent / "report" / "report_files").glob("examples_*.png"))) == shown

@@ -202,6 +202,24 @@ def eps_section(data: ReportData) -> Section | None:
     return Section("Accuracy vs eps", [], blocks) if blocks else None
 
 
+def examples_section(data: ReportData) -> Section | None:
+    """The figures ``robust-kd attack --save-examples`` wrote beside its results."""
+    blocks = []
+    for k, run in enumerate(data.runs):
+        for result, ev in _evaluations(run):
+            examples = ev.get("examples") or {}
+            figure = Path(result.get("_file", "")).parent / Path(examples.get("figure") or "").name
+            if not examples.get("figure") or not figure.is_file():
+                continue
+            shown = min(8, int(examples.get("points", 0)))
+            blocks.append(Figure(f"examples_{k:02d}_{_slug(figure.stem)}.png", figure.read_bytes(),
+                                 f"{run.name} · {ev.get('variant', 'model')} · {result.get('suite', '')} · eps "
+                                 f"{ev.get('eps', '')}: the first {shown} of {examples.get('points')} broken points "
+                                 "(clean, adversarial, perturbation stretched to the full grey range), with the true "
+                                 "class → the prediction on the example and the attack that broke it"))
+    return Section("Adversarial examples", [], blocks) if blocks else None
+
+
 def _success(cell: dict[str, Any]) -> float:
     """Success rate in %, NaN where the target got no point right (nothing to break)."""
     return float("nan") if cell.get("points", 1) == 0 else 100 * float(cell["success_rate"])
@@ -328,8 +346,8 @@ def rsa_section(data: ReportData) -> Section | None:
     return Section("Representational similarity (RSA)", paragraphs, blocks) if blocks else None
 
 
-SECTIONS = [runs_section, teacher_section, curves_section, robustness_section, eps_section, transfer_section,
-            jpeg_section, rsa_section]
+SECTIONS = [runs_section, teacher_section, curves_section, robustness_section, eps_section, examples_section,
+            transfer_section, jpeg_section, rsa_section]
 
 
 def build(data: ReportData, title: str = "robust-kd report") -> Report:
