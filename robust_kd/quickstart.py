@@ -130,12 +130,14 @@ def build_chain(plan: Plan, out: Path, *, data: str | None = None, data_root: st
                             ["train", "--model", plan.jpegdl, "--name", jpegdl, *train_args, *plan.train_overrides],
                             f"{jpegdl}/summary.json"))
     attack_where = ["--data-root", data_root] if data_root else []
-    for suite, n, eps in plan.suites:
+    for number, (suite, n, eps) in enumerate(plan.suites):
+        # the last suite's examples go into the report (not on the full test set: a file of every broken point)
+        examples = ["--save-examples"] if number == len(plan.suites) - 1 and n else []
         for run in runs:
             size = ["--n", str(n)] if n else []
             chain.steps.append(Step(f"attack-{suite}-{run}", f"attack {run} with the {suite} suite (eps {eps})",
                                     ["attack", "--model", str(out / run), "--suite", suite, "--eps", eps, *size,
-                                     *attack_where, *common], f"{run}/attacks/{suite}-*.json"))
+                                     *examples, *attack_where, *common], f"{run}/attacks/{suite}-*.json"))
     models = ",".join(str(out / r) for r in runs)
     chain.steps.append(Step("transfer", "transfer matrix among the four models",
                             ["transfer", "--source", models, "--target", models, "--eps", plan.eps,

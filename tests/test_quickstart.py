@@ -33,6 +33,7 @@ def _check_chain_output(out_dir: Path, stdout: str, plan: qs.Plan) -> None:
     assert "data:image/png;base64," in html and "://" not in html.replace("data:image", "")
     assert "⚠ autoattack_quick: " in html and "upper bound" in html     # the reduced suite is marked as such
     runs = [f"teacher_{plan.teacher}", *(f"student_{plan.student}_{m}" for m in plan.methods), f"student_{plan.jpegdl}"]
+    figures = 0
     for run in runs:                                      # every model trained and attacked with every suite
         summary = json.loads((out_dir / run / "summary.json").read_text())
         assert 0.0 <= summary["final_test_accuracy"] <= 1.0
@@ -40,7 +41,11 @@ def _check_chain_output(out_dir: Path, stdout: str, plan: qs.Plan) -> None:
         assert {r["suite"] for r in results} == {s for s, _, _ in plan.suites}
         for r in results:                                # the reduced suite says so in its own results
             assert ("upper bound" in r.get("suite_caveat", "")) == (r["suite"] == "autoattack_quick")
+            # the last suite saves its adversarial examples for the report
+            assert all(("examples" in e) == (r["suite"] == plan.suites[-1][0]) for e in r["evaluations"])
+            figures += sum(1 for e in r["evaluations"] if (e.get("examples") or {}).get("figure"))
         assert f">{run}<" in html
+    assert ("<h2>Adversarial examples</h2>" in html) == (figures > 0)
     matrix = json.loads((out_dir / "transfer" / "matrix.json").read_text())
     assert [Path(s).name for s in matrix["sources"]] == runs
     assert next((out_dir / f"student_{plan.student}_{plan.methods[0]}" / "rsa").glob("*/rsa_adversarial.json"))
@@ -146,6 +151,7 @@ def test_full_plan_needs_the_data_and_dry_run_prints_the_commands(capsys, tmp_pa
     code, out, _ = _run(capsys, "quickstart", "--full", "--data-root", str(tmp_path), "--dry-run")
     assert code == 0
     assert "--recipe standard" in out and "--suite autoattack " in out and "resnet32x4" in out
+    assert "--save-examples" not in out             # not a file of every broken point of the full test set
     commands = re.findall(r"^  robust-kd (\S+)", out, flags=re.M)
     assert commands[:4] == ["train", "distill", "distill", "train"] and commands[-1] == "report"
     code, _, err = _run(capsys, "quickstart", "--full", "--plan", "smoke")
