@@ -703,12 +703,13 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             with torch.no_grad():
                 wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
             forwards, backwards, seconds = so_far()
-            for i in rows[wrong.cpu()].tolist():
+            broken_rows = rows[wrong.cpu()]
+            if kept is not None:     # the examples are on disk before the state marks their points broken
+                kept[broken_rows] = x_adv[wrong].to(kept.device)
+                examples.add(f"{number:03d}-{row_list[0]:08d}", broken_rows, x_adv[wrong])
+            for i in broken_rows.tolist():
                 state.robust[i] = False
                 state.broken_by[i] = step.label
-            if kept is not None:
-                kept[rows[wrong.cpu()]] = x_adv[wrong].to(kept.device)
-                examples.add(f"{number:03d}-{row_list[0]:08d}", rows[wrong.cpu()], x_adv[wrong])  # before the state has them
             state.add_batch(step.label, row_list, shard, earlier_seconds=earlier[2], points=len(rows),
                             broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=forwards,
                             backwards=backwards, seconds=seconds)

@@ -36,7 +36,7 @@ class KeptExamples:
         for folder in folders:
             for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
                 data = self._read(path)
-                if data is None or data["key"] != self.key:
+                if data is None:
                     continue
                 index = data["index"]
                 wanted = torch.tensor([broken[i] for i in index.tolist()], dtype=torch.bool)
@@ -47,8 +47,10 @@ class KeptExamples:
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
+            if data["key"] != self.key:
+                return None     # another evaluation's (e.g. left beside a state file deleted to start over)
             index, x = data["index"], data["x"]
-            if not (isinstance(data["key"], str) and index.dtype == torch.int64 and index.dim() == 1 and
+            if not (index.dtype == torch.int64 and index.dim() == 1 and
                     tuple(x.shape) == (len(index), *self.kept.shape[1:]) and
                     (len(index) == 0 or 0 <= int(index.min()) <= int(index.max()) < len(self.kept))):
                 raise ValueError("not examples of these points")

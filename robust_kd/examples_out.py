@@ -58,6 +58,8 @@ def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names
         f.write(buffer.getvalue())
     record: dict[str, Any] = {"examples": {"file": data_file.name, "points": len(index),
                                            "missing": len(broken) - len(index), "figure": None}}
+    figure_file = folder / f"{name}.examples.png"
+    figure_file.unlink(missing_ok=True)    # an earlier run's, which would not match these examples
     if index:
         from .report.figures import adversarial_examples
 
@@ -68,7 +70,6 @@ def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names
         captions = [f"#{i}: {named(int(l))} → {named(int(p))}\n{broken_by[i]}"
                     for i, l, p in zip(index[shown], labels[shown].tolist(), predictions[shown].tolist())]
         png = adversarial_examples(clean[shown].numpy(), adversarial[shown].numpy(), captions, title)
-        figure_file = folder / f"{name}.examples.png"
         with atomic_open(figure_file) as f:
             f.write(png)
         record["examples"]["figure"] = figure_file.name

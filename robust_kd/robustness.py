@@ -254,7 +254,8 @@ class AttackRun:
         state_dir = out_dir / ".state"
         if self.fresh and distributed.is_main():
             # its states and snapshots, and the temporary file of a write cut off by a kill
-            for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp")]:
+            for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp"),
+                        *out_dir.glob(f"{stem}.*.examples.npz"), *out_dir.glob(f"{stem}.*.examples.png")]:
                 shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)   # a folder: kept examples
         distributed.barrier()          # under torchrun: nobody starts before old state is gone
         evaluations: list[dict[str, Any]] = []
@@ -281,8 +282,8 @@ class AttackRun:
                               f"{name}.{eps.replace('/', '-')}", f"{self.target.name} ({name.rsplit('.', 1)[-1]}), "
                               f"{result.norm} eps {eps}")
         if saved["examples"]["missing"]:
-            notify(f"{saved['examples']['missing']} broken points have no example: an earlier run without "
-                   "--save-examples broke them; add --fresh to attack them again")
+            notify(f"{saved['examples']['missing']} broken points have no example: an earlier run broke them "
+                   "without --save-examples (or their saved examples were damaged); add --fresh to attack them again")
         return saved
 
     def _evaluate(self, model, points, variant, state_path, progress, notify):

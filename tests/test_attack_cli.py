@@ -445,7 +445,8 @@ def test_save_examples_writes_the_broken_points_examples_and_a_figure(capsys, tr
     content = json.loads(Path(out.strip().splitlines()[-1].removeprefix("results: ")).read_text())
     assert all(e["examples"]["points"] == 0 and e["examples"]["figure"] is None for e in content["evaluations"])
     assert any(e["examples"]["missing"] > 0 for e in content["evaluations"])
-    assert "broken points have no example: an earlier run without --save-examples broke them; add --fresh" in err
+    assert "broken points have no example: an earlier run broke them without --save-examples" in err
+    assert "add --fresh to attack them again" in err
 
     code, out, err = run(capsys, *args, "--save-examples", "--fresh")
     assert code == 0, err

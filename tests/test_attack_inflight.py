@@ -306,11 +306,45 @@ def test_kept_examples_of_every_rank_are_restored_for_the_points_still_broken(tm
     KeptExamples(tmp_path / "other.json", {**key, "model": "other"}, torch.zeros(6, 1, 2, 2)).add(
         "000-00000000", torch.arange(6), torch.full((6, 1, 2, 2), 7.0))
     family = [tmp_path / "state.rank0of2.json", tmp_path / "state.rank1of2.json", tmp_path / "other.json"]
+    # another evaluation's, of other points (left beside a state deleted to start over): not "damaged", ignored
+    KeptExamples(tmp_path / "other.json", {**key, "n": 9}, torch.zeros(9, 1, 3, 3)).add(
+        "001-00000000", torch.arange(9), torch.full((9, 1, 3, 3), 7.0))
     kept = torch.zeros(6, 1, 2, 2)
     broken = [True, True, True, False, True, True]      # point 3 not broken in this state: not restored
-    assert KeptExamples(tmp_path / "state.json", key, kept).restore(family, broken) == 5
+    restoring = KeptExamples(tmp_path / "state.json", key, kept)
+    assert restoring.restore(family, broken) == 5 and restoring.damaged == []
     assert torch.equal(kept[[0, 1, 2, 4, 5]], x[[0, 1, 2, 4, 5]]) and not kept[3].any()
     # without keep_examples or a state file nothing is written or read
     assert KeptExamples(None, key, kept).restore(family, broken) == 0
     KeptExamples(tmp_path / "none.json", key, None).add("000-00000000", torch.arange(6), x)
     assert not (tmp_path / "none.examples").exists()
+
+
+def test_an_interrupt_while_examples_are_written_loses_no_example_and_no_count(tiny_classifier, tmp_path, monkeypatch):
+    """The examples of a batch reach the disk before its verdicts: a Ctrl-C in between leaves the
+    batch unfinished (attacked again on resume), never broken points without examples or counts."""
+    from attacks.kept import KeptExamples
+
+    model, x, y = tiny_classifier
+    x, y = x[:24], y[:24]
+    suite = {"attacks": [{"attack": "fgsm"}, {"attack": "pgd", "steps": 4}]}
+    settings = dict(eps=0.05, norm="Linf", batch_size=8, sanity_checks=False, keep_examples=True)
+    reference = attacks.evaluate(model, x, y, suite, **settings)
+    assert reference.attacks[0].points_broken > 0
+    add, calls = KeptExamples.add, []
+
+    def interrupted(self, part, index, x_adv):
+        calls.append(part)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        add(self, part, index, x_adv)
+
+    monkeypatch.setattr(KeptExamples, "add", interrupted)
+    state = tmp_path / "state.json"
+    with pytest.raises(KeyboardInterrupt):
+        attacks.evaluate(model, x, y, suite, state_path=state, **settings)
+    monkeypatch.undo()
+    resumed = attacks.evaluate(model, x, y, suite, state_path=state, **settings)
+    assert resumed.points == reference.points and torch.equal(resumed.x_adv, reference.x_adv)
+    assert [(a.label, a.points_attacked, a.points_broken) for a in resumed.attacks] == \
+        [(a.label, a.points_attacked, a.points_broken) for a in reference.attacks]

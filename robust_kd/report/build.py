@@ -207,12 +207,16 @@ def examples_section(data: ReportData) -> Section | None:
     blocks = []
     for k, run in enumerate(data.runs):
         for result, ev in _evaluations(run):
-            examples = ev.get("examples") or {}
-            figure = Path(result.get("_file", "")).parent / Path(examples.get("figure") or "").name
-            if not examples.get("figure") or not figure.is_file():
+            examples = ev.get("examples")
+            if not isinstance(examples, dict) or not isinstance(examples.get("figure"), str) or \
+                    not isinstance(examples.get("points"), int):
                 continue
-            shown = min(8, int(examples.get("points", 0)))
-            blocks.append(Figure(f"examples_{k:02d}_{_slug(figure.stem)}.png", figure.read_bytes(),
+            figure = Path(result.get("_file", "")).parent / Path(examples["figure"]).name
+            if not figure.is_file():
+                continue
+            shown = min(8, examples["points"])
+            # numbered, not named after the file: long stems are cut to the same slug
+            blocks.append(Figure(f"examples_{k:02d}_{len(blocks):03d}.png", figure.read_bytes(),
                                  f"{run.name} · {ev.get('variant', 'model')} · {result.get('suite', '')} · eps "
                                  f"{ev.get('eps', '')}: the first {shown} of {examples.get('points')} broken points "
                                  "(clean, adversarial, perturbation stretched to the full grey range), with the true "
