@@ -62,7 +62,7 @@ class KeptExamples:
     def add(self, part: str, index: torch.Tensor, x_adv: torch.Tensor) -> None:
         """Save the examples ``x_adv`` of the points ``index`` broken in one batch (``part`` names it:
         the step's number and the batch's first point)."""
-        if self.folder is None:
+        if self.folder is None or len(index) == 0:
             return
         data = {"key": self.key, "index": index.to("cpu", torch.int64), "x": x_adv.detach().to("cpu")}
         write_atomically(self.folder / f"{part}.pt", lambda f: torch.save(data, f))

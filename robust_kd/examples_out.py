@@ -9,7 +9,6 @@ Per variant and eps, beside the results file:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +52,7 @@ def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names
               "norm": np.array(result.norm)}
     data_file = folder / f"{name}.examples.npz"
     with atomic_open(data_file) as f:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        f.write(buffer.getvalue())
+        np.savez_compressed(f, **arrays)
     record: dict[str, Any] = {"examples": {"file": data_file.name, "points": len(index),
                                            "missing": len(broken) - len(index), "figure": None}}
     figure_file = folder / f"{name}.examples.png"
