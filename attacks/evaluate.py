@@ -473,7 +473,10 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     kept = x.clone() if keep_examples else None
     examples = KeptExamples(state.path, key, kept)
     if state.clean_done:     # resumed: the examples of the points its earlier runs broke
-        examples.restore(family or [], [not r and b != "clean" for r, b in zip(state.robust, state.broken_by)])
+        number = {label: k for k, label in enumerate(key["steps"])}
+        counted = {f"{number[b['step']]:03d}-{b['first']:08d}" for b in state.batches
+                   if b.get("step") in number and isinstance(b.get("first"), int)}
+        examples.restore(family or [], [not r and b != "clean" for r, b in zip(state.robust, state.broken_by)], counted)
 
     if not state.clean_done:
         correct = []

@@ -3,7 +3,8 @@
 The state file holds verdicts, not images. So that a resumed evaluation's ``x_adv`` is as whole as
 an uninterrupted one's, each finished batch's broken points and their examples go to one small file
 in ``<state>.examples/`` (written atomically, read with ``weights_only=True``) before the state
-counts the batch as done; a rerun puts them back for the points its state says are broken. A file
+counts the batch as done; a rerun puts them back, from the batches its state counts, for the points it
+says are broken. A file
 of another evaluation (its key differs) is ignored, a damaged one is said and ignored.
 """
 
@@ -26,15 +27,20 @@ class KeptExamples:
         self.key = json.dumps({k: v for k, v in key.items() if k != "shard"}, sort_keys=True, default=str)
         self.damaged: list[str] = []      # files found that could not be read (they are not used)
 
-    def restore(self, family: list[Path], broken: list[bool]) -> int:
+    def restore(self, family: list[Path], broken: list[bool], counted: set[str] | None = None) -> int:
         """Put back the examples saved by earlier runs (in this state's folder or those of the other
-        state files of the evaluation, ``family``) of the points ``broken`` marks; returns how many."""
+        state files of the evaluation, ``family``) of the points ``broken`` marks; returns how many.
+        ``counted``: the parts (see :meth:`add`) of the batches the state counts; a file of a batch it
+        never counted (a kill between the examples and the state's next save) is left out, so each
+        point gets the example of the batch its verdict came from."""
         if self.folder is None:
             return 0
         restored = 0
         folders = dict.fromkeys([self.folder, *(p.with_suffix(".examples") for p in family)])
         for folder in folders:
             for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+                if counted is not None and path.stem not in counted:
+                    continue
                 data = self._read(path)
                 if data is None:
                     continue

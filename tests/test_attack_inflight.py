@@ -314,6 +314,11 @@ def test_kept_examples_of_every_rank_are_restored_for_the_points_still_broken(tm
     restoring = KeptExamples(tmp_path / "state.json", key, kept)
     assert restoring.restore(family, broken) == 5 and restoring.damaged == []
     assert torch.equal(kept[[0, 1, 2, 4, 5]], x[[0, 1, 2, 4, 5]]) and not kept[3].any()
+    # only the files of batches the state counted (here rank 0's): another file may be of a batch
+    # that ran again after a kill, whose example the verdict did not come from
+    kept = torch.zeros(6, 1, 2, 2)
+    assert KeptExamples(tmp_path / "state.json", key, kept).restore(family, broken, {"000-00000000"}) == 3
+    assert torch.equal(kept[[0, 2, 4]], x[[0, 2, 4]]) and not kept[[1, 3, 5]].any()
     # without keep_examples or a state file nothing is written or read
     assert KeptExamples(None, key, kept).restore(family, broken) == 0
     KeptExamples(tmp_path / "none.json", key, None).add("000-00000000", torch.arange(6), x)
