@@ -3,9 +3,9 @@
 The state file holds verdicts, not images. So that a resumed evaluation's ``x_adv`` is as whole as
 an uninterrupted one's, each finished batch's broken points and their examples go to one small file
 in ``<state>.examples/`` (written atomically, read with ``weights_only=True``) before the state
-counts the batch as done; a rerun puts them back, from the batches its state counts, for the points it
-says are broken. A file
-of another evaluation (its key differs) is ignored, a damaged one is said and ignored.
+counts the batch as done; a rerun puts them back, from the batches its state counts, for the
+points it says are broken. A file of another evaluation (its key differs) is ignored, a damaged
+one is said and ignored.
 """
 
 from __future__ import annotations
