@@ -87,13 +87,13 @@ class CW(Attack):
                 first = 0
             else:   # resumed in the middle: w with Adam's moments, and the per-point bookkeeping
                 restored = run.restored
+                first = int(restored["counters"][0])
                 with torch.no_grad():
                     w.copy_(restored["w"])
-                if int(restored["counters"][0]) > 0:
+                if first > 0:
                     optimizer.state[w] = {"step": restored["adam_step"].cpu(), "exp_avg": restored["exp_avg"],
                                           "exp_avg_sq": restored["exp_avg_sq"]}
                 best, best_sq, going, previous = (restored[k] for k in ("best", "best_sq", "going", "previous"))
-                first = int(restored["counters"][0])
 
             def state(step: int):
                 def tensors():      # built only when a snapshot is due

@@ -13,7 +13,6 @@ of a run's steps (:mod:`attacks.inflight`).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import platform
@@ -150,16 +149,22 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
     return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """CRC-32 of the dtype, shape and bytes of every parameter and buffer, in order: another
-    checkpoint, or the same run trained further, gives another value. Memory layout, device and
-    wrappers without weights of their own (counting, BPDA around the same model) do not matter."""
+def tensors_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """CRC-32 of the dtype, shape and bytes of each tensor, in order; memory layout and device do
+    not matter."""
     digest = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in tensors:
         digest = zlib.crc32(f"{tensor.dtype}{tuple(tensor.shape)}".encode(), digest)
         data = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest = zlib.crc32(data.view(torch.uint8).numpy().tobytes(), digest)
     return f"{digest:08x}"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """:func:`tensors_fingerprint` of every parameter and buffer: another checkpoint, or the same
+    run trained further, gives another value. Wrappers without weights of their own (counting,
+    BPDA around the same model) do not matter."""
+    return tensors_fingerprint([*model.parameters(), *model.buffers()])
 
 
 KEY_WORDS = {"suite": "the suite", "steps": "the suite's attacks", "settings": "the attacks' settings", "eps": "eps",
@@ -474,7 +479,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     examples = KeptExamples(state.path, key, kept)
     if state.clean_done:     # resumed: the examples of the points its earlier runs broke
         number = {label: k for k, label in enumerate(key["steps"])}
-        counted = {f"{number[b['step']]:03d}-{b['first']:08d}" for b in state.batches
+        counted = {KeptExamples.part(number[b["step"]], b["first"]) for b in state.batches
                    if b.get("step") in number and isinstance(b.get("first"), int)}
         examples.restore(family or [], [not r and b != "clean" for r, b in zip(state.robust, state.broken_by)], counted)
 
@@ -503,8 +508,8 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     clean_accuracy = sum(clean_correct) / max(total, 1)
 
     snapshots = inflight.SnapshotFile(state.path, key)
+    notify = getattr(progress, "notify", None)
     for damage in [*([] if snapshots.damaged is None else [snapshots.damaged]), *examples.damaged]:
-        notify = getattr(progress, "notify", None)
         if callable(notify):
             notify(damage)
         else:
@@ -622,8 +627,8 @@ def _view_of(step: SuiteStep, counting: CountingModel, bpda: nn.Module | None) -
 
 def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x: torch.Tensor, y: torch.Tensor,
                        eps: float, norm: str, bpda: nn.Module | None, total: int,
-                       device: torch.device, progress: Progress | None = None,
-                       snapshots: inflight.SnapshotFile | None = None) -> tuple[Flag | None, dict]:
+                       device: torch.device, progress: Progress | None,
+                       snapshots: inflight.SnapshotFile) -> tuple[Flag | None, dict]:
     """The checklist's "more iterations give no gain" (reference note §5.3, item 5): the suite's
     first iterative white-box step, with more steps, on up to ``SANITY_POINTS`` of the points the
     suite left robust (the first by index, so every rank and every rerun draws the same). It is
@@ -644,17 +649,14 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
     working = _working_of(progress)
     progress.attack_started(label, len(rows))
     start, tick, row_list = (counting.forwards, counting.backwards), time.perf_counter(), rows.tolist()
-    saved = None if snapshots is None else snapshots.for_batch(label, row_list)
+    saved = snapshots.for_batch(label, row_list)
     earlier = (saved["forwards"], saved["backwards"], saved["seconds"]) if saved is not None else (0, 0, 0.0)
 
     def so_far() -> tuple[int, int, float]:
         return (earlier[0] + counting.forwards - start[0], earlier[1] + counting.backwards - start[1],
                 earlier[2] + time.perf_counter() - tick)
 
-    resumable = contextlib.nullcontext() if snapshots is None or snapshots.path is None else inflight.tracking(
-        None if saved is None else saved["snapshot"],
-        snapshots.writer(label, row_list, so_far, before=lambda: state.save(force=True)))
-    with work.tracking() as share, resumable:
+    with work.tracking() as share, snapshots.tracking(label, row_list, so_far, before=lambda: state.save(force=True)):
         report = None if working is None else (
             lambda: working(label, 0, len(rows), so_far()[0], sum(state.robust), total, share.read(), so_far()[2]))
         with _heartbeat([counting], report):
@@ -692,11 +694,9 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 forwards, backwards = passes.delta()
                 return earlier[0] + forwards, earlier[1] + backwards, earlier[2] + time.perf_counter() - tick
 
-            # the batches before this one are on disk before its snapshot; no state file: no snapshots
-            resumable = contextlib.nullcontext() if snapshots.path is None else inflight.tracking(
-                None if saved is None else saved["snapshot"],
-                snapshots.writer(step.label, row_list, so_far, before=lambda: state.save(force=True)))
-            with work.tracking() as share, resumable:
+            # the batches before this one are on disk before its snapshot
+            with work.tracking() as share, snapshots.tracking(step.label, row_list, so_far,
+                                                              before=lambda: state.save(force=True)):
                 report = None if working is None else (
                     lambda label=step.label, done=attacked, size=len(rows), share=share, so_far=so_far:
                     working(label, done, size, so_far()[0], sum(state.robust), total, share.read(), so_far()[2]))
@@ -709,7 +709,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             broken_rows = rows[wrong.cpu()]
             if kept is not None:     # the examples are on disk before the state marks their points broken
                 kept[broken_rows] = x_adv[wrong].to(kept.device)
-                examples.add(f"{number:03d}-{row_list[0]:08d}", broken_rows, x_adv[wrong])
+                examples.add(KeptExamples.part(number, row_list[0]), broken_rows, x_adv[wrong])
             for i in broken_rows.tolist():
                 state.robust[i] = False
                 state.broken_by[i] = step.label

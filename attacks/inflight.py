@@ -247,6 +247,15 @@ class SnapshotFile:
         saved = self.saved
         return saved if saved is not None and saved["step"] == step and saved["rows"] == rows else None
 
+    def tracking(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]],
+                 before: Callable[[], None] = lambda: None) -> contextlib.AbstractContextManager:
+        """The attacks run inside resume from this batch's snapshot, if saved, and write theirs
+        (:meth:`writer`); without a state file nothing is snapshotted."""
+        if self.path is None:
+            return contextlib.nullcontext()
+        saved = self.for_batch(step, rows)
+        return tracking(None if saved is None else saved["snapshot"], self.writer(step, rows, counts, before))
+
     def writer(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]],
                before: Callable[[], None] = lambda: None) -> Callable[[dict], None]:
         """Write a snapshot of this batch with its passes and seconds so far (``counts()``), after

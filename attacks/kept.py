@@ -65,9 +65,14 @@ class KeptExamples:
             return None
         return data
 
+    @staticmethod
+    def part(step_number: int, first: int) -> str:
+        """The name of one batch's file: the step's number in the suite and the batch's first point."""
+        return f"{step_number:03d}-{first:08d}"
+
     def add(self, part: str, index: torch.Tensor, x_adv: torch.Tensor) -> None:
-        """Save the examples ``x_adv`` of the points ``index`` broken in one batch (``part`` names it:
-        the step's number and the batch's first point)."""
+        """Save the examples ``x_adv`` of the points ``index`` broken in one batch (``part``: its
+        :meth:`part` name)."""
         if self.folder is None or len(index) == 0:
             return
         data = {"key": self.key, "index": index.to("cpu", torch.int64), "x": x_adv.detach().to("cpu")}

@@ -19,16 +19,9 @@ from torch import nn
 import attacks
 
 from .fileio import atomic_open
+from .rsa_study import predict_labels
 
 FIGURE_POINTS = 8
-
-
-def _predictions(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            out.append(model(x[start:start + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names: tuple[str, ...], model: nn.Module,
@@ -44,7 +37,7 @@ def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names
     rows = torch.tensor(index, dtype=torch.long)
     clean, adversarial = x[rows].float(), x_adv[rows]
     labels = torch.tensor(result.points["label"], dtype=torch.long)[rows]
-    predictions = _predictions(model, adversarial, device)
+    predictions = predict_labels(model, adversarial, device, 256)
     arrays = {"index": rows.numpy(), "clean": clean.numpy(), "adversarial": adversarial.numpy(),
               "label": labels.numpy(), "prediction": predictions.numpy(),
               "attack": np.array([broken_by[i] for i in index], dtype=str),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -331,13 +330,14 @@ class AdversarialSettings:
         return dict(self.__dict__)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+def predict_labels(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    """The model's predicted classes for ``x``, in batches (on the CPU)."""
     out = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             out.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
 def _run_attack(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -363,13 +363,6 @@ def _attack_record(settings: AdversarialSettings, model: nn.Module, surrogate: n
     return record
 
 
-def _image_fingerprint(x: torch.Tensor) -> str:
-    """CRC-32 of the images' dtype, shape and values."""
-    data = x.detach().to("cpu").contiguous()
-    digest = zlib.crc32(f"{data.dtype}{tuple(data.shape)}".encode())
-    return f"{zlib.crc32(data.reshape(-1).view(torch.uint8).numpy().tobytes(), digest):08x}"
-
-
 def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: AdversarialSettings, out: Path,
                         device: torch.device, batch_size: int, surrogate: nn.Module | None = None,
                         progress: ProgressFn = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -383,14 +376,14 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     import attacks
 
     model = model.to(device).eval()
-    labels = _predict(model, x, device, batch_size)
+    labels = predict_labels(model, x, device, batch_size)
     key_file = out / "stimuli" / "settings.json"
     # the stimuli are reused only for the same weights (another checkpoint in the same --out, or the run
     # trained further, makes new ones), the same images and the same attack
-    from attacks.evaluate import model_fingerprint
+    from attacks.evaluate import model_fingerprint, tensors_fingerprint
 
     key = {**_attack_record(settings, model, surrogate), "n": len(x), "shape": list(x.shape),
-           "model": model_fingerprint(model), "images": _image_fingerprint(x),
+           "model": model_fingerprint(model), "images": tensors_fingerprint([x]),
            "surrogate": None if surrogate is None else model_fingerprint(surrogate)}
     cached = {}
     if key_file.is_file():
@@ -430,11 +423,11 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
         with channels_last([fast_model, fast_view, *fast_sources], device):
             white = _run_attack(white_attack, fast_model, x, labels, device, batch_size, progress, "white-box PGD")
             if fast_view is not None:
-                missed = (_predict(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
+                missed = (predict_labels(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
                 if len(missed):
                     retry = _run_attack(white_attack, fast_view, x[missed], labels.cpu()[missed], device, batch_size,
                                         progress, "white-box PGD (BPDA-identity)")
-                    changed = _predict(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
+                    changed = predict_labels(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
                     white[missed[changed]] = retry[changed]
             cached["white"] = white
             cached["black"] = _run_attack(black_attack, fast_model, x, labels, device, batch_size, progress,
@@ -448,7 +441,7 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     variants = {"clean": x, "white": cached["white"], "black": cached["black"]}
     stats: dict[str, Any] = {}
     for v, images in variants.items():
-        pred = _predict(model, images, device, batch_size)
+        pred = predict_labels(model, images, device, batch_size)
         delta = (images - x).flatten(1)
         size = delta.abs().amax(1) if settings.norm == "Linf" else delta.norm(dim=1)
         stats[v] = {"prediction_changed": float((pred != labels).float().mean()),
