@@ -35,6 +35,7 @@ from .core import AttackError, CountingModel, auto_batch_size, model_device
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .kept import KeptExamples
 from .layout import channels_last as channels_last_layout
+from .precision import check_precision, in_precision
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
 from .shard import Shard, gather, owns, resolve_shard
@@ -350,6 +351,7 @@ def evaluate(
     shard: Shard | str | None = "auto",
     channels_last: bool | None = None,
     fold_batchnorm: bool = True,
+    precision: str = "fp32",
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -394,14 +396,18 @@ def evaluate(
     ``surrogates`` (transfer) with each eval-mode batch norm folded into the convolution before it
     (:mod:`attacks.fold`), where a copy gives its module's logits on the first points; the caller's
     modules are not changed.
+
+    ``precision``: ``"fp32"`` (default) or ``"bf16"``: the attacks' passes under bfloat16 autocast,
+    the verdicts in float32, the convergence check in float32 (:mod:`attacks.precision`).
     """
+    check_precision(precision)
     if eps is not None and not isinstance(eps, (int, float)):
         values = [float(e) for e in eps]
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
                             convergence_check=convergence_check, bpda=bpda, gradient_views=gradient_views, shard=shard, channels_last=channels_last,
-                            fold_batchnorm=fold_batchnorm, **suite_context)
+                            fold_batchnorm=fold_batchnorm, precision=precision, **suite_context)
                    for i, (e, p) in enumerate(zip(values, paths))]
         flag = checks.not_monotone_in_eps([(r.eps, r.robust_accuracy) for r in results])
         if flag is not None:
@@ -445,7 +451,7 @@ def evaluate(
         with channels_last_layout(modules, device, channels_last):
             return _evaluate(attacked, x, y, suite, eps, norm, seed, batch_size, device, state_path,
                              progress or _Silent(), keep_examples, sanity_checks, bpda, views, suite_context, parts,
-                             family, convergence_check, fingerprint=fingerprint)
+                             family, convergence_check, fingerprint=fingerprint, precision=precision)
     finally:
         model.train(was_training)
 
@@ -453,7 +459,7 @@ def evaluate(
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
               sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
               family: list[Path] | None = None, convergence_check: bool = True, *,
-              fingerprint: str) -> EvaluationResult:
+              fingerprint: str, precision: str = "fp32") -> EvaluationResult:
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
@@ -471,6 +477,8 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
            "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:
         key["shard"] = list(shard)
+    if precision != "fp32":     # absent for fp32: states written before the setting existed stay valid
+        key["precision"] = precision
     state = _State(Path(state_path) if state_path is not None else None, key, family)
     if state.adopted:
         state.save(force=True)      # this rank's file now holds all that the others knew
@@ -516,7 +524,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
             warnings.warn(damage, stacklevel=2)
     try:
         records = _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-                             shard, snapshots, examples)
+                             shard, snapshots, examples, precision)
     except BaseException:
         state.save(force=True)  # an interrupted evaluation keeps every finished batch
         raise
@@ -545,6 +553,11 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         if "convergence" not in state.checks:
             flag, found = _convergence_check(built, state, counting, x, y, eps, norm, bpda, total, device, progress,
                                              snapshots)
+            if precision != "fp32":   # the check of what a bf16 suite may have missed
+                found["precision"] = "fp32"
+                if flag is not None:
+                    flag = replace(flag, message=f"{flag.message}; the suite ran in {precision} and this check in "
+                                                 "fp32: evaluate in fp32 (--precision fp32) for numbers to report")
             state.keep_check("convergence", {"flags": [] if flag is None else [asdict(flag)], "result": found})
         flags.extend(Flag(**f) for f in state.checks["convergence"]["flags"])
         convergence = state.checks["convergence"]["result"]
@@ -560,7 +573,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
-        convergence=convergence, x_adv=kept,
+        convergence=convergence, x_adv=kept, precision=precision,
     )
 
 
@@ -668,7 +681,8 @@ def _convergence_check(built: Suite, state: "_State", counting: CountingModel, x
 
 
 def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda, progress, kept, total,
-               shard: Shard, snapshots: inflight.SnapshotFile, examples: KeptExamples) -> list[AttackRecord]:
+               shard: Shard, snapshots: inflight.SnapshotFile, examples: KeptExamples,
+               precision: str = "fp32") -> list[AttackRecord]:
     records: list[AttackRecord] = []
     for number, step in enumerate(built.steps):
         done = set(state.attacked.get(step.label, []))
@@ -677,6 +691,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
         view_counter = CountingModel(view) if view is not counting else None
         if view_counter is not None:
             view = view_counter
+        view = in_precision(view, precision)   # the verdicts below stay float32: counting(x_adv)
         progress.attack_started(step.label, len(todo) + len(done))
         attacked = len(done)
         working = _working_of(progress)

@@ -29,7 +29,8 @@ def convergence_words(check: dict[str, Any] | None) -> str:
     if not check.get("points"):
         return f"nothing to check: {check['attack']} and the rest of the suite left no point robust"
     steps = check.get("probe", {}).get("steps")
-    return (f"{check['attack']} with {steps} steps on {check['points']} of the {check['survivors']} robust points "
+    precision = f" in {check['precision']}" if check.get("precision") else ""   # set where the suite ran in another
+    return (f"{check['attack']}{precision} with {steps} steps on {check['points']} of the {check['survivors']} robust points "
             f"broke {check['broken']} (robust accuracy overstated by about "
             f"{100 * check['estimated_overstatement']:.1f} points)")
 
@@ -79,6 +80,7 @@ class EvaluationResult:
     points: dict[str, list[Any]]
     versions: dict[str, str]
     convergence: dict[str, Any] | None = None  # the more-steps probe (attacks.checks.more_steps_gain), if run
+    precision: str = "fp32"  # what the attacks computed in (attacks.precision); verdicts are always float32
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
 
     def to_dict(self) -> dict[str, Any]:

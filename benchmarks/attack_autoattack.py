@@ -5,10 +5,12 @@ verdicts compared (how many points each leaves robust, and how many verdicts dif
 Default: the AutoAttack package's CIFAR-10 ResNet-18 on the 20 shipped CIFAR-10 test images
 (+ their horizontal flips, repeated to ``--n``), at each eps of ``--eps``; or ``--checkpoint``.
 
-    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255] [--unfolded]
+    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255] [--unfolded] [--bf16]
 
 ``--unfolded`` also times ours without folding the batch norms into the convolutions
-(``fold_batchnorm=False``) and compares its verdicts with the folded run's.
+(``fold_batchnorm=False``) and compares its verdicts with the folded run's. ``--bf16`` also times
+ours with the attacks in bf16 (``precision="bf16"``, verdicts in fp32) and compares its verdicts
+with the reference's and with our fp32 run's.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--checkpoint")
     parser.add_argument("--unfolded", action="store_true", help="also time ours with fold_batchnorm=False")
+    parser.add_argument("--bf16", action="store_true", help="also time ours with precision='bf16'")
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
@@ -43,9 +46,13 @@ def main() -> None:
     print(f"AutoAttack standard benchmark: {what}, {len(y)} points, {args.norm}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
     extra = " ours unfolded s | fold gain | verdicts differing folded vs unfolded |" if args.unfolded else ""
+    if args.bf16:
+        extra += (" ours bf16 s | ratio vs pyautoattack | robust ours bf16 | verdicts differing bf16 vs pyautoattack |"
+                  " bf16 vs ours fp32 |")
     print("| device | eps | pyautoattack s | ours s | ratio | robust pyautoattack | robust ours | verdicts differing |"
           + extra)
-    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.unfolded else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.unfolded else "")
+          + ("---:|---:|---:|---:|---:|" if args.bf16 else ""))
     for device_name in args.devices.split(","):
         device = torch.device(device_name)
         model = model.to(device).eval()
@@ -67,10 +74,11 @@ def main() -> None:
             with torch.no_grad():
                 robust_ref = (model(x_ref).argmax(1) == yd).cpu()
 
-            def ours(fold: bool) -> tuple[float, torch.Tensor]:
+            def ours(fold: bool, precision: str = "fp32") -> tuple[float, torch.Tensor]:
                 started = time.perf_counter()
                 result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm,
-                                          batch_size=args.batch_size, sanity_checks=False, fold_batchnorm=fold)
+                                          batch_size=args.batch_size, sanity_checks=False, fold_batchnorm=fold,
+                                          precision=precision)
                 sync(device)
                 return time.perf_counter() - started, torch.tensor(result.points["robust"])
 
@@ -81,6 +89,10 @@ def main() -> None:
             if args.unfolded:
                 t_plain, robust_plain = ours(False)
                 row += f" {t_plain:.1f} | {t_plain / t_ours:.2f} | {int((robust_plain != robust_ours).sum())} |"
+            if args.bf16:
+                t_bf16, robust_bf16 = ours(True, "bf16")
+                row += (f" {t_bf16:.1f} | {t_ref / t_bf16:.2f} | {int(robust_bf16.sum())} | "
+                        f"{int((robust_bf16 != robust_ref).sum())} | {int((robust_bf16 != robust_ours).sum())} |")
             print(row)
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 import attacks
 from attacks import AttackError, ModelOutputError
+from attacks.precision import PRECISIONS, slow_here
 
 from . import distributed
 from .device import resolve_device
@@ -206,11 +207,12 @@ def _safe(text: str) -> str:
 
 
 def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: int, data: str = "",
-                 checkpoint: str = "") -> str:
+                 checkpoint: str = "", precision: str = "fp32") -> str:
     """The results file's name: every setting that changes the numbers and that a rerun must not mix
-    up (``data``: only when it is not the model's own; ``checkpoint``: only when not the run's last.pt)."""
+    up (``data``: only when it is not the model's own; ``checkpoint``: only when not the run's last.pt;
+    ``precision``: only when not fp32)."""
     eps_text = "default" if eps is None else "_".join(attacks.eps_label(e, norm).replace("/", "-") for e in eps)
-    extra = "".join(f"-{_safe(part)}" for part in (data, checkpoint) if part)
+    extra = "".join(f"-{_safe(part)}" for part in (data, checkpoint, "" if precision == "fp32" else precision) if part)
     return f"{_safe(suite)}-{norm}-{eps_text}-n{n}-seed{seed}{extra}"
 
 
@@ -230,6 +232,7 @@ class AttackRun:
     eot: int = 0
     convergence_check: bool = True
     save_examples: bool = False     # the broken points' adversarial examples, as .npz and a figure (examples_out)
+    precision: str = "fp32"         # what the attacks compute in (attacks.precision); verdicts stay float32
 
     def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
@@ -238,6 +241,9 @@ class AttackRun:
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                            f"got '{self.precision}'")
         if self.suite == "transfer" and not is_jpegdl(self.target.model):
             raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
                             "layer; for other models use robust-kd transfer --source A,B --target C,D")
@@ -248,7 +254,11 @@ class AttackRun:
         device = resolve_device(self.device)
         name = suite_name(self.suite)
         other_data = points.data if self.data is not None and self.data != self.target.data else ""
-        stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed, other_data, self.target.checkpoint_tag)
+        stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed, other_data, self.target.checkpoint_tag,
+                            self.precision)
+        slow = slow_here(self.precision, device)
+        if slow is not None:
+            notify(slow)
         out_dir = self.target.results_dir
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
@@ -292,7 +302,8 @@ class AttackRun:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, keep_examples=self.save_examples, convergence_check=self.convergence_check, **({"eot": self.eot} if self.eot else {}), **variant.context)
+                                        progress=progress, keep_examples=self.save_examples, convergence_check=self.convergence_check,
+                                        precision=self.precision, **({"eot": self.eot} if self.eot else {}), **variant.context)
             except RuntimeError as err:
                 if not out_of_device_memory(err):
                     raise
@@ -327,6 +338,7 @@ class AttackRun:
             "norm": self.norm,
             "seed": self.seed,
             "device": str(device),
+            "precision": self.precision,
             "processes": distributed.world_size(),
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),

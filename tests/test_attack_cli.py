@@ -161,6 +161,24 @@ def test_convergence_check_is_printed_and_can_be_skipped(capsys, trained_runs, t
     assert json.loads(out)["evaluations"][0]["convergence"] is None and "convergence [" not in out
 
 
+def test_bf16_attacks_get_their_own_results_file_and_say_so(capsys, trained_runs, monkeypatch):
+    from attacks import precision as precision_module
+
+    monkeypatch.setattr(precision_module, "_cpu_flags", lambda: {"avx2"})   # as on a CPU without bf16 units
+    args = ["attack", "--model", "resnet8", "--suite", "fast", "--n", "8", "--runs-dir", str(trained_runs)]
+    code, out, err = run(capsys, *args, "--precision", "bf16")
+    assert code == 0, err
+    assert "attacks in bf16, verdicts in fp32" in out and "bf16 attacks run slower than fp32 here" in err
+    results = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    assert results.name.endswith("-bf16.json")
+    content = json.loads(results.read_text())
+    assert content["precision"] == "bf16" and content["evaluations"][0]["precision"] == "bf16"
+    assert content["evaluations"][0]["convergence"]["precision"] == "fp32"
+    code, out, err = run(capsys, *args, "--json")    # fp32 beside it: no clash with the bf16 state
+    assert code == 0, err
+    assert json.loads(out)["precision"] == "fp32"
+
+
 def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
     out_file = tmp_path / "matrix.json"
     code, out, err = run(capsys, "transfer", "--source", "resnet8,jpegdl_resnet8", "--target", "resnet8,jpegdl_resnet8",
@@ -322,6 +340,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
     (["--model", "resnet8", "--norm", "linf", "--eps", "3"], r"--eps 3 is out of range for Linf"),   # any case
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
+    (["--model", "resnet8", "--precision", "fp16"], r"'fp16' is not one of 'fp32', 'bf16'"),
     (["--model", "resnet8", "--data", "embedded"], r"takes 3-channel images but embedded has 1"),
     (["--model", "resnet9"], r"neither a checkpoint, a run folder nor a model name \(did you mean"),
     (["--model", "resnet32x4"], r"no trained resnet32x4 under .*robust-kd train --model resnet32x4"),

@@ -152,11 +152,14 @@ class _VariantProgress:
 @click.option("--save-examples", is_flag=True,
               help="Also write the broken points' adversarial examples beside the results: "
                    "<results>.<variant>.<eps>.examples.npz and a figure of the first eight (.png).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="What the attacks compute in. bf16 is 2-3x faster per pass on GPUs and on CPUs with AMX or "
+                   "AVX512-BF16; verdicts are still decided in fp32, and the convergence check runs in fp32.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
            data_root: str | None, batch_size: int | None, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
-           convergence_check: bool, save_examples: bool, list_suites: bool, as_json: bool) -> None:
+           convergence_check: bool, save_examples: bool, precision: str, list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
     Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
@@ -179,7 +182,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
-                    fresh, eot, convergence_check, save_examples)
+                    fresh, eot, convergence_check, save_examples, precision)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:
@@ -203,6 +206,11 @@ def _pct(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _precision_words(content: dict[str, Any]) -> str:
+    precision = content.get("precision", "fp32")
+    return "" if precision == "fp32" else f", attacks in {precision}, verdicts in fp32"
+
+
 def _print_results(content: dict[str, Any]) -> None:
     import attacks
 
@@ -212,7 +220,7 @@ def _print_results(content: dict[str, Any]) -> None:
         rows.append((e["variant"], e["eps"], e["n_examples"], _pct(e["clean_acc"]), _pct(acc),
                      f"{e['seconds']:.1f}", len(e["flags"])))
     print_table(f"{content['name']} · suite {content['suite']} · {content['norm']} · {content['data']['name']} "
-                f"(seed {content['seed']}, {content['device']})",
+                f"(seed {content['seed']}, {content['device']}{_precision_words(content)})",
                 ["variant", "eps", "points", "clean %", "robust %", "seconds", "flags"], rows,
                 right=("points", "clean %", "robust %", "seconds", "flags"))
     attack_rows = []

@@ -118,6 +118,11 @@ def _evaluations(run: RunRecord):
             yield result, ev
 
 
+def _precision_note(ev: dict) -> str:
+    precision = ev.get("precision", "fp32")
+    return "" if precision == "fp32" else f"; attacks in {precision}"
+
+
 def robustness_section(data: ReportData) -> Section | None:
     rows, breakdown, flags, checked = [], [], [], []
     for run in data.runs:
@@ -126,7 +131,7 @@ def robustness_section(data: ReportData) -> Section | None:
             d = result.get("data", {})
             rows.append([run.name, variant, result.get("suite", ""), ev.get("norm", ""), ev.get("eps", ""),
                          d.get("name", ""), ev.get("n_examples", ""), ev.get("seed", ""), pct(ev.get("clean_acc")),
-                         pct(robust_value(ev)), ev.get("device", "")])
+                         pct(robust_value(ev)), ev.get("device", "") + _precision_note(ev)])
             breakdown.append((run.name, variant, str(result.get("suite", "")), ev.get("eps", ""),
                               ev.get("attacks", []), pct(robust_value(ev))))
             if ev.get("convergence"):

@@ -1,0 +1,74 @@
+"""The precision an evaluation's attacks compute in.
+
+``fp32`` (the default) is the reference tools' precision. ``bf16`` runs every attack's forward and
+backward passes under bfloat16 autocast, which is 2-3× faster per pass where the hardware has
+bf16 matrix units (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX). The verdicts stay
+float32: :func:`attacks.evaluate` decides the clean accuracy and whether each adversarial example
+is misclassified with the model itself, so a point counts as broken only when float32 agrees. What
+bf16 can change is which examples the attacks find: its gradients and the losses the attacks
+compare are rounded to 8 bits of mantissa. The convergence check therefore runs in float32 in a
+bf16 evaluation, on points the suite left robust, and its ``not_converged`` flag says when a
+float32 attack breaks points the bf16 suite did not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .core import AttackError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise AttackError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    return precision
+
+
+class Autocast(nn.Module):
+    """``module`` run under autocast to ``dtype``, giving float32 logits (the losses stay float32)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = self.module(x)
+        return out.float()
+
+
+def in_precision(module: nn.Module, precision: str) -> nn.Module:
+    """``module`` as the attacks of a ``precision`` evaluation see it."""
+    dtype = PRECISIONS[check_precision(precision)]
+    return module if dtype is None else Autocast(module, dtype)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def slow_here(precision: str, device: torch.device) -> str | None:
+    """Why ``precision`` would be slower than float32 on ``device``, or None."""
+    if PRECISIONS[check_precision(precision)] is None:
+        return None
+    if device.type == "cuda":
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            return "this GPU has no bf16 support: bf16 attacks run slower than fp32 here; use --precision fp32"
+        return None
+    if device.type == "cpu":
+        flags = _cpu_flags()
+        if flags and not flags & {"avx512_bf16", "amx_bf16"}:
+            return ("this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 attacks run slower than fp32 "
+                    "here; use --precision fp32")
+    return None
