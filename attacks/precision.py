@@ -7,8 +7,8 @@ float32: :func:`attacks.evaluate` decides the clean accuracy and whether each ad
 is misclassified with the model itself, so a point counts as broken only when float32 agrees. What
 bf16 can change is which examples the attacks find: its gradients and the losses the attacks
 compare are rounded to 8 bits of mantissa. The convergence check therefore runs in float32 in a
-bf16 evaluation, on points the suite left robust, and its ``not_converged`` flag says when a
-float32 attack breaks points the bf16 suite did not.
+bf16 evaluation, on up to 32 points the suite left robust: its ``not_converged`` flag fires when a
+float32 attack breaks enough of them to move the robust accuracy by more than half a point.
 """
 
 from __future__ import annotations
