@@ -60,14 +60,21 @@ def test_a_bf16_evaluation_decides_every_verdict_in_float32():
 
 def test_bf16_attacks_run_under_autocast_and_the_convergence_check_does_not(tiny_classifier):
     model, x, y = tiny_classifier
-    recorder = _Recorder(model)
-    result = attacks.evaluate(recorder, x[:48], y[:48], "fast", eps=0.1, precision="bf16", fold_batchnorm=False)
-    with_grad = [autocast for autocast, grad in recorder.calls if grad]
-    assert any(with_grad) and not all(with_grad)    # the attacks' passes in bf16; gradient checks, probe in fp32
+
+    def fp32_and_bf16_gradient_passes(**options) -> tuple[int, int, attacks.EvaluationResult]:
+        recorder = _Recorder(model)
+        result = attacks.evaluate(recorder, x[:48], y[:48], "fast", eps=0.1, fold_batchnorm=False, **options)
+        with_grad = [autocast for autocast, grad in recorder.calls if grad]
+        return with_grad.count(False), with_grad.count(True), result
+
+    fp32_passes, bf16_passes, _ = fp32_and_bf16_gradient_passes(precision="bf16", sanity_checks=False)
+    assert fp32_passes == 0 and bf16_passes > 0                     # the suite's attacks: all in bf16
+    fp32_unchecked, _, _ = fp32_and_bf16_gradient_passes(precision="bf16", convergence_check=False)
+    fp32_checked, _, result = fp32_and_bf16_gradient_passes(precision="bf16")
+    assert fp32_checked > fp32_unchecked                            # the convergence check adds fp32 passes
     assert result.convergence["precision"] == "fp32" and result.to_dict()["precision"] == "bf16"
-    recorder.calls.clear()
-    plain = attacks.evaluate(recorder, x[:48], y[:48], "fast", eps=0.1, fold_batchnorm=False)
-    assert not any(autocast for autocast, _ in recorder.calls)
+    fp32_passes, bf16_passes, plain = fp32_and_bf16_gradient_passes()
+    assert bf16_passes == 0 and fp32_passes > 0
     assert plain.precision == "fp32" and "precision" not in plain.convergence
 
 
