@@ -23,7 +23,7 @@ from torch import nn
 
 import attacks
 from attacks import AttackError, ModelOutputError
-from attacks.precision import PRECISIONS, slow_here
+from attacks.precision import check_precision, slow_here
 
 from . import distributed
 from .device import resolve_device
@@ -241,9 +241,10 @@ class AttackRun:
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                            f"got '{self.precision}'")
+        try:
+            check_precision(self.precision)
+        except AttackError as err:
+            raise UserError(f"--{err}") from None
         if self.suite == "transfer" and not is_jpegdl(self.target.model):
             raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
                             "layer; for other models use robust-kd transfer --source A,B --target C,D")
