@@ -13,6 +13,7 @@ of a run's steps (:mod:`attacks.inflight`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import platform
@@ -116,6 +117,7 @@ class _Silent:
     def attack_finished(self, record: AttackRecord, robust: int, total: int) -> None: ...
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -126,6 +128,12 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def _computed_by() -> str:
+    """The versions whose code decides a verdict, as each batch of a state records them."""
+    found = _versions()
+    return f"robust-kd {found.get('robust-kd', 'unknown')} with torch {found['torch']}"
 
 
 def _device_name(device: torch.device) -> str:
@@ -281,6 +289,7 @@ class _State:
         self.flags: list[dict[str, Any]] = []
         self.checks: dict[str, Any] = {}   # the checks after the suite: {name: {"flags": [...], ...}}
         self.clean_done = False
+        self.clean_by: str | None = None   # the versions of the clean pass (older files: unknown)
         self.adopted = False
         self.seconds_now = 0.0      # attack time of this process's own batches in this run
         self.last_save = 0.0
@@ -298,26 +307,33 @@ class _State:
         self.flags = states[0]["flags"]
         self.checks = next((d["checks"] for d in states if _checks_well_formed(d.get("checks"))), {})
         self.clean_done = True
+        self.clean_by = next((d["clean_by"] for d in states if isinstance(d.get("clean_by"), str)), None)
         self.adopted = [p for p, _ in found] != [path]     # it knows more than its own file holds
 
     def add_batch(self, step: str, rows: list[int], shard: Shard, earlier_seconds: float = 0.0, **counts: Any) -> None:
         """``earlier_seconds``: the part of the batch's seconds spent by an earlier run (resumed from a
         snapshot of the batch, :mod:`attacks.inflight`)."""
-        self.batches.append({"step": step, "first": rows[0], "shard": list(shard), **counts})
+        self.batches.append({"step": step, "first": rows[0], "shard": list(shard), **counts, "by": _computed_by()})
         self.seconds_now += counts.get("seconds", 0.0) - earlier_seconds
         self.attacked.setdefault(step, []).extend(rows)
 
     def keep_check(self, name: str, outcome: dict[str, Any]) -> None:
         """Keep a check's outcome, as JSON gives it back (a rerun then returns the very same values)."""
-        self.checks[name] = json.loads(json.dumps(outcome, default=str))
+        self.checks[name] = json.loads(json.dumps({**outcome, "by": _computed_by()}, default=str))
         self.save(force=True)
+
+    def computed_by(self) -> list[str]:
+        """Every distinct set of versions that computed part of this evaluation (older files did not
+        record them: their parts are left out)."""
+        found = [self.clean_by, *(b.get("by") for b in self.batches), *(c.get("by") for c in self.checks.values())]
+        return sorted({v for v in found if isinstance(v, str)})
 
     def save(self, force: bool = False) -> None:
         if self.path is None or (not force and time.monotonic() - self.last_save < 2.0):
             return
         _write_json(self.path, {"key": self.key, "robust": self.robust, "broken_by": self.broken_by,
                                 "attacked": self.attacked, "batches": self.batches, "flags": self.flags,
-                                "clean_done": self.clean_done, "checks": self.checks})
+                                "clean_done": self.clean_done, "clean_by": self.clean_by, "checks": self.checks})
         self.last_save = time.monotonic()
 
 
@@ -510,6 +526,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
                 if flag is not None:
                     flags.append(flag)
         state.clean_done = True
+        state.clean_by = _computed_by()
         state.flags = [asdict(f) for f in flags]
         state.save(force=True)
     clean_correct = [b is None or b != "clean" for b in state.broken_by]
@@ -562,6 +579,12 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         flags.extend(Flag(**f) for f in state.checks["convergence"]["flags"])
         convergence = state.checks["convergence"]["result"]
     snapshots.clear()      # one left of a batch that no longer runs (e.g. another --batch-size)
+    computed_with = state.computed_by()
+    if len(computed_with) > 1:
+        flags.append(Flag("resumed_across_versions",
+                          f"parts of this evaluation were computed by different versions ({'; '.join(computed_with)}): "
+                          "start over (--fresh, or delete its state file) for numbers from one version",
+                          {"versions": computed_with}))
     robust = sum(state.robust) / max(total, 1)
     return EvaluationResult(
         suite=built.name, norm=norm, eps=eps, seed=seed, batch_size=batch_size, n_examples=total,
@@ -573,7 +596,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
-        convergence=convergence, x_adv=kept, precision=precision,
+        convergence=convergence, x_adv=kept, precision=precision, computed_with=computed_with,
     )
 
 

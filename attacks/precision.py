@@ -49,6 +49,12 @@ def in_precision(module: nn.Module, precision: str) -> nn.Module:
     return module if dtype is None else Autocast(module, dtype)
 
 
+def like(module: nn.Module, seen: nn.Module) -> nn.Module:
+    """``module`` in the precision ``seen`` computes in: an attack that makes its examples on other
+    models than the one it is given (transfer's surrogates) runs them as the evaluation runs that one."""
+    return Autocast(module, seen.dtype) if isinstance(seen, Autocast) else module
+
+
 def _cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()

@@ -81,6 +81,7 @@ class EvaluationResult:
     versions: dict[str, str]
     convergence: dict[str, Any] | None = None  # the more-steps probe (attacks.checks.more_steps_gain), if run
     precision: str = "fp32"  # what the attacks computed in (attacks.precision); verdicts are always float32
+    computed_with: list[str] = field(default_factory=list)  # the versions that computed its parts (a resumed one may have several)
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
 
     def to_dict(self) -> dict[str, Any]:

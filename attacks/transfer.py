@@ -22,6 +22,7 @@ from . import work
 from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last
+from .precision import check_precision, in_precision, like
 from .suites import register_attack
 
 
@@ -68,8 +69,8 @@ class Transfer(Attack):
         ensemble = Ensemble(list(self.surrogates)).to(x.device)
         training = [m.training for m in ensemble.members]
         ensemble.eval()
-        try:
-            return craft(ensemble, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+        try:     # in a bf16 evaluation the surrogates run in bf16 too (the verdict on the target stays float32)
+            return craft(like(ensemble, model), x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                          alpha=self.alpha if self.alpha is not None else 1.25 * self.eps / self.steps,
                          momentum=self.momentum, loss=self.loss)
         finally:
@@ -96,13 +97,16 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, nor
 
 def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor,
                     y: torch.Tensor, *, eps: float, norm: str = "Linf", steps: int = 20, momentum: float = 1.0,
-                    batch_size: int | None = None, progress=None) -> dict:
+                    batch_size: int | None = None, progress=None, precision: str = "fp32") -> dict:
     """Success rate of examples made on each source (white-box on it) against each target.
 
     A cell counts the points the target classifies correctly on clean input and the share of them
     the source's examples make it misclassify. The diagonal is the white-box success rate.
     ``batch_size``: ``None`` (default) by the source's device (:data:`attacks.core.AUTO_BATCH_SIZE`).
+    ``precision``: what the sources compute in while the examples are made (:mod:`attacks.precision`);
+    the targets judge them in float32.
     """
+    check_precision(precision)
     if norm not in ("Linf", "L2"):
         raise AttackError(f"norm must be Linf or L2, got '{norm}'")
     if batch_size is not None and batch_size < 1:
@@ -118,7 +122,7 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         with channels_last([fast_source], device):
             for start in range(0, len(y), size):
                 xb, yb = x[start:start + size].to(device), y[start:start + size].to(device)
-                made.append(craft(fast_source, xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
+                made.append(craft(in_precision(fast_source, precision), xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
                                   momentum=momentum, loss="ce").cpu())
                 if progress is not None:
                     progress(source_name, min(start + size, len(y)), len(y))
@@ -140,5 +144,5 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
             row[target_name] = {"points": attacked, "broken": broken,
                                 "success_rate": broken / attacked if attacked else 0.0}
         cells[source_name] = row
-    return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "n_examples": len(y),
+    return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "precision": precision, "n_examples": len(y),
             "sources": list(sources), "targets": list(targets), "cells": cells}

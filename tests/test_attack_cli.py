@@ -231,11 +231,15 @@ def test_transfer_bad_input_is_one_line_and_settings_get_their_own_file(capsys, 
         code, _, err = run(capsys, *base, *extra)
         assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err, err
     names = set()
-    for extra in ([], ["--steps", "5"]):
+    for extra in ([], ["--steps", "5"], ["--precision", "bf16"]):
         code, out, err = run(capsys, *base, *extra)
         assert code == 0, err
         names.add(out.strip().splitlines()[-1].removeprefix("matrix: "))
-    assert len(names) == 2 and any(name.endswith("-steps5.json") for name in names)
+    assert len(names) == 3 and any(name.endswith("-steps5.json") for name in names)
+    bf16 = next(name for name in names if name.endswith("-bf16.json"))
+    assert json.loads(Path(bf16).read_text())["precision"] == "bf16" and "made in bf16" in out
+    code, _, err = run(capsys, *base, "--precision", "fp16")
+    assert code == 2 and "'fp16' is not one of 'fp32', 'bf16'" in err and "Traceback" not in err, err
 
 
 def test_norm_is_shown_and_taken_in_its_own_spelling_and_any_case(capsys):

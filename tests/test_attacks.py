@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -294,6 +295,51 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
         state.write_bytes(damage)
         with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
+
+
+def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tmp_path, monkeypatch):
+    evaluate_module = importlib.import_module("attacks.evaluate")
+    model, x, y = tiny_classifier
+    x, y = x[:64], y[:64]
+
+    class StopMidway:
+        def attack_started(self, label, points): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def points_done(self, label, done, robust, total):
+            if label == "pgd-20" and done >= 32:
+                raise _Interrupt
+
+    def run(state, **extra):
+        return attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False,
+                                **extra)
+
+    one_go = run(tmp_path / "one.json")
+    assert len(one_go.computed_with) == 1 and one_go.computed_with[0].startswith("robust-kd ")
+    assert "resumed_across_versions" not in [f.code for f in one_go.flags]
+    assert run(tmp_path / "one.json").computed_with == one_go.computed_with     # a rerun computes nothing
+
+    state = tmp_path / "state.json"
+    with pytest.raises(_Interrupt):
+        run(state, progress=StopMidway())
+    saved = json.loads(state.read_text())
+    monkeypatch.setattr(evaluate_module, "_computed_by", lambda: "robust-kd 9.9 with torch 9.9")
+    resumed = run(state)
+    assert resumed.points == one_go.points      # the flag says how it was computed; verdicts are the same
+    assert resumed.computed_with == sorted([one_go.computed_with[0], "robust-kd 9.9 with torch 9.9"])
+    flag = next(f for f in resumed.flags if f.code == "resumed_across_versions")
+    assert "robust-kd 9.9 with torch 9.9" in flag.message and "--fresh" in flag.message
+    assert resumed.to_dict()["computed_with"] == resumed.computed_with
+
+    # a state written before versions were recorded: its parts are unnamed, nothing is flagged
+    del saved["clean_by"]
+    for batch in saved["batches"]:
+        del batch["by"]
+    state.write_text(json.dumps(saved))
+    from_old = run(state)
+    assert from_old.points == one_go.points
+    assert from_old.computed_with == ["robust-kd 9.9 with torch 9.9"]
+    assert "resumed_across_versions" not in [f.code for f in from_old.flags]
 
 
 def test_default_batch_size_is_by_device_and_never_changes_a_verdict(tiny_classifier):

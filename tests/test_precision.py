@@ -117,3 +117,29 @@ def test_a_bf16_evaluation_that_the_fp32_check_improves_on_says_to_use_fp32(tiny
     assert result.convergence["broken"] > 0 and result.convergence["precision"] == "fp32"
     assert flag.message.endswith("evaluate in fp32 (--precision fp32) for numbers to report")
     assert "in fp32 with 10 steps" in attacks.convergence_words(result.convergence)
+
+
+def test_transfer_surrogates_compute_in_the_evaluations_precision(tiny_classifier):
+    """A bf16 evaluation makes its transfer examples on bf16 surrogates; a transfer matrix in bf16
+    crafts on bf16 sources and judges on the targets in float32."""
+    model, x, y = tiny_classifier
+
+    def surrogate_passes(precision: str) -> list[bool]:
+        surrogate = _Recorder(model)
+        attacks.evaluate(model, x[:24], y[:24], "transfer", eps=0.05, surrogates={"twin": surrogate}, precision=precision,
+                         sanity_checks=False, fold_batchnorm=False)
+        return [autocast for autocast, grad in surrogate.calls if grad]
+
+    assert surrogate_passes("bf16") and all(surrogate_passes("bf16"))
+    assert surrogate_passes("fp32") and not any(surrogate_passes("fp32"))
+
+    source, target = _Recorder(model), _Recorder(model)
+    matrix = attacks.transfer_matrix({"source": source}, {"target": target}, x[:24], y[:24], eps=0.05, precision="bf16")
+    assert source.calls and all(autocast for autocast, _ in source.calls)
+    assert target.calls and not any(autocast for autocast, _ in target.calls)
+    assert matrix["precision"] == "bf16"
+    fp32 = attacks.transfer_matrix({"source": model}, {"target": model}, x[:24], y[:24], eps=0.05)
+    # the rounding may move a point near the boundary, not the success rate as a whole
+    assert abs(matrix["cells"]["source"]["target"]["success_rate"] - fp32["cells"]["source"]["target"]["success_rate"]) <= 0.15
+    with pytest.raises(attacks.AttackError, match="precision must be one of"):
+        attacks.transfer_matrix({"source": model}, {"target": model}, x[:4], y[:4], eps=0.05, precision="fp16")

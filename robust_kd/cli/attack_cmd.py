@@ -277,10 +277,13 @@ def _print_catalogue() -> None:
 @click.option("--jpeg-gradient", type=click.Choice(["identity", "soft"]), default="identity", show_default=True,
               help="How a JPEG-DL source is differentiated: its JPEG layer as the identity (BPDA), or through the "
                    "soft quantizer, whose gradients mislead (2-3x lower success measured).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="What the sources compute in while the examples are made (bf16: autocast, faster where the "
+                   "hardware has bf16 units); the targets judge them in fp32.")
 @click.option("--json", "as_json", is_flag=True)
 def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int, n: int, data: str | None,
              data_root: str | None, batch_size: int | None, device: str, runs_dir: str, out: str | None, jpeg_gradient: str,
-             as_json: bool) -> None:
+             precision: str, as_json: bool) -> None:
     """Transfer matrix: success rate of examples made on each source against each target.
 
     Example: robust-kd transfer --source resnet32x4,resnet8x4 --target resnet8x4,jpegdl_resnet8x4 --n 200
@@ -315,6 +318,9 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
         raise UserError("--eps takes one value for a transfer matrix")
     check_eps(eps_values, norm, int(points.x[0].numel()))
     dev = resolve_device(device)
+    slow = attacks.precision.slow_here(precision, dev)
+    if slow:
+        console.stderr().print(slow, markup=False)
     models = {name: t.model.to(dev).eval() for name, t in resolved.items()}
     sources_as_crafted = {name: transfer_source(models[name], jpeg_gradient) for name in source_names}
     crafted_on = {name: module.to(dev).eval() for name, (module, _) in sources_as_crafted.items()}
@@ -331,19 +337,21 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
 
     matrix = attacks.transfer_matrix(crafted_on, {t: models[t] for t in target_names},
                                      points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, progress=progress, precision=precision)
     matrix.update({"data": points.data, "device": str(dev), "source_gradients": source_gradients,
                    "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
     path = Path(out) if out else Path(runs_dir) / "transfer" / (
         f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
         f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
-        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}.json")
+        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
+        f"{'' if precision == 'fp32' else f'-{precision}'}.json")
     write_json(path, matrix)
     if as_json:
         print_json(matrix)
         return
     print_table(f"transfer success rate % ({norm}, eps {attacks.eps_label(eps_values[0], norm)}, "
-                f"{len(points.y)} points of {points.data}; rows: source, columns: target; diagonal: white-box)",
+                f"{len(points.y)} points of {points.data}{'' if precision == 'fp32' else f', made in {precision}'}; "
+                "rows: source, columns: target; diagonal: white-box)",
                 ["source \\ target", *target_names],
                 [(s, *(f"{100 * matrix['cells'][s][t]['success_rate']:.1f}" for t in target_names)) for s in source_names],
                 right=tuple(target_names))

@@ -24,6 +24,7 @@ FLAG_WORDS = {
     "non_deterministic": "the model gave different outputs for the same input",
     "adversarial_examples_outside_the_ball": "an adversarial example left the eps-ball or [0, 1]",
     "not_converged": "the suite's first attack with 5x the steps broke points the suite left robust: not converged",
+    "resumed_across_versions": "parts of the evaluation were computed by different versions of robust-kd or torch",
 }
 
 
@@ -249,6 +250,7 @@ def transfer_section(data: ReportData) -> Section | None:
         caption = (f"Transfer success rate (%) of MI-FGSM-{t.get('steps', '')} examples, {t.get('norm')} eps "
                    f"{eps_text(t.get('eps'), t.get('norm'))}, "
                    f"{t.get('n_examples')} points of {t.get('data')}, {t.get('device')}"
+                   + ("" if t.get("precision", "fp32") == "fp32" else f", made in {t['precision']}")
                    + _jpeg_source_note(t.get("source_gradients") or {}))
         blocks.append(Figure(f"transfer_{k}.png", figures.heatmap(matrix, [short[s] for s in sources],
                                                                   [short[g] for g in targets], caption, "success (%)",
