@@ -762,11 +762,18 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
             attacked += len(rows)
             progress.points_done(step.label, attacked, sum(state.robust), total)
         record = _step_record(step.label, step.attack.describe(), state.batches)
-        record.robust_accuracy_after = sum(state.robust) / max(total, 1)
+        robust_after = _robust_after(state.broken_by, {s.label for s in built.steps[:number + 1]})
+        record.robust_accuracy_after = robust_after / max(total, 1)
         state.save(force=True)
         records.append(record)
-        progress.attack_finished(record, sum(state.robust), total)
+        progress.attack_finished(record, robust_after, total)
     return records
+
+
+def _robust_after(broken_by: list[str | None], steps_so_far: set[str]) -> int:
+    """The points still robust after the steps ``steps_so_far``: from each point's verdict, not from
+    the state now, since a resumed evaluation may already hold the verdicts of the steps after them."""
+    return sum(1 for b in broken_by if b is None or (b != "clean" and b not in steps_so_far))
 
 
 def _suite_flags(suite: Suite, records: list[AttackRecord], total: int, eps: float, norm: str) -> list[Flag]:

@@ -156,8 +156,11 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         if name is None:
             raise AttackError(f"suite entry {entry} has no 'attack' name")
         label = str(entry.pop("label", name))
-        if "eps" in entry:
-            raise AttackError(f"suite entry '{label}' sets eps; the evaluation's eps (--eps) applies to every attack")
+        for setting, option in (("eps", "--eps"), ("norm", "--norm"), ("seed", "--seed")):
+            if setting in entry:    # the results are labelled with the evaluation's: an entry may not change it
+                hint = "; seed_offset shifts one entry's seed" if setting == "seed" else ""
+                raise AttackError(f"suite entry '{label}' sets {setting}; the evaluation's {setting} ({option}) applies "
+                                  f"to every attack{hint}")
         if "alpha_fraction" in entry and "alpha" in entry:
             raise AttackError(f"suite entry '{label}' sets both alpha and alpha_fraction; keep one")
         targets = entry.get("targets")

@@ -297,6 +297,34 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
 
 
+def test_each_steps_robust_accuracy_after_it_survives_a_rerun_and_a_resume(tiny_classifier, tmp_path):
+    """Robust accuracy after each step comes from the verdicts, not from the state at the end: a
+    rerun of a finished evaluation, or one resumed past a step, reports the same column."""
+    model, x, y = tiny_classifier
+    x, y = x[:64], y[:64]
+    suite = {"name": "weak-then-strong", "attacks": [{"attack": "fgsm"}, {"attack": "pgd", "steps": 10}]}
+
+    class StopInSecond:
+        def attack_started(self, label, points): ...
+        def attack_finished(self, record, robust, total): ...
+
+        def points_done(self, label, done, robust, total):
+            if label == "pgd" and done >= 16:
+                raise _Interrupt
+
+    def run(state, **extra):
+        result = attacks.evaluate(model, x, y, suite, eps=EPS, batch_size=16, state_path=state, sanity_checks=False,
+                                  **extra)
+        return [a.robust_accuracy_after for a in result.attacks]
+
+    one_go = run(tmp_path / "one.json")
+    assert one_go[0] > one_go[1]          # PGD breaks points FGSM left: the two columns differ
+    assert run(tmp_path / "one.json") == one_go
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "two.json", progress=StopInSecond())
+    assert run(tmp_path / "two.json") == one_go
+
+
 def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tmp_path, monkeypatch):
     evaluate_module = importlib.import_module("attacks.evaluate")
     model, x, y = tiny_classifier
@@ -438,6 +466,8 @@ def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
                            ({"attack": "pgd", "alpha": -0.1}, "alpha .* must not be negative"),
                            ({"attack": "pgd", "alpha": 0.1, "alpha_fraction": 0.2}, "both alpha and alpha_fraction"),
                            ({"attack": "pgd", "eps": 0.5}, "sets eps"),
+                           ({"attack": "pgd", "norm": "L2"}, r"sets norm; the evaluation's norm \(--norm\) applies"),
+                           ({"attack": "pgd", "seed": 3}, "sets seed; .* seed_offset shifts one entry's seed"),
                            ({"attack": "apgd-t", "targets": 10}, "targets 10 is more than the model's other classes"),
                            ({"attack": "square", "queries": 0}, "queries must be at least 1"),
                            ({"attack": "pgd", "name": "x"}, "has no setting name")):
