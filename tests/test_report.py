@@ -202,6 +202,46 @@ def test_report_bad_input_is_one_line(capsys, tmp_path):
     assert code == 2 and "nothing to report" in err
 
 
+def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_be_named(capsys, runs, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "resnet8_synthetic_quick_seed0"
+    shutil.copytree(runs / "resnet8_synthetic_quick_seed0", run_dir)
+    files = sorted((run_dir / "attacks").glob("*.json"))
+    good = json.loads(files[0].read_text())
+    evaluation = good["evaluations"][0]
+    edits = {"robust_acc_text": {**good, "evaluations": [{**evaluation, "robust_acc": "abc", "autoattack_acc": "abc"}]},
+             "attacks_null": {**good, "evaluations": [{**evaluation, "attacks": None}]},
+             "flag_text": {**good, "evaluations": [{**evaluation, "flags": ["bogus_flag"]}]},
+             "convergence_text": {**good, "evaluations": [{**evaluation, "convergence": "x"}]},
+             "no_evaluations": {**good, "evaluations": {}}}
+    for name, content in edits.items():
+        (run_dir / "attacks" / f"{name}.json").write_text(json.dumps(content))
+    (run_dir / "attacks" / "truncated.json").write_text(files[0].read_text()[:100])
+    code = main(["report", str(run_dir), "--out", str(tmp_path / "report")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err
+    left_out = [line for line in captured.out.splitlines() if line.startswith("left out ")]
+    assert len(left_out) == len(edits) + 1, captured.out
+    for reason in ("'robust_acc' is not a number", "'attacks' is not a list of objects", "'flags' is not a list",
+                   "'convergence' is not an object", "'evaluations' is not a list", "not a readable JSON object"):
+        assert any(reason in line for line in left_out), (reason, left_out)
+
+    # one attack results file named on its own: shown as its run's; a broken one is a one-line error
+    code = main(["report", str(files[0]), "--out", str(tmp_path / "one")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    page = (tmp_path / "one" / "report.md").read_text()
+    assert "resnet8_synthetic_quick_seed0" in page and "Robustness" in page
+    code = main(["report", str(run_dir / "attacks" / "flag_text.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'flags' is not a list of objects" in err and len(err.strip().splitlines()) == 1, err
+    # a folder that cannot be written
+    code = main(["report", str(files[0]), "--out", "/proc/robust-kd-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the report to '/proc/robust-kd-report'" in err and "Traceback" not in err, err
+
+
 def test_runs_are_found_in_subfolders_such_as_runs_quickstart(runs, tmp_path):
     from robust_kd.errors import UserError
     from robust_kd.report.collect import collect

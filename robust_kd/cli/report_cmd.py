@@ -32,5 +32,9 @@ def report(paths: tuple[str, ...], out: str | None, title: str) -> None:
     data = collect(list(paths))
     for line in data.skipped:
         print_line(f"left out {line}")
-    html_path, md_path = write_report(data, folder, title)
+    try:
+        html_path, md_path = write_report(data, folder, title)
+    except OSError as err:
+        raise UserError(f"cannot write the report to '{folder}' ({err.strerror or type(err).__name__}); "
+                        "give a folder you can write to with --out") from None
     print_line(f"report: {html_path} (Markdown: {md_path})")

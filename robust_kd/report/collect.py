@@ -22,6 +22,7 @@ class RunRecord:
     attacks: list[dict[str, Any]] = field(default_factory=list)
     rsa: list[dict[str, Any]] = field(default_factory=list)
     jpeg_tables: dict[str, list] | None = None
+    skipped: list[str] = field(default_factory=list)    # its results files left out, why
 
     @property
     def arch(self) -> str:
@@ -77,6 +78,31 @@ def _jpeg_tables(run: Path) -> dict[str, list] | None:
     return tables if isinstance(tables, dict) else None
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def attack_problem(result: dict[str, Any]) -> str | None:
+    """Why an attack results file cannot be reported (e.g. a hand edit broke it), or None."""
+    evaluations = result.get("evaluations")
+    if not isinstance(evaluations, list) or not evaluations or not all(isinstance(e, dict) for e in evaluations):
+        return "its 'evaluations' is not a list of evaluations"
+    for name in ("data", "model"):
+        if not isinstance(result.get(name, {}), dict):
+            return f"its '{name}' is not an object"
+    for k, ev in enumerate(evaluations):
+        where = f"evaluation {k + 1}"
+        for name in ("clean_acc", "robust_acc", "autoattack_acc", "eps_value"):
+            if name in ev and ev[name] is not None and not _number(ev[name]):
+                return f"{where}: '{name}' is not a number"
+        for name in ("attacks", "flags"):
+            if not isinstance(ev.get(name, []), list) or not all(isinstance(a, dict) for a in ev.get(name, [])):
+                return f"{where}: '{name}' is not a list of objects"
+        if not isinstance(ev.get("convergence") or {}, dict):
+            return f"{where}: 'convergence' is not an object"
+    return None
+
+
 def is_run(path: Path) -> bool:
     return path.is_dir() and any((path / f).exists() for f in ("summary.json", "config.yaml", "attacks", "rsa"))
 
@@ -91,9 +117,12 @@ def read_run(path: Path) -> RunRecord:
         record.config = {}
     for file in sorted((path / "attacks").glob("*.json")) if (path / "attacks").is_dir() else []:
         result = _json(file)
-        if result and "evaluations" in result:
+        problem = "it is not a readable JSON object" if result is None else attack_problem(result)
+        if problem is None:
             result["_file"] = str(file)
             record.attacks.append(result)
+        else:
+            record.skipped.append(f"{file}: {problem}")
     for name in ("rsa.json", "rsa_adversarial.json"):
         for file in sorted((path / "rsa").glob(f"*/{name}")) if (path / "rsa").is_dir() else []:
             result = _json(file)
@@ -145,17 +174,28 @@ def collect(paths: list[str | Path]) -> ReportData:
             result["_folder"] = str(file.parent)
             data.rsa_models.append(result)
             return
+        elif "evaluations" in result:       # one attack results file: shown as its run's
+            problem = attack_problem(result)
+            if problem is None:
+                run = file.parent.parent if file.parent.name == "attacks" else file.parent
+                if run.resolve() in seen:
+                    return      # its run folder is in the report already, with this file
+                result["_file"] = str(file)
+                data.runs.append(RunRecord(path=run, name=run.name, attacks=[result]))
+                return
         else:
-            problem = "it is not a transfer matrix or an rsa-models result"
+            problem = "it is not an attack result, a transfer matrix or an rsa-models result"
         if named:
-            raise UserError(f"cannot report '{file}': {problem}; give run folders, a runs folder, transfer matrices "
-                            "or rsa_models.json files")
+            raise UserError(f"cannot report '{file}': {problem}; give run folders, a runs folder, attack results, "
+                            "transfer matrices or rsa_models.json files")
         data.skipped.append(f"{file}: {problem}")
 
     def add_run(folder: Path) -> None:
         if folder.resolve() not in seen:
             seen.add(folder.resolve())
-            data.runs.append(read_run(folder))
+            run = read_run(folder)
+            data.runs.append(run)
+            data.skipped += run.skipped
 
     def scan(folder: Path, depth: int) -> None:
         """A folder of runs: its run folders, transfer/ and rsa-models/ results, and the same in its
