@@ -54,9 +54,15 @@ def parse_eps(text: str | None) -> list[float] | None:
     for part in str(text).split(","):
         part = part.strip()
         try:
-            values.append(TypedEps(float(Fraction(part)), part))
-        except (ValueError, ZeroDivisionError):
+            value = TypedEps(float(Fraction(part)), part)
+        except ZeroDivisionError:
+            raise UserError(f"--eps: '{part}' divides by zero; write e.g. 8/255 or 0.5") from None
+        except (ValueError, OverflowError):     # OverflowError: a number beyond float's range, e.g. 1e400
             raise UserError(f"--eps: '{part}' is not a number; write e.g. 8/255 or 0.5, or a list 2/255,4/255,8/255") from None
+        twin = next((v for v in values if v == value), None)
+        if twin is not None:
+            raise UserError(f"--eps lists {twin.typed} and {part}, the same value; give each eps once")
+        values.append(value)
     return values
 
 
@@ -126,6 +132,13 @@ class Points:
     y: torch.Tensor
     data: str
     class_names: tuple[str, ...]
+    short_of: int | None = None     # the --n asked for, when the data set has fewer test points
+
+    def shortage(self) -> str | None:
+        """A line for the user when --n asked for more points than the test split has, or None."""
+        if self.short_of is None:
+            return None
+        return f"--n {self.short_of}: {self.data} has {len(self.y)} test points; using all {len(self.y)}"
 
 
 def load_points(target: ModelTarget, data: str | None, data_root: str | None, n: int | None) -> Points:
@@ -152,7 +165,8 @@ def load_points(target: ModelTarget, data: str | None, data_root: str | None, n:
     if classes != len(dataset.class_names):
         raise UserError(f"{target.name} has {classes} classes but {name} has {len(dataset.class_names)}; "
                         "attack it on the data it was trained on (--data)")
-    return Points(images.float() / 255.0, labels.long(), name, dataset.class_names)
+    return Points(images.float() / 255.0, labels.long(), name, dataset.class_names,
+                  short_of=n if n is not None and n > len(labels) else None)
 
 
 def out_of_device_memory(error: BaseException) -> bool:
@@ -249,6 +263,8 @@ class AttackRun:
             raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
                             "layer; for other models use robust-kd transfer --source A,B --target C,D")
         points = load_points(self.target, self.data, self.data_root, self.n)
+        if points.shortage():
+            notify(points.shortage())
         if self.eps is None:
             self.eps = [attacks.suites.DEFAULT_EPS[self.norm]]
         check_eps(self.eps, self.norm, int(points.x[0].numel()))
@@ -271,14 +287,16 @@ class AttackRun:
         distributed.barrier()          # under torchrun: nobody starts before old state is gone
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()
-        for variant in variants_of(self.target, name if isinstance(self.suite, str) else "custom"):
+        variants = variants_of(self.target, name if isinstance(self.suite, str) else "custom")
+        for k, variant in enumerate(variants):
             model = variant.to(device).model
             on_variant(variant.label, variant.note)
             results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
             for result in results if isinstance(results, list) else [results]:
                 saved = self._save_examples(result, points, model, device, out_dir, f"{stem}.{variant.label}", notify)
                 evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict(), **saved})
-            content = self._content(points, evaluations, time.perf_counter() - started, device)
+            content = self._content(points, evaluations, time.perf_counter() - started, device,
+                                    pending=[v.label for v in variants[k + 1:]])
             if distributed.is_main():
                 write_json(path, content)
         return path, content
@@ -323,7 +341,10 @@ class AttackRun:
                 torch.cuda.empty_cache()
             notify(f"out of GPU memory: retrying with --batch-size {batch_size} (finished batches are kept)")
 
-    def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device) -> dict[str, Any]:
+    def _content(self, points: Points, evaluations: list[dict[str, Any]], seconds: float, device,
+                 pending: list[str]) -> dict[str, Any]:
+        """The results file's content; ``pending``: the variants still to evaluate (the file is written
+        after each one, so an interrupted run leaves one that says what it lacks)."""
         first = evaluations[0]
         headline_acc = "autoattack_acc" if "autoattack_acc" in first else "robust_acc"
         weakest = min((e for e in evaluations if e["eps"] == first["eps"]), key=lambda e: e.get(headline_acc, 100.0))
@@ -344,6 +365,8 @@ class AttackRun:
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),
             "evaluations": evaluations,
+            "complete": not pending,
+            **({"variants_pending": pending} if pending else {}),
             **({"suite_caveat": caveat} if (caveat := suite_caveat(self.suite)) else {}),
             "note": "accuracies are percentages; the top-level ones are those of the variant with the lowest robust "
                     "accuracy (headline_variant) at the first eps given",

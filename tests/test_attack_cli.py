@@ -179,6 +179,41 @@ def test_bf16_attacks_get_their_own_results_file_and_say_so(capsys, trained_runs
     assert json.loads(out)["precision"] == "fp32"
 
 
+def test_a_run_stopped_between_variants_says_what_it_lacks_and_n_beyond_the_data_is_said(capsys, trained_runs,
+                                                                                          monkeypatch):
+    from robust_kd.report.build import robustness_section
+    from robust_kd.report.collect import collect
+    from robust_kd.robustness import AttackRun
+
+    evaluate_variant = AttackRun._evaluate
+
+    def stop_before_hard(self, model, points, variant, *rest):
+        if variant.label == "hard":
+            raise KeyboardInterrupt
+        return evaluate_variant(self, model, points, variant, *rest)
+
+    args = ["attack", "--model", "jpegdl_resnet8", "--suite", "fast", "--n", "100000", "--eps", "1/255", "--seed", "7",
+            "--runs-dir", str(trained_runs), "--device", "cpu", "--no-convergence-check"]
+    monkeypatch.setattr(AttackRun, "_evaluate", stop_before_hard)
+    code, _, err = run(capsys, *args)
+    assert code == 130, err
+    # --n beyond the test split: said, and the file is named by the points used
+    tested = re.search(r"--n 100000: synthetic has (\d+) test points; using all \1", err)
+    assert tested, err
+    path = trained_runs / "jpegdl_resnet8_synthetic_quick_seed0" / "attacks" / f"fast-Linf-1-255-n{tested[1]}-seed7.json"
+    stopped = json.loads(path.read_text())
+    assert stopped["complete"] is False and stopped["variants_pending"] == ["hard"]
+    assert [e["variant"] for e in stopped["evaluations"]] == ["soft"]
+    section = robustness_section(collect([trained_runs / "jpegdl_resnet8_synthetic_quick_seed0"]))
+    assert any("unfinished, the variants hard are not evaluated yet" in p for p in section.paragraphs)
+    monkeypatch.setattr(AttackRun, "_evaluate", evaluate_variant)
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    finished = json.loads(path.read_text())
+    assert finished["complete"] is True and "variants_pending" not in finished
+    assert [e["variant"] for e in finished["evaluations"]] == ["soft", "hard"]
+
+
 def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
     out_file = tmp_path / "matrix.json"
     code, out, err = run(capsys, "transfer", "--source", "resnet8,jpegdl_resnet8", "--target", "resnet8,jpegdl_resnet8",
@@ -340,7 +375,9 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet8", "--eps", "1/255,300/255"], r"--eps 300/255 is out of range for Linf"),
     (["--model", "resnet8", "--data-root", "elsewhere"],
      r"data set 'synthetic' comes with the installed packages and reads no folder; drop --data-root 'elsewhere'"),
-    (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' is not a number"),
+    (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' divides by zero"),
+    (["--model", "resnet8", "--eps", "1e400"], r"--eps: '1e400' is not a number"),
+    (["--model", "resnet8", "--eps", "8/255,0.0313725490196078431372549"], r"--eps lists 8/255 and 0.03137.*give each eps once"),
     (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
     (["--model", "resnet8", "--norm", "linf", "--eps", "3"], r"--eps 3 is out of range for Linf"),   # any case
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
@@ -374,9 +411,12 @@ def run_suite_file(capsys, trained_runs, suite: Path, content: str | bytes, *ext
 
 
 def test_unsupported_norm_in_a_suite_file_is_one_line(capsys, trained_runs, tmp_path):
-    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "l2only.yaml",
-                                  "attacks:\n  - {attack: pgd, norm: L3}\n")
-    assert code == 2 and re.search(r"pgd supports Linf and L2, not 'L3'", err)
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "l2only.yaml", "attacks:\n  - {attack: cw-l2}\n")
+    assert code == 2 and re.search(r"cw-l2 supports L2, not 'Linf'", err.strip().splitlines()[-1]), err
+    # an entry may not change the norm its results are labelled with
+    code, _, err = run_suite_file(capsys, trained_runs, tmp_path / "l3.yaml", "attacks:\n  - {attack: pgd, norm: L3}\n")
+    assert code == 2 and "sets norm; the evaluation's norm (--norm) applies to every attack" in err, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("content, message", [

@@ -311,6 +311,8 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     resolved = {name: resolve_model(name, runs_dir) for name in dict.fromkeys(source_names + target_names)}
     first = resolved[source_names[0]]
     points = load_points(first, data, data_root, n)
+    if points.shortage():
+        console.stderr().print(points.shortage(), markup=False)
     for name, target in resolved.items():
         load_points(target, points.data, data_root, 1)  # same channels and classes, or a clear error
     eps_values = parse_eps(eps) or [attacks.suites.DEFAULT_EPS[norm]]

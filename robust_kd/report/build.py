@@ -152,6 +152,13 @@ def robustness_section(data: ReportData) -> Section | None:
     for suite, caveat in sorted(caveats.items()):
         if caveat:
             paragraphs.append(f"⚠ {suite}: {caveat}")
+    for run in data.runs:
+        for result in run.attacks:
+            pending = result.get("variants_pending")
+            if isinstance(pending, list) and pending:    # written by a run that was stopped before its last variant
+                paragraphs.append(f"⚠ {run.name} · {result.get('suite', '')}: unfinished, the variants "
+                                  f"{', '.join(map(str, pending))} are not evaluated yet (rerun its robust-kd attack "
+                                  "command to finish); its top-level accuracies cover the others only")
     if flags:
         paragraphs.append("Sanity flags raised (read these before trusting a number):")
         paragraphs += [f"⚠ {f}" for f in flags]
