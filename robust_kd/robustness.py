@@ -95,6 +95,9 @@ def suite_source(suite: str) -> str | dict[str, Any]:
     path = Path(suite)
     if not path.is_file():
         shipped = Path(str(resources.files("robust_kd.configs") / "suites" / f"{suite}.yaml"))
+        if not shipped.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+            raise UserError(f"suite file '{suite}' does not exist; check the path, or run robust-kd attack --list "
+                            "for the suites that ship")
         if not shipped.is_file():
             import difflib
 

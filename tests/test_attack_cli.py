@@ -389,6 +389,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "missing.pth"], r"checkpoint 'missing.pth' does not exist"),
     (["--model", "resnet8", "--suite", "transfer"], r"suite 'transfer' attacks a jpegdl_\* model .* robust-kd transfer"),
     (["--model", "resnet8", "--suite", "autoattack_quik"], r"did you mean 'autoattack_quick'"),
+    (["--model", "resnet8", "--suite", "missing.yaml"], r"suite file 'missing.yaml' does not exist; check the path"),
     (["--model", "{hundred}", "--data", "embedded"], r"has 100 classes but embedded has 10"),
     (["--model", "{nan}", "--data", "embedded"], r"NaN"),
     (["--model", "{corrupt}"], r"corrupt|not a robust-kd checkpoint|cannot read"),

@@ -34,7 +34,7 @@ class _Recorder(Reporter):
         self.epochs.append(record["epoch"])
 
 
-def test_training_learns_and_writes_a_complete_run_folder(runs_dir):
+def test_training_learns_and_writes_a_complete_run_folder(runs_dir, capsys):
     reporter = _Recorder()
     summary = train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir,
                     reporter=reporter)
@@ -62,12 +62,18 @@ def test_training_learns_and_writes_a_complete_run_folder(runs_dir):
     assert train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir, reporter=again) == summary
     assert again.starts == [3] and again.epochs == []
 
-    # a longer schedule under the same name is another run: refused unless --fresh
-    with pytest.raises(UserError, match=r"holds a run with other settings \(epochs: 3 → 4\)"):
+    # a longer schedule under the same name is another run: refused unless --fresh, which says what it deletes
+    (run / "attacks").mkdir()
+    for name in ("fast-a.json", "fast-b.json"):
+        (run / "attacks" / name).write_text("{}")
+    with pytest.raises(UserError, match=r"holds a run with other settings \(epochs: 3 → 4\).*"
+                                        r"add --fresh .* \(it deletes that folder, with 2 attack results\)"):
         train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=4"], runs_dir=runs_dir)
+    capsys.readouterr()
     fresh = _Recorder()
     train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir, fresh=True, reporter=fresh)
     assert fresh.starts == [0] and fresh.epochs == [1]
+    assert f"--fresh: removed '{run}' with 2 attack results" in capsys.readouterr().err
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_finished_work(runs_dir):

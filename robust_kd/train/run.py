@@ -89,15 +89,21 @@ class RunFolder:
         if run.path.exists() and not run.path.is_dir():
             raise UserError(f"'{run.path}' exists and is not a folder; choose another --name")
         if fresh and run.config_file.is_file():
+            from ..console import stderr
+
+            lost = _results_in(run.path)
             shutil.rmtree(run.path)
+            stderr().print(f"--fresh: removed '{run.path}'" + (f" with {lost}" if lost else ""), markup=False)
         if run.config_file.is_file():
             stored = run.read_config()
             differences = config_differences(stored, config)
             if differences:
                 shown = "; ".join(differences[:3]) + (" …" if len(differences) > 3 else "")
+                lost = _results_in(run.path)
                 raise UserError(
                     f"run folder '{run.path}' holds a run with other settings ({shown}); "
                     "give this run another --name, or add --fresh to start that one over"
+                    + (f" (it deletes that folder, with {lost})" if lost else "")
                 )
         elif run.path.is_dir() and any(run.path.iterdir()):
             raise UserError(f"'{run.path}' exists and is not a robust-kd run folder; choose another --name")
@@ -123,3 +129,9 @@ class RunFolder:
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_file, summary)
 
+
+def _results_in(folder: Path) -> str:
+    """The results a run folder holds besides its training ('2 attack results, 1 RSA result'), or ''."""
+    counts = [(len(list((folder / "attacks").glob("*.json"))), "attack result"),
+              (len(list((folder / "rsa").glob("*/rsa*.json"))), "RSA result")]
+    return ", ".join(f"{n} {what}{'s' if n > 1 else ''}" for n, what in counts if n)
