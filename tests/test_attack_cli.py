@@ -262,7 +262,8 @@ def test_transfer_bad_input_is_one_line_and_settings_get_their_own_file(capsys, 
     base = ["transfer", "--source", "resnet8", "--target", "resnet8", "--n", "4", "--runs-dir", str(trained_runs)]
     for extra, message in ((["--steps", "0"], "--steps must be at least 1"),
                            (["--batch-size", "0"], "--batch-size must be at least 1"),
-                           (["--out", str(tmp_path)], "is a folder; give the path of a JSON file")):
+                           (["--out", str(tmp_path)], "is a folder; give the path of a JSON file"),
+                           (["--jpeg-gradient", "soft"], "--jpeg-gradient soft applies to jpegdl_* sources only")):
         code, _, err = run(capsys, *base, *extra)
         assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err, err
     names = set()
@@ -390,6 +391,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet8", "--suite", "transfer"], r"suite 'transfer' attacks a jpegdl_\* model .* robust-kd transfer"),
     (["--model", "resnet8", "--suite", "autoattack_quik"], r"did you mean 'autoattack_quick'"),
     (["--model", "resnet8", "--suite", "missing.yaml"], r"suite file 'missing.yaml' does not exist; check the path"),
+    (["--model", "resnet8", "--suite", "fast", "--eot", "2"], r"--eot applies to suite 'adaptive' only"),
     (["--model", "{hundred}", "--data", "embedded"], r"has 100 classes but embedded has 10"),
     (["--model", "{nan}", "--data", "embedded"], r"NaN"),
     (["--model", "{corrupt}"], r"corrupt|not a robust-kd checkpoint|cannot read"),

@@ -181,6 +181,9 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     target = resolve_model(model_spec, runs_dir)
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
+    if eot and suite != "adaptive":
+        raise UserError(f"--eot applies to suite 'adaptive' only (suite '{suite}' would ignore it); add --suite adaptive "
+                        "or drop --eot")
     run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
                     fresh, eot, convergence_check, save_examples, precision)
     progress = _VariantProgress()
@@ -327,6 +330,8 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     sources_as_crafted = {name: transfer_source(models[name], jpeg_gradient) for name in source_names}
     crafted_on = {name: module.to(dev).eval() for name, (module, _) in sources_as_crafted.items()}
     source_gradients = {name: how for name, (_, how) in sources_as_crafted.items()}
+    if jpeg_gradient == "soft" and not any(is_jpegdl(models[name]) for name in source_names):
+        raise UserError("--jpeg-gradient soft applies to jpegdl_* sources only, and none is among --source; drop it")
     for name in source_names:
         if is_jpegdl(models[name]):
             how = ("its JPEG layer differentiated as the identity (BPDA)" if jpeg_gradient == "identity"
