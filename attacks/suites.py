@@ -65,8 +65,11 @@ def _describe(kind: Any) -> str:
 
 
 def setting_names(cls: type[Attack]) -> list[str]:
-    """The settings a suite file may give an attack (eps and seed come from the evaluation)."""
-    return [f.name for f in dataclasses.fields(cls) if f.name not in ("eps", "seed", "surrogates")]
+    """The settings a suite file's entry may give an attack: its fields but those the evaluation sets
+    (eps, norm, seed) or models give (surrogates), and the entry's own keys (label, seed_offset, and
+    alpha_fraction where the attack has an alpha)."""
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("eps", "norm", "seed", "surrogates")]
+    return [*fields, "label", "seed_offset", *(["alpha_fraction"] if "alpha" in fields else [])]
 
 
 def make_attack(name: str, /, **settings: Any) -> Attack:

@@ -290,6 +290,8 @@ def test_attack_list_shows_suites_and_attacks(capsys):
     for name in ("autoattack", "autoattack_quick", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
         assert name in out
     assert "white_box" not in out and "``" not in out
+    pgd_row = next(line for line in out.splitlines() if re.match(r"\W*pgd\s+Linf/L2\s", line))
+    assert all(s in pgd_row for s in ("steps", "alpha_fraction", "label", "seed_offset")) and "norm," not in pgd_row, pgd_row
 
 
 # ---------------------------------------------------------------- the pretrained model and its data
