@@ -11,14 +11,17 @@ fooled would leave the example on the surrogate's boundary, where it transfers w
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import work
+from .atomic import write_atomically
 from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last
@@ -97,7 +100,8 @@ def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, nor
 
 def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.Module], x: torch.Tensor,
                     y: torch.Tensor, *, eps: float, norm: str = "Linf", steps: int = 20, momentum: float = 1.0,
-                    batch_size: int | None = None, progress=None, precision: str = "fp32") -> dict:
+                    batch_size: int | None = None, progress=None, precision: str = "fp32",
+                    made_dir: str | Path | None = None) -> dict:
     """Success rate of examples made on each source (white-box on it) against each target.
 
     A cell counts the points the target classifies correctly on clean input and the share of them
@@ -105,6 +109,9 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
     ``batch_size``: ``None`` (default) by the source's device (:data:`attacks.core.AUTO_BATCH_SIZE`).
     ``precision``: what the sources compute in while the examples are made (:mod:`attacks.precision`);
     the targets judge them in float32.
+    ``made_dir``: a folder where each batch of examples is saved as it is made, so that a rerun after
+    an interruption makes only the batches still missing (a batch of other weights, data or settings
+    is made again).
     """
     check_precision(precision)
     if norm not in ("Linf", "L2"):
@@ -117,13 +124,19 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         size = batch_size or auto_batch_size(device)
         source.eval()
         made = []
+        saved = _MadeBatches(made_dir, source_name, source, eps=eps, norm=norm, steps=steps, momentum=momentum,
+                             precision=precision)
         # as attacks.evaluate runs a model: batch norms folded (on a copy) and channels-last convolutions
         (fast_source,) = fold_for_evaluation([source], x[:PROBE_POINTS].to(device))
         with channels_last([fast_source], device):
             for start in range(0, len(y), size):
-                xb, yb = x[start:start + size].to(device), y[start:start + size].to(device)
-                made.append(craft(in_precision(fast_source, precision), xb, yb, eps=eps, norm=norm, steps=steps, alpha=1.25 * eps / steps,
-                                  momentum=momentum, loss="ce").cpu())
+                xb, yb = x[start:start + size], y[start:start + size]
+                batch = saved.load(start, xb, yb)
+                if batch is None:
+                    batch = craft(in_precision(fast_source, precision), xb.to(device), yb.to(device), eps=eps, norm=norm,
+                                  steps=steps, alpha=1.25 * eps / steps, momentum=momentum, loss="ce").cpu()
+                    saved.save(start, xb, yb, batch)
+                made.append(batch)
                 if progress is not None:
                     progress(source_name, min(start + size, len(y)), len(y))
         x_adv = torch.cat(made)
@@ -146,3 +159,40 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
         cells[source_name] = row
     return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "precision": precision, "n_examples": len(y),
             "sources": list(sources), "targets": list(targets), "cells": cells}
+
+
+class _MadeBatches:
+    """The batches of examples made on one source, saved in ``folder`` (atomically, read with
+    ``weights_only=True``). A file counts only where its key (source, its weights, the settings and
+    the batch's own points) is this run's; any other, or a damaged one, is made again."""
+
+    def __init__(self, folder: str | Path | None, name: str, source: nn.Module, **settings: Any) -> None:
+        from .evaluate import model_fingerprint, tensors_fingerprint
+
+        self.folder = None if folder is None else Path(folder)
+        self.points = tensors_fingerprint
+        self.key = {"source": name, "weights": model_fingerprint(source) if folder is not None else "", **settings}
+        self.prefix = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+
+    def _path(self, start: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{self.prefix}-{start:08d}.pt"
+
+    def _key(self, xb: torch.Tensor, yb: torch.Tensor) -> str:
+        return json.dumps({**self.key, "points": self.points([xb, yb])}, sort_keys=True, default=str)
+
+    def load(self, start: int, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor | None:
+        if self.folder is None or not self._path(start).is_file():
+            return None
+        try:
+            data = torch.load(self._path(start), map_location="cpu", weights_only=True)
+            if data["key"] == self._key(xb, yb) and data["x"].shape == xb.shape:
+                return data["x"]
+        except Exception:   # a truncated or foreign file: made again
+            pass
+        return None
+
+    def save(self, start: int, xb: torch.Tensor, yb: torch.Tensor, batch: torch.Tensor) -> None:
+        if self.folder is not None:
+            data = {"key": self._key(xb, yb), "x": batch}
+            write_atomically(self._path(start), lambda f: torch.save(data, f))

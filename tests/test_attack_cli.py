@@ -225,6 +225,8 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
         for cell in row.values():
             assert 0 <= cell["success_rate"] <= 1 and cell["broken"] <= cell["points"]
     assert "source \\ target" in out and "matrix:" in out
+    # the examples saved batch by batch for resuming are gone once the matrix is written
+    assert not (trained_runs / "transfer" / ".state" / out_file.stem).exists()
     # a JPEG-DL source is differentiated with its JPEG layer as the identity (BPDA), unless asked otherwise
     assert matrix["source_gradients"] == {"resnet8": "model", "jpegdl_resnet8": "bpda-identity"}
     assert "jpegdl_resnet8 as a source: its JPEG layer differentiated as the identity" in err
@@ -232,6 +234,32 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
                          "--runs-dir", str(trained_runs), "--out", str(tmp_path / "soft.json"), "--jpeg-gradient", "soft")
     assert code == 0, err
     assert json.loads((tmp_path / "soft.json").read_text())["source_gradients"] == {"jpegdl_resnet8": "model"}
+
+
+def test_an_interrupted_transfer_command_resumes_from_its_saved_batches(capsys, trained_runs, tmp_path, monkeypatch):
+    transfer_module = importlib.import_module("attacks.transfer")
+    craft = transfer_module.craft
+    calls = []
+
+    def craft_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return craft(*args, **kwargs)
+
+    out_file = tmp_path / "m.json"
+    args = ["transfer", "--source", "resnet8", "--target", "resnet8", "--n", "16", "--batch-size", "4",
+            "--runs-dir", str(trained_runs), "--out", str(out_file), "--device", "cpu"]
+    monkeypatch.setattr(transfer_module, "craft", craft_then_stop)
+    code, _, err = run(capsys, *args)
+    assert code == 130 and "finished batches of examples are saved, rerun the same command to resume" in err, err
+    saved = trained_runs / "transfer" / ".state" / "m"
+    assert len(list(saved.glob("*.pt"))) == 1 and not out_file.exists()
+    calls.clear()
+    monkeypatch.setattr(transfer_module, "craft", lambda *a, **k: (calls.append(1), craft(*a, **k))[1])
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    assert len(calls) == 3 and out_file.is_file() and not saved.exists()   # the three batches it lacked
 
 
 def test_results_never_mix_checkpoints(capsys, trained_runs, tmp_path):

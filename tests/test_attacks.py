@@ -595,6 +595,33 @@ def test_user_suite_from_a_mapping(tiny_classifier):
         attacks.evaluate(model, x[:4], y[:4], "autoatack", eps=EPS)
 
 
+def test_an_interrupted_transfer_matrix_resumes_with_the_batches_it_lacks(tiny_classifier, tmp_path):
+    model, x, y = _points(tiny_classifier, 64)
+    assert 48 < len(y) <= 64            # four batches of 16, the last one shorter
+    torch.manual_seed(1)
+    other = type(model)()
+    sources = {"self": model, "other": other}
+    settings = dict(eps=0.1, steps=5, batch_size=16)
+    uninterrupted = attacks.transfer_matrix(sources, {"self": model}, x, y, **settings)
+    made = tmp_path / "made"
+
+    def stop_in_second_source(source, done, total):
+        if source == "other" and done >= 32:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        attacks.transfer_matrix(sources, {"self": model}, x, y, **settings, made_dir=made, progress=stop_in_second_source)
+    assert len(list(made.glob("*.pt"))) == 4 + 2          # every finished batch of both sources
+    (made / "other-00000016.pt").write_bytes(b"truncated")   # a damaged one is made again
+    counted = {name: attacks.CountingModel(m) for name, m in sources.items()}
+    resumed = attacks.transfer_matrix(counted, {"self": model}, x, y, **settings, made_dir=made)
+    assert resumed["cells"] == uninterrupted["cells"]
+    assert counted["self"].backwards == 0                   # all four of its batches were on disk
+    assert counted["other"].backwards == 5 * (16 + len(y) - 32)   # the damaged batch and those never made
+    again = attacks.transfer_matrix(sources, {"self": model}, x, y, **{**settings, "eps": 0.05}, made_dir=made)
+    assert again["cells"] == attacks.transfer_matrix(sources, {"self": model}, x, y, **{**settings, "eps": 0.05})["cells"]
+
+
 def test_transfer_attack_and_matrix(tiny_classifier):
     model, x, y = _points(tiny_classifier, 64)
     torch.manual_seed(1)

@@ -69,6 +69,7 @@ _RESUME_NOTES = {  # what an interrupted verb keeps
     "distill": "finished epochs are saved, rerun the same command to resume",
     "attack": "finished batches and the last snapshot of the one in flight are saved, rerun the same command to resume",
     "quickstart": "finished steps are saved, rerun the same command to resume",
+    "transfer": "finished batches of examples are saved, rerun the same command to resume",
 }
 
 

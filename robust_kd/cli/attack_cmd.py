@@ -291,6 +291,7 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
 
     Example: robust-kd transfer --source resnet32x4,resnet8x4 --target resnet8x4,jpegdl_resnet8x4 --n 200
     """
+    import shutil
     from pathlib import Path
 
     import attacks
@@ -338,21 +339,26 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
                    else "gradients through the soft quantizer")
             console.stderr().print(f"{name} as a source: {how}", markup=False)
 
+    path = Path(out) if out else Path(runs_dir) / "transfer" / (
+        f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
+        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
+        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
+        f"{'' if precision == 'fp32' else f'-{precision}'}.json")
+    # each batch of examples is saved as it is made: an interrupted run resumes with the batches still missing
+    made_dir = Path(runs_dir) / "transfer" / ".state" / path.stem
+
     def progress(source: str, done: int, total: int) -> None:
         if done == total:
             console.stderr().print(f"examples made on {source}: {total}", markup=False)
 
     matrix = attacks.transfer_matrix(crafted_on, {t: models[t] for t in target_names},
                                      points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
-                                     batch_size=batch_size, progress=progress, precision=precision)
+                                     batch_size=batch_size, progress=progress, precision=precision,
+                                     made_dir=made_dir)
     matrix.update({"data": points.data, "device": str(dev), "source_gradients": source_gradients,
                    "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
-    path = Path(out) if out else Path(runs_dir) / "transfer" / (
-        f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
-        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
-        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
-        f"{'' if precision == 'fp32' else f'-{precision}'}.json")
     write_json(path, matrix)
+    shutil.rmtree(made_dir, ignore_errors=True)     # the matrix holds what they were made for
     if as_json:
         print_json(matrix)
         return
