@@ -44,3 +44,29 @@ def write_json(path: str | Path, obj: Any) -> None:
 def save_torch(path: str | Path, obj: Any) -> None:
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
+
+
+@contextmanager
+def one_at_a_time(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block; a second
+    holder, in this process or another, gets ``UserError(busy)`` at once instead of waiting. The OS
+    releases the lock of a process that dies, so a killed run never leaves it held. Where ``fcntl``
+    is missing (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    from .errors import UserError
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:     # BlockingIOError: held by someone else
+            raise UserError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -8,6 +8,7 @@ and how an interrupted evaluation resumes (per-variant state files in ``<run>/at
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import shutil
 import time
@@ -28,7 +29,7 @@ from attacks.precision import check_precision, slow_here
 from . import distributed
 from .device import resolve_device
 from .errors import UserError
-from .fileio import write_json
+from .fileio import one_at_a_time, write_json
 from .jpeg.variants import hard_model_bpda, is_jpegdl, soft_model_bpda, twin_without_jpeg
 from .targets import ModelTarget
 
@@ -282,12 +283,24 @@ class AttackRun:
         out_dir = self.target.results_dir
         path = out_dir / f"{stem}.json"
         state_dir = out_dir / ".state"
-        if self.fresh and distributed.is_main():
-            # its states and snapshots, and the temporary file of a write cut off by a kill
-            for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp"),
-                        *out_dir.glob(f"{stem}.*.examples.npz"), *out_dir.glob(f"{stem}.*.examples.png")]:
-                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)   # a folder: kept examples
-        distributed.barrier()          # under torchrun: nobody starts before old state is gone
+        # two commands evaluating the same thing at once would both do all of the work into one state
+        lock = state_dir / f"{stem}.lock"
+        with one_at_a_time(lock, f"another robust-kd attack is running this evaluation now (results: '{path}'); wait "
+                                 "for it to finish, then rerun this command to read its results") \
+                if distributed.is_main() else contextlib.nullcontext():
+            if self.fresh and distributed.is_main():
+                # its states and snapshots, and the temporary file of a write cut off by a kill
+                for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp"),
+                            *out_dir.glob(f"{stem}.*.examples.npz"), *out_dir.glob(f"{stem}.*.examples.png")]:
+                    if old != lock:
+                        shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)   # a folder: kept examples
+            distributed.barrier()          # under torchrun: nobody starts before old state is gone
+            return self._evaluate_variants(points, name, stem, path, state_dir, device, progress, on_variant, notify)
+
+    def _evaluate_variants(self, points: Points, name: str, stem: str, path: Path, state_dir: Path, device,
+                           progress: Any, on_variant: Callable[[str, str], None],
+                           notify: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+        out_dir = path.parent
         evaluations: list[dict[str, Any]] = []
         started = time.perf_counter()
         variants = variants_of(self.target, name if isinstance(self.suite, str) else "custom")
@@ -314,7 +327,8 @@ class AttackRun:
                               f"{name}.{eps.replace('/', '-')}", f"{self.target.name} ({name.rsplit('.', 1)[-1]}), "
                               f"{result.norm} eps {eps}")
         if saved["examples"]["missing"]:
-            notify(f"{saved['examples']['missing']} broken points have no example: an earlier run broke them "
+            notify(f"{name.rsplit('.', 1)[-1]}, eps {eps}: {saved['examples']['missing']} broken points have no "
+                   "example: an earlier run broke them "
                    "without --save-examples (or their saved examples were damaged); add --fresh to attack them again")
         return saved
 
