@@ -52,8 +52,8 @@ def _from_checkpoint(checkpoint: Path, name: str) -> ModelTarget:
 
 
 def resolve_model(spec: str, runs_dir: str | Path = "runs") -> ModelTarget:
-    """``spec``: a pretrained name, a ``.pt`` checkpoint, a run folder, or an architecture name
-    (its newest run under ``runs_dir``)."""
+    """``spec``: a pretrained name, a ``.pt`` checkpoint, a run folder, the name of a run folder
+    under ``runs_dir``, or an architecture name (its newest run under ``runs_dir``)."""
     from .models import list_models
     from .models.pretrained import PRETRAINED, load_pretrained
 
@@ -72,14 +72,17 @@ def resolve_model(spec: str, runs_dir: str | Path = "runs") -> ModelTarget:
         if not path.is_file():
             raise UserError(f"checkpoint '{path}' does not exist")
         return _from_checkpoint(path, path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    named_run = Path(runs_dir) / spec       # a run's own name (e.g. one trained with --name)
+    if spec not in list_models() and "/" not in spec and (named_run / CHECKPOINT).is_file():
+        return _from_checkpoint(named_run / CHECKPOINT, spec)
     if spec not in list_models():
         import difflib
 
         known = list(list_models()) + list(PRETRAINED)
         close = difflib.get_close_matches(spec, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"'{spec}' is neither a checkpoint, a run folder nor a model name{hint}; "
-                        "see 'robust-kd models' for the names")
+        raise UserError(f"'{spec}' is neither a checkpoint, a run folder, a run under {runs_dir}/ nor a model "
+                        f"name{hint}; see 'robust-kd models' for the names")
     checkpoint = latest_checkpoint(runs_dir, spec)
     if checkpoint is None:
         raise UserError(f"no trained {spec} under {runs_dir}/; train one first: "

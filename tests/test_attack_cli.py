@@ -280,6 +280,19 @@ def test_a_second_command_on_the_same_evaluation_is_refused_while_the_first_runs
     assert code == 0, err
 
 
+def test_a_run_is_named_by_its_folder_name_under_the_runs_dir(capsys, trained_runs, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_runs / "resnet8_synthetic_quick_seed0", runs / "my_run", ignore=shutil.ignore_patterns("attacks"))
+    code, out, err = run(capsys, "attack", "--model", "my_run", "--suite", "fast", "--n", "4", "--eps", "1/255",
+                         "--runs-dir", str(runs), "--no-convergence-check")
+    assert code == 0, err
+    assert Path(out.strip().splitlines()[-1].removeprefix("results: ")).parent == runs / "my_run" / "attacks"
+    code, _, err = run(capsys, "transfer", "--source", "my_run", "--target", "my_run", "--n", "4", "--runs-dir", str(runs))
+    assert code == 0, err
+
+
 def test_results_never_mix_checkpoints(capsys, trained_runs, tmp_path):
     """Checkpoints other than last.pt (best.pt, or any other file) get their own results; a run
     trained further is refused until --fresh."""
@@ -432,7 +445,7 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
     (["--model", "resnet8", "--precision", "fp16"], r"'fp16' is not one of 'fp32', 'bf16'"),
     (["--model", "resnet8", "--data", "embedded"], r"takes 3-channel images but embedded has 1"),
-    (["--model", "resnet9"], r"neither a checkpoint, a run folder nor a model name \(did you mean"),
+    (["--model", "resnet9"], r"neither a checkpoint, a run folder, a run under .* nor a model name \(did you mean"),
     (["--model", "resnet32x4"], r"no trained resnet32x4 under .*robust-kd train --model resnet32x4"),
     (["--model", "missing.pt"], r"checkpoint 'missing.pt' does not exist"),
     (["--model", "missing.pth"], r"checkpoint 'missing.pth' does not exist"),

@@ -126,7 +126,8 @@ class _VariantProgress:
 
 @click.command()
 @click.option("--model", "-m", "model_spec", metavar="NAME|CHECKPOINT|RUN",
-              help="An architecture (its newest run under --runs-dir), a checkpoint, a run folder, or a pretrained "
+              help="An architecture (its newest run under --runs-dir), a checkpoint, a run folder or the name of "
+                   "one under --runs-dir, or a pretrained "
                    "model (autoattack_resnet18_cifar10).")
 @click.option("--suite", "-s", default="fast", show_default=True, metavar="NAME|YAML",
               help="autoattack, autoattack_quick, pgd, fast, blackbox, adaptive, transfer (jpegdl_* models), "
