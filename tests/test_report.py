@@ -227,6 +227,16 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
                    "'convergence' is not an object", "'evaluations' is not a list", "not a readable JSON object"):
         assert any(reason in line for line in left_out), (reason, left_out)
 
+    # two files whose rows would look the same (e.g. last.pt and best.pt): each row names its file
+    from robust_kd.report.build import robustness_section
+    from robust_kd.report.collect import collect
+
+    (run_dir / "attacks" / f"{files[0].stem}-best.json").write_text(files[0].read_text())
+    table = robustness_section(collect([run_dir])).blocks[0]
+    names = {row[0] for row in table.rows}
+    assert {f"{run_dir.name} ({files[0].stem})", f"{run_dir.name} ({files[0].stem}-best)"} <= names, names
+    (run_dir / "attacks" / f"{files[0].stem}-best.json").unlink()
+
     # one attack results file named on its own: shown as its run's; a broken one is a one-line error
     code = main(["report", str(files[0]), "--out", str(tmp_path / "one")])
     captured = capsys.readouterr()

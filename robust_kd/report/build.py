@@ -124,25 +124,44 @@ def _precision_note(ev: dict) -> str:
     return "" if precision == "fp32" else f"; attacks in {precision}"
 
 
+def _row_key(run: RunRecord, result: dict[str, Any], ev: dict[str, Any]) -> tuple:
+    return (run.name, ev.get("variant", "model"), str(result.get("suite", "")), ev.get("norm", ""), str(ev.get("eps", "")),
+            str(result.get("data", {}).get("name", "")), ev.get("n_examples", ""), ev.get("seed", ""))
+
+
+def _row_names(data: ReportData) -> dict[tuple[int, int], str]:
+    """Each evaluation's name in the tables: its run's, and where two results files of a run would
+    give rows that look the same (another checkpoint, precision, or eps list), the file's too."""
+    keys: dict[tuple, int] = {}
+    for run in data.runs:
+        for result, ev in _evaluations(run):
+            keys[_row_key(run, result, ev)] = keys.get(_row_key(run, result, ev), 0) + 1
+    return {(id(result), id(ev)): run.name + (f" ({Path(str(result.get('_file', ''))).stem})"
+                                              if keys[_row_key(run, result, ev)] > 1 else "")
+            for run in data.runs for result, ev in _evaluations(run)}
+
+
 def robustness_section(data: ReportData) -> Section | None:
     rows, breakdown, flags, checked = [], [], [], []
+    names = _row_names(data)
     for run in data.runs:
         for result, ev in _evaluations(run):
             variant = ev.get("variant", "model")
             d = result.get("data", {})
-            rows.append([run.name, variant, result.get("suite", ""), ev.get("norm", ""), ev.get("eps", ""),
+            name = names[(id(result), id(ev))]
+            rows.append([name, variant, result.get("suite", ""), ev.get("norm", ""), ev.get("eps", ""),
                          d.get("name", ""), ev.get("n_examples", ""), ev.get("seed", ""), pct(ev.get("clean_acc")),
                          pct(robust_value(ev)), ev.get("device", "") + _precision_note(ev)])
-            breakdown.append((run.name, variant, str(result.get("suite", "")), ev.get("eps", ""),
+            breakdown.append((name, variant, str(result.get("suite", "")), ev.get("eps", ""),
                               ev.get("attacks", []), pct(robust_value(ev))))
             if ev.get("convergence"):
-                checked.append(f"{run.name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
+                checked.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
                                f"{convergence_words(ev['convergence'])}")
             for flag in ev.get("flags", []):
                 code = flag.get("code", "")
                 words = FLAG_WORDS.get(code, code.replace("_", " "))
                 detail = f" ({flag['message']})" if flag.get("message") else ""
-                flags.append(f"{run.name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: {words}{detail}")
+                flags.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: {words}{detail}")
     if not rows:
         return None
     paragraphs = ["Clean and robust accuracy in % over the points shown; robust accuracy is the per-point worst case "
