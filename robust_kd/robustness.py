@@ -272,6 +272,10 @@ class AttackRun:
         if self.eps is None:
             self.eps = [attacks.suites.DEFAULT_EPS[self.norm]]
         check_eps(self.eps, self.norm, int(points.x[0].numel()))
+        per_pixel = [e.typed for e in self.eps if "/255" in getattr(e, "typed", "")]
+        if self.norm == "L2" and per_pixel:     # a Linf habit: 8/255 as an L2 radius is a tiny ball
+            notify(f"--eps {', '.join(per_pixel)} with --norm L2 bounds the whole image's perturbation, not each pixel's "
+                   "(L2 radii are usually 0.5 on CIFAR-10); if you meant a per-pixel bound, use --norm Linf")
         device = resolve_device(self.device)
         name = suite_name(self.suite)
         other_data = points.data if self.data is not None and self.data != self.target.data else ""

@@ -291,6 +291,12 @@ def test_a_run_is_named_by_its_folder_name_under_the_runs_dir(capsys, trained_ru
     assert Path(out.strip().splitlines()[-1].removeprefix("results: ")).parent == runs / "my_run" / "attacks"
     code, _, err = run(capsys, "transfer", "--source", "my_run", "--target", "my_run", "--n", "4", "--runs-dir", str(runs))
     assert code == 0, err
+    # a Linf habit under L2 gets a hint, a usual L2 radius none
+    for eps, hinted in (("8/255", True), ("0.5", False)):
+        code, _, err = run(capsys, "attack", "--model", "my_run", "--suite", "fast", "--n", "4", "--eps", eps, "--norm", "L2",
+                           "--runs-dir", str(runs), "--no-convergence-check")
+        assert code == 0, err
+        assert ("--eps 8/255 with --norm L2 bounds the whole image's perturbation" in err) == hinted, err
 
 
 def test_results_never_mix_checkpoints(capsys, trained_runs, tmp_path):
