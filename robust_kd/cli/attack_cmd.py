@@ -169,6 +169,8 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
 
     Example: robust-kd attack --model jpegdl_resnet8x4 --suite autoattack --n 200
     """
+    import attacks
+
     from ..errors import UserError
     from ..robustness import AttackRun, parse_eps, suite_source
     from ..targets import resolve_model
@@ -179,13 +181,20 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     if not model_spec:
         raise UserError("--model is required: an architecture name, a checkpoint, a run folder or "
                         "autoattack_resnet18_cifar10 (e.g. robust-kd attack --model autoattack_resnet18_cifar10)")
-    target = resolve_model(model_spec, runs_dir)
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     if eot and suite != "adaptive":
         raise UserError(f"--eot applies to suite 'adaptive' only (suite '{suite}' would ignore it); add --suite adaptive "
                         "or drop --eot")
-    run = AttackRun(target, suite_source(suite), parse_eps(eps), norm, n, seed, batch_size, data, data_root, device,
+    source, eps_values = suite_source(suite), parse_eps(eps)
+    if not isinstance(source, str):     # a suite file: its mistakes are said before the model loads
+        try:
+            attacks.suites.suite_from_mapping(source, eps=(eps_values or [attacks.suites.DEFAULT_EPS[norm]])[0],
+                                              norm=norm, seed=seed)
+        except attacks.AttackError as err:
+            raise UserError(str(err)) from None
+    target = resolve_model(model_spec, runs_dir)
+    run = AttackRun(target, source, eps_values, norm, n, seed, batch_size, data, data_root, device,
                     fresh, eot, convergence_check, save_examples, precision)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
