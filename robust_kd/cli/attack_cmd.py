@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .. import console
-from .output import print_json, print_line, print_table
+from .output import StepProgress, print_json, print_line, print_table
 from .params import NORM
 
 
@@ -357,14 +357,15 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     # each batch of examples is saved as it is made: an interrupted run resumes with the batches still missing
     made_dir = Path(runs_dir) / "transfer" / ".state" / path.stem
 
-    def progress(source: str, done: int, total: int) -> None:
-        if done == total:
-            console.stderr().print(f"examples made on {source}: {total}", markup=False)
-
-    matrix = attacks.transfer_matrix(crafted_on, {t: models[t] for t in target_names},
-                                     points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
-                                     batch_size=batch_size, progress=progress, precision=precision,
-                                     made_dir=made_dir)
+    bars = StepProgress()      # a bar per source on a terminal, a line per finished source when piped
+    try:
+        matrix = attacks.transfer_matrix(crafted_on, {t: models[t] for t in target_names},
+                                         points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
+                                         batch_size=batch_size, precision=precision, made_dir=made_dir,
+                                         progress=lambda source, done, total: bars(f"examples made on {source}", done,
+                                                                                   total))
+    finally:
+        bars.close()
     matrix.update({"data": points.data, "device": str(dev), "source_gradients": source_gradients,
                    "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
     write_json(path, matrix)

@@ -9,33 +9,8 @@ from typing import Any, Sequence
 import click
 
 from .. import console
-from .output import print_json, print_line, print_table
+from .output import StepProgress, print_json, print_line, print_table
 from .params import NORM
-
-
-class StepProgress:
-    """One rich bar per named step (activations, bootstrap, permutations, attacks); a line per step when piped."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.tasks: dict[str, Any] = {}
-        if console.interactive():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=console.stderr())
-            self.bar.start()
-
-    def __call__(self, label: str, done: int, total: int) -> None:
-        if self.bar is not None:
-            if label not in self.tasks:
-                self.tasks[label] = self.bar.add_task(label, total=max(total, 1))
-            self.bar.update(self.tasks[label], completed=done)
-        elif done >= total:
-            console.stderr().print(f"{label}: done ({total})", markup=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _common(fn):
