@@ -299,6 +299,14 @@ def test_report_renders_in_a_real_headless_browser(runs, tmp_path):
     assert len(coloured_rows) > 400 and coloured_rows.max() - coloured_rows.min() > 3000
 
 
+
+def test_example_captions_are_wrapped_to_their_column():
+    from robust_kd.report.figures import CAPTION_CHARS, wrapped_caption
+
+    caption = wrapped_caption("#1234: automobile → truck\ntransfer [twin-without-jpeg]")
+    assert all(len(line) <= CAPTION_CHARS for line in caption.split("\n")) and len(caption.split("\n")) >= 3
+    assert wrapped_caption("#0: a → b\npgd-20 [bpda-identity]") == "#0: a → b\npgd-20 [bpda-identity]"   # fits: kept
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_the_adversarial_examples_figure_draws_grey_and_colour_images(channels):
     import io

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Any, Sequence
 
 import numpy as np
@@ -95,13 +96,24 @@ def jpeg_tables(name: str, tables: dict[str, list]) -> bytes:
         return Path(path).read_bytes()
 
 
+CAPTION_CHARS = 24  # characters of a caption line at 6 pt in a 1.35-inch column
+
+
+def wrapped_caption(caption: str) -> str:
+    """Each line of ``caption`` wrapped to :data:`CAPTION_CHARS`, at spaces where it can."""
+    return "\n".join(textwrap.fill(line, CAPTION_CHARS, break_on_hyphens=False) for line in caption.split("\n"))
+
+
 def adversarial_examples(clean: np.ndarray, adversarial: np.ndarray, captions: Sequence[str], title: str) -> bytes:
     """Clean images (top row), their adversarial examples (middle) and the perturbations (bottom,
     each stretched to the full grey range around mid-grey, so that a small one is visible).
     Images are N×C×H×W in [0, 1], C = 1 or 3."""
     plt = _plt()
     n = len(clean)
-    fig, axes = plt.subplots(3, n, figsize=(1.35 * n + 0.9, 4.5), squeeze=False)
+    # each caption wrapped to its column (long attack labels such as "pgd-20 [bpda-identity]" ran into
+    # the next one); constrained layout keeps them clear of the perturbation row below
+    captions = [wrapped_caption(caption) for caption in captions]
+    fig, axes = plt.subplots(3, n, figsize=(1.35 * n + 0.9, 5.0), squeeze=False, layout="constrained")
     delta = adversarial - clean
     scale = np.abs(delta).reshape(n, -1).max(axis=1).clip(min=1e-12)
     rows = {"clean": clean, "adversarial": adversarial, "perturbation\n(stretched)": 0.5 + 0.5 * delta / scale[:, None, None, None]}
