@@ -299,7 +299,6 @@ def test_report_renders_in_a_real_headless_browser(runs, tmp_path):
     assert len(coloured_rows) > 400 and coloured_rows.max() - coloured_rows.min() > 3000
 
 
-
 def test_example_captions_are_wrapped_to_their_column():
     from robust_kd.report.figures import CAPTION_CHARS, wrapped_caption
 

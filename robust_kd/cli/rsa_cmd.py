@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import click
 
-from .. import console
 from .output import StepProgress, print_json, print_line, print_table
 from .params import NORM
 
