@@ -51,7 +51,7 @@ def one_at_a_time(path: str | Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if missing) for the block; a second
     holder, in this process or another, gets ``UserError(busy)`` at once instead of waiting. The OS
     releases the lock of a process that dies, so a killed run never leaves it held. Where ``fcntl``
-    is missing (Windows) nothing is locked."""
+    is missing (Windows), or the file system has no locks, nothing is locked."""
     try:
         import fcntl
     except ImportError:
@@ -64,8 +64,11 @@ def one_at_a_time(path: str | Path, busy: str) -> Iterator[None]:
     with open(path, "a", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:     # BlockingIOError: held by someone else
+        except BlockingIOError:     # held by someone else
             raise UserError(busy) from None
+        except OSError:             # a file system without locks (ENOLCK, EOPNOTSUPP): run unlocked
+            yield
+            return
         try:
             yield
         finally:

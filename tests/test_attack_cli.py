@@ -610,3 +610,25 @@ def test_save_examples_writes_the_broken_points_examples_and_a_figure(capsys, tr
     assert "<h2" in page and "Adversarial examples" in page and "broken points (clean, adversarial" in page
     shown = sum(1 for e in content["evaluations"] if e["examples"]["figure"])
     assert len(list((path.parent.parent / "report" / "report_files").glob("examples_*.png"))) == shown
+
+
+def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from robust_kd.errors import UserError
+    from robust_kd.fileio import one_at_a_time
+
+    with one_at_a_time(tmp_path / "a.lock", "busy"):
+        with pytest.raises(UserError, match="busy"):     # held: the second holder is told at once
+            with one_at_a_time(tmp_path / "a.lock", "busy"):
+                pass
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    entered = []
+    with one_at_a_time(tmp_path / "b.lock", "busy"):     # not a reason to refuse the run
+        entered.append(True)
+    assert entered == [True]
