@@ -484,6 +484,9 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     checks.check_output(probe, y[: min(batch_size, total)].to(device))
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
+    if any(s.label == "clean" for s in built.steps):
+        raise AttackError(f"suite '{built.name}' has a step labelled 'clean', a label reserved for the points wrong on "
+                          "clean input; give it another label")
     repeated = repeated_labels(built.steps)
     if repeated:
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "

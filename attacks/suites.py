@@ -159,6 +159,9 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         if name is None:
             raise AttackError(f"suite entry {entry} has no 'attack' name")
         label = str(entry.pop("label", name))
+        if label == "clean":
+            raise AttackError("suite entry label 'clean' is reserved (it marks the points wrong on clean input); "
+                              "choose another label")
         for setting, option in (("eps", "--eps"), ("norm", "--norm"), ("seed", "--seed")):
             if setting in entry:    # the results are labelled with the evaluation's: an entry may not change it
                 hint = "; seed_offset shifts one entry's seed" if setting == "seed" else ""

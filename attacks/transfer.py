@@ -12,6 +12,7 @@ fooled would leave the example on the surrogate's boundary, where it transfers w
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -172,7 +173,8 @@ class _MadeBatches:
         self.folder = None if folder is None else Path(folder)
         self.points = tensors_fingerprint
         self.key = {"source": name, "weights": model_fingerprint(source) if folder is not None else "", **settings}
-        self.prefix = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+        # readable and unique: sources whose names share their first 40 characters get their own files
+        self.prefix = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:] + f"-{zlib.crc32(name.encode()):08x}"
 
     def _path(self, start: int) -> Path:
         assert self.folder is not None

@@ -226,7 +226,7 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
             assert 0 <= cell["success_rate"] <= 1 and cell["broken"] <= cell["points"]
     assert "source \\ target" in out and "matrix:" in out
     # the examples saved batch by batch for resuming are gone once the matrix is written
-    assert not (trained_runs / "transfer" / ".state" / out_file.stem).exists()
+    assert not list((trained_runs / "transfer" / ".state").glob("resnet8+jpegdl_resnet8-to-*"))
     # a JPEG-DL source is differentiated with its JPEG layer as the identity (BPDA), unless asked otherwise
     assert matrix["source_gradients"] == {"resnet8": "model", "jpegdl_resnet8": "bpda-identity"}
     assert "jpegdl_resnet8 as a source: its JPEG layer differentiated as the identity" in err
@@ -253,7 +253,7 @@ def test_an_interrupted_transfer_command_resumes_from_its_saved_batches(capsys, 
     monkeypatch.setattr(transfer_module, "craft", craft_then_stop)
     code, _, err = run(capsys, *args)
     assert code == 130 and "finished batches of examples are saved, rerun the same command to resume" in err, err
-    saved = trained_runs / "transfer" / ".state" / "m"
+    saved = trained_runs / "transfer" / ".state" / "resnet8-to-resnet8-Linf-8-255-n16"    # by settings, not --out
     assert len(list(saved.glob("*.pt"))) == 1 and not out_file.exists()
     calls.clear()
     monkeypatch.setattr(transfer_module, "craft", lambda *a, **k: (calls.append(1), craft(*a, **k))[1])

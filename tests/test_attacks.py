@@ -461,6 +461,9 @@ def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
     same = attacks.Suite("twice", [attacks.SuiteStep("a", attacks.PGD()), attacks.SuiteStep("a", attacks.FGSM())])
     with pytest.raises(attacks.AttackError, match="more than one step labelled a"):
         attacks.evaluate(model, x[:4], y[:4], same)
+    reserved = attacks.Suite("reserved", [attacks.SuiteStep("clean", attacks.PGD())])
+    with pytest.raises(attacks.AttackError, match="has a step labelled 'clean', a label reserved"):
+        attacks.evaluate(model, x[:4], y[:4], reserved)
     for entry, message in (({"attack": "pgd", "steps": 0}, "steps must be at least 1"),
                            ({"attack": "pgd", "restarts": 0}, "restarts must be at least 1"),
                            ({"attack": "pgd", "alpha": -0.1}, "alpha .* must not be negative"),
@@ -468,6 +471,7 @@ def test_repeated_step_labels_and_bad_settings_are_refused(tiny_classifier):
                            ({"attack": "pgd", "eps": 0.5}, "sets eps"),
                            ({"attack": "pgd", "norm": "L2"}, r"sets norm; the evaluation's norm \(--norm\) applies"),
                            ({"attack": "pgd", "seed": 3}, "sets seed; .* seed_offset shifts one entry's seed"),
+                           ({"attack": "pgd", "label": "clean"}, "label 'clean' is reserved"),
                            ({"attack": "apgd-t", "targets": 10}, "targets 10 is more than the model's other classes"),
                            ({"attack": "square", "queries": 0}, "queries must be at least 1"),
                            ({"attack": "pgd", "name": "x"}, "has no setting name")):
@@ -612,7 +616,8 @@ def test_an_interrupted_transfer_matrix_resumes_with_the_batches_it_lacks(tiny_c
     with pytest.raises(_Interrupt):
         attacks.transfer_matrix(sources, {"self": model}, x, y, **settings, made_dir=made, progress=stop_in_second_source)
     assert len(list(made.glob("*.pt"))) == 4 + 2          # every finished batch of both sources
-    (made / "other-00000016.pt").write_bytes(b"truncated")   # a damaged one is made again
+    (damaged,) = made.glob("other-*-00000016.pt")
+    damaged.write_bytes(b"truncated")                         # a damaged one is made again
     counted = {name: attacks.CountingModel(m) for name, m in sources.items()}
     resumed = attacks.transfer_matrix(counted, {"self": model}, x, y, **settings, made_dir=made)
     assert resumed["cells"] == uninterrupted["cells"]

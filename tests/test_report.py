@@ -214,6 +214,9 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
              "attacks_null": {**good, "evaluations": [{**evaluation, "attacks": None}]},
              "flag_text": {**good, "evaluations": [{**evaluation, "flags": ["bogus_flag"]}]},
              "convergence_text": {**good, "evaluations": [{**evaluation, "convergence": "x"}]},
+             "convergence_empty": {**good, "evaluations": [{**evaluation, "convergence": {"attack": "pgd", "points": 3}}]},
+             "norm_list": {**good, "evaluations": [{**evaluation, "norm": ["Linf"]}]},
+             "flag_code_number": {**good, "evaluations": [{**evaluation, "flags": [{"code": 3}]}]},
              "no_evaluations": {**good, "evaluations": {}}}
     for name, content in edits.items():
         (run_dir / "attacks" / f"{name}.json").write_text(json.dumps(content))
@@ -224,7 +227,8 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
     left_out = [line for line in captured.out.splitlines() if line.startswith("left out ")]
     assert len(left_out) == len(edits) + 1, captured.out
     for reason in ("'robust_acc' is not a number", "'attacks' is not a list of objects", "'flags' is not a list",
-                   "'convergence' is not an object", "'evaluations' is not a list", "not a readable JSON object"):
+                   "'convergence' is not an object", "'evaluations' is not a list", "not a readable JSON object",
+                   "'convergence' lacks the fields", "'norm' is not a number or a text", "a flag's 'code' or 'message'"):
         assert any(reason in line for line in left_out), (reason, left_out)
 
     # two files whose rows would look the same (e.g. last.pt and best.pt): each row names its file
@@ -246,6 +250,10 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
     code = main(["report", str(run_dir / "attacks" / "flag_text.json")])
     err = capsys.readouterr().err
     assert code == 2 and "'flags' is not a list of objects" in err and len(err.strip().splitlines()) == 1, err
+    # the same file named and inside its named run folder: reported once
+    from robust_kd.report.collect import collect as gather
+    both = gather([files[0], run_dir])
+    assert sum(len(r.attacks) for r in both.runs) == len(files)
     # a folder that cannot be written
     code = main(["report", str(files[0]), "--out", "/proc/robust-kd-report"])
     err = capsys.readouterr().err

@@ -325,7 +325,8 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
     resolved = {name: resolve_model(name, runs_dir) for name in dict.fromkeys(source_names + target_names)}
     first = resolved[source_names[0]]
     points = load_points(first, data, data_root, n)
-    if points.shortage():
+    n_given = click.get_current_context().get_parameter_source("n") != click.core.ParameterSource.DEFAULT
+    if points.shortage() and n_given:    # the default --n (500) is more than small data sets have: not news
         console.stderr().print(points.shortage(), markup=False)
     for name, target in resolved.items():
         load_points(target, points.data, data_root, 1)  # same channels and classes, or a clear error
@@ -349,13 +350,14 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
                    else "gradients through the soft quantizer")
             console.stderr().print(f"{name} as a source: {how}", markup=False)
 
-    path = Path(out) if out else Path(runs_dir) / "transfer" / (
-        f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
-        f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
-        f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
-        f"{'' if precision == 'fp32' else f'-{precision}'}.json")
-    # each batch of examples is saved as it is made: an interrupted run resumes with the batches still missing
-    made_dir = Path(runs_dir) / "transfer" / ".state" / path.stem
+    settings_name = (f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
+                     f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
+                     f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
+                     f"{'' if precision == 'fp32' else f'-{precision}'}")
+    path = Path(out) if out else Path(runs_dir) / "transfer" / f"{settings_name}.json"
+    # each batch of examples is saved as it is made: an interrupted run resumes with the batches still
+    # missing. Named by the settings, not by --out: the batch key cannot tell the JPEG gradient modes apart
+    made_dir = Path(runs_dir) / "transfer" / ".state" / settings_name
 
     bars = StepProgress()      # a bar per source on a terminal, a line per finished source when piped
     try:

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from attacks import convergence_words
+
 from ..errors import UserError
 
 
@@ -95,11 +97,21 @@ def attack_problem(result: dict[str, Any]) -> str | None:
         for name in ("clean_acc", "robust_acc", "autoattack_acc", "eps_value"):
             if name in ev and ev[name] is not None and not _number(ev[name]):
                 return f"{where}: '{name}' is not a number"
+        for name in ("variant", "norm", "eps", "seed", "n_examples", "device"):     # shown as they are
+            if ev.get(name) is not None and not (isinstance(ev[name], str) or _number(ev[name])):
+                return f"{where}: '{name}' is not a number or a text"
         for name in ("attacks", "flags"):
             if not isinstance(ev.get(name, []), list) or not all(isinstance(a, dict) for a in ev.get(name, [])):
                 return f"{where}: '{name}' is not a list of objects"
+        if not all(isinstance(f.get("code", ""), str) and isinstance(f.get("message", ""), str) for f in ev.get("flags", [])):
+            return f"{where}: a flag's 'code' or 'message' is not a text"
         if not isinstance(ev.get("convergence") or {}, dict):
             return f"{where}: 'convergence' is not an object"
+        if ev.get("convergence"):
+            try:
+                convergence_words(ev["convergence"])
+            except (KeyError, TypeError, ValueError):
+                return f"{where}: 'convergence' lacks the fields of a convergence check"
     return None
 
 
@@ -156,6 +168,7 @@ def collect(paths: list[str | Path]) -> ReportData:
     skipped with its reason in ``skipped``."""
     data = ReportData()
     seen: set[Path] = set()
+    reported: set[Path] = set()     # attack results files in the report, by whichever way they came
 
     def add_json(file: Path, named: bool) -> None:
         if file.resolve() in seen:
@@ -178,8 +191,9 @@ def collect(paths: list[str | Path]) -> ReportData:
             problem = attack_problem(result)
             if problem is None:
                 run = file.parent.parent if file.parent.name == "attacks" else file.parent
-                if run.resolve() in seen:
+                if run.resolve() in seen or file.resolve() in reported:
                     return      # its run folder is in the report already, with this file
+                reported.add(file.resolve())
                 result["_file"] = str(file)
                 data.runs.append(RunRecord(path=run, name=run.name, attacks=[result]))
                 return
@@ -194,6 +208,8 @@ def collect(paths: list[str | Path]) -> ReportData:
         if folder.resolve() not in seen:
             seen.add(folder.resolve())
             run = read_run(folder)
+            run.attacks = [r for r in run.attacks if Path(r["_file"]).resolve() not in reported]   # named before
+            reported.update(Path(r["_file"]).resolve() for r in run.attacks)
             data.runs.append(run)
             data.skipped += run.skipped
 
