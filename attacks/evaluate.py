@@ -646,11 +646,9 @@ def _gather_shards(state: "_State", records: list[AttackRecord], kept: torch.Ten
     state.batches = _merge_batches(p["batches"] for p in parts)
     merged = []
     total = max(len(state.robust), 1)
-    broken_so_far = sum(1 for b in state.broken_by if b == "clean")
-    for record in records:
+    for k, record in enumerate(records):
         merged_record = _step_record(record.label, record.settings, state.batches)
-        broken_so_far += sum(1 for b in state.broken_by if b == record.label)
-        merged_record.robust_accuracy_after = (len(state.robust) - broken_so_far) / total
+        merged_record.robust_accuracy_after = _robust_after(state.broken_by, {r.label for r in records[:k + 1]}) / total
         merged.append(merged_record)
     return merged
 

@@ -247,22 +247,28 @@ class _Interrupt(Exception):
     pass
 
 
+class _StopAt:
+    """A progress that interrupts the evaluation once ``label`` has attacked ``points`` points."""
+
+    def __init__(self, label: str, points: int) -> None:
+        self.label, self.points = label, points
+
+    def attack_started(self, label, points): ...
+    def attack_finished(self, record, robust, total): ...
+
+    def points_done(self, label, done, robust, total):
+        if label == self.label and done >= self.points:
+            raise _Interrupt
+
+
 def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_path):
     model, x, y = tiny_classifier
     x, y = x[:96], y[:96]
     uninterrupted = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, sanity_checks=False)
 
-    class StopMidway:
-        def attack_started(self, label, points): ...
-        def attack_finished(self, record, robust, total): ...
-
-        def points_done(self, label, done, robust, total):
-            if label == "pgd-20" and done >= 32:
-                raise _Interrupt
-
     state = tmp_path / "state.json"
     with pytest.raises(_Interrupt):
-        attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, progress=StopMidway(),
+        attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, progress=_StopAt("pgd-20", 32),
                          sanity_checks=False)
     saved = json.loads(state.read_text())
     assert len(saved["attacked"]["pgd-20"]) == 32
@@ -304,14 +310,6 @@ def test_each_steps_robust_accuracy_after_it_survives_a_rerun_and_a_resume(tiny_
     x, y = x[:64], y[:64]
     suite = {"name": "weak-then-strong", "attacks": [{"attack": "fgsm"}, {"attack": "pgd", "steps": 10}]}
 
-    class StopInSecond:
-        def attack_started(self, label, points): ...
-        def attack_finished(self, record, robust, total): ...
-
-        def points_done(self, label, done, robust, total):
-            if label == "pgd" and done >= 16:
-                raise _Interrupt
-
     def run(state, **extra):
         result = attacks.evaluate(model, x, y, suite, eps=EPS, batch_size=16, state_path=state, sanity_checks=False,
                                   **extra)
@@ -321,7 +319,7 @@ def test_each_steps_robust_accuracy_after_it_survives_a_rerun_and_a_resume(tiny_
     assert one_go[0] > one_go[1]          # PGD breaks points FGSM left: the two columns differ
     assert run(tmp_path / "one.json") == one_go
     with pytest.raises(_Interrupt):
-        run(tmp_path / "two.json", progress=StopInSecond())
+        run(tmp_path / "two.json", progress=_StopAt("pgd", 16))
     assert run(tmp_path / "two.json") == one_go
 
 
@@ -329,14 +327,6 @@ def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tm
     evaluate_module = importlib.import_module("attacks.evaluate")
     model, x, y = tiny_classifier
     x, y = x[:64], y[:64]
-
-    class StopMidway:
-        def attack_started(self, label, points): ...
-        def attack_finished(self, record, robust, total): ...
-
-        def points_done(self, label, done, robust, total):
-            if label == "pgd-20" and done >= 32:
-                raise _Interrupt
 
     def run(state, **extra):
         return attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False,
@@ -349,7 +339,7 @@ def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tm
 
     state = tmp_path / "state.json"
     with pytest.raises(_Interrupt):
-        run(state, progress=StopMidway())
+        run(state, progress=_StopAt("pgd-20", 32))
     saved = json.loads(state.read_text())
     monkeypatch.setattr(evaluate_module, "_computed_by", lambda: "robust-kd 9.9 with torch 9.9")
     resumed = run(state)
