@@ -8,8 +8,10 @@ points by index; train and distill: each global batch, see :mod:`robust_kd.train
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -60,6 +62,55 @@ def is_main() -> bool:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+class EveryRanksError(UserError):
+    """Rank 0's error, raised on every rank so that all stop with it (see :func:`say_once`)."""
+
+
+def say_once(err: UserError, say: Callable[[], None]) -> None:
+    """``say()`` the error ``err``. An :class:`EveryRanksError` is said by rank 0 alone, and the
+    other ranks return only once it has been: torchrun stops the remaining workers as soon as one
+    exits, which could cut rank 0 off before its message."""
+    if not isinstance(err, EveryRanksError) or world_size() == 1:
+        say()
+        return
+    if is_main():
+        say()
+    barrier()
+
+
+def _text_from_main(text: str) -> str:
+    """Rank 0's ``text`` on every rank (a length, then UTF-8 bytes: no pickling)."""
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+    length = torch.tensor([len(data)], dtype=torch.int64)
+    dist.broadcast(length, src=0)
+    if not is_main():
+        data = torch.zeros(int(length), dtype=torch.uint8)
+    if int(length):
+        dist.broadcast(data, src=0)
+    return bytes(data.tolist()).decode("utf-8")
+
+
+@contextlib.contextmanager
+def entered_on_main(manager: contextlib.AbstractContextManager) -> Iterator[None]:
+    """Enter ``manager`` on rank 0 only (e.g. a lock that one process takes for all), and hold it for
+    the block. If entering it raises a UserError, every rank raises it before the block: the other
+    ranks would otherwise wait for rank 0 at the next collective and fail there with a traceback."""
+    with contextlib.ExitStack() as stack:
+        refused = ""
+        if is_main():
+            try:
+                stack.enter_context(manager)
+            except UserError as err:
+                if world_size() == 1:
+                    raise
+                refused = str(err) or type(err).__name__
+        if world_size() > 1:
+            refused = _text_from_main(refused)
+            if refused:
+                raise EveryRanksError(refused)
+        yield
 
 
 def shutdown() -> None:

@@ -8,7 +8,6 @@ and how an interrupted evaluation resumes (per-variant state files in ``<run>/at
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import shutil
 import time
@@ -289,9 +288,9 @@ class AttackRun:
         state_dir = out_dir / ".state"
         # two commands evaluating the same thing at once would both do all of the work into one state
         lock = state_dir / f"{stem}.lock"
-        with one_at_a_time(lock, f"another robust-kd attack is running this evaluation now (results: '{path}'); wait "
-                                 "for it to finish, then rerun this command to read its results") \
-                if distributed.is_main() else contextlib.nullcontext():
+        with distributed.entered_on_main(one_at_a_time(
+                lock, f"another robust-kd attack is running this evaluation now (results: '{path}'); wait for it to "
+                      "finish, then rerun this command to read its results")):
             if self.fresh and distributed.is_main():
                 # its states and snapshots, and the temporary file of a write cut off by a kill
                 for old in [*state_dir.glob(f"{stem}.*"), *state_dir.glob(f".{stem}.*.tmp"),

@@ -148,6 +148,17 @@ def test_robust_kd_attack_under_torchrun(tmp_path, capsys):
     refused = torchrun("-m", "robust_kd.cli", "--", "report", str(runs))
     assert refused.returncode != 0 and "does not run under torchrun" in refused.stderr
 
+    # the same evaluation running elsewhere: rank 0 finds its lock taken, and every rank stops with one line
+    import fcntl
+
+    with open(run / "attacks" / ".state" / f"{result_file.stem}.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        busy = torchrun("-m", "robust_kd.cli", "--", *attack)
+    ours = [line for line in busy.stderr.splitlines() if line.startswith(("robust-kd", "[rank"))]
+    assert busy.returncode != 0 and ours == [
+        f"robust-kd: error: another robust-kd attack is running this evaluation now (results: '{result_file}'); wait "
+        "for it to finish, then rerun this command to read its results"], busy.stderr[-3000:]
+
 
 def _weights(run: Path) -> dict:
     import torch

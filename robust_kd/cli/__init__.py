@@ -123,7 +123,10 @@ def _run(args: list[str]) -> int:
         result = cli.main(args=args, prog_name="robust-kd", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except UserError as err:
-        print(f"robust-kd: error: {_one_line(str(err))}", file=sys.stderr)
+        from ..distributed import say_once
+
+        line = f"robust-kd: error: {_one_line(str(err))}"
+        say_once(err, lambda: print(line, file=sys.stderr, flush=True))
         code = err.exit_code
     except click.exceptions.NoArgsIsHelpError as err:
         print(err.ctx.get_help() if err.ctx else "", file=sys.stderr)
