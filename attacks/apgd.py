@@ -178,6 +178,14 @@ class APGD(Attack):
     restarts: int = 1
     rho: float = 0.75
     loss: Literal["ce", "dlr"] = "ce"
+
+    def classes_needed(self) -> int:
+        return 3 if self.loss == "dlr" else 2
+
+    def classes_reason(self) -> str:
+        return "its DLR loss divides by the gap between the largest and the 3rd largest logit" if self.loss == "dlr" \
+            else super().classes_reason()
+
     name = "apgd"
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -217,6 +225,12 @@ class APGDT(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_rows_per_pass(self.name, self.rows_per_pass)
+
+    def classes_needed(self) -> int:
+        return 4
+
+    def classes_reason(self) -> str:
+        return "its targeted DLR loss divides by the gap between the largest and the 3rd and 4th largest logits"
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -20,6 +20,9 @@ class ModelOutputError(ValueError):
 
 
 def check_output(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise ModelOutputError(f"the model returned a {type(logits).__name__}; it must return a B×classes tensor of "
+                               "logits (wrap it in a module whose forward returns the logits alone)")
     if logits.dim() != 2:
         raise ModelOutputError(f"the model returned a tensor of shape {tuple(logits.shape)}; it must return B×classes logits")
     if int(labels.max()) >= logits.shape[1]:
@@ -115,7 +118,8 @@ def more_steps_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: t
     x_adv = probe(model, x, y, index).detach()
     invalid = invalid_examples(x_adv, x, eps, norm)
     with torch.no_grad():
-        broken = int(((verdict_model(x_adv).argmax(1) != y) & ~invalid).sum())
+        logits = verdict_model(x_adv).float()
+    broken = int((((logits.argmax(1) != y) | ~torch.isfinite(logits).all(dim=1)) & ~invalid).sum())
     drop = broken / max(len(y), 1) * survivors / max(total, 1)
     summary = {"attack": label, "probe": probe.describe(), "points": len(y), "survivors": survivors,
                "broken": broken, "estimated_overstatement": drop}

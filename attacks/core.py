@@ -66,8 +66,15 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
+def _enough_classes(logits: torch.Tensor, needed: int, loss: str) -> None:
+    if logits.shape[1] < needed:
+        raise AttackError(f"the {loss} loss needs at least {needed} classes; the model has {logits.shape[1]}: "
+                          "use the cross-entropy loss (loss='ce') or another attack")
+
+
 def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Difference of logits ratio (Croce and Hein 2020), untargeted, per sample."""
+    _enough_classes(logits, 3, "DLR")
     ordered, _ = logits.sort(dim=1)
     true = logits.gather(1, labels[:, None]).squeeze(1)
     top_is_true = (ordered[:, -1] == true).to(logits.dtype)
@@ -77,6 +84,7 @@ def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Targeted DLR: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2), per sample."""
+    _enough_classes(logits, 4, "targeted DLR")
     ordered, _ = logits.sort(dim=1)
     true = logits.gather(1, labels[:, None]).squeeze(1)
     target = logits.gather(1, targets[:, None]).squeeze(1)
@@ -149,6 +157,13 @@ class Attack:
     speed_only: ClassVar[tuple[str, ...]] = ()  # settings that change how fast it runs, never its result
 
     def __post_init__(self) -> None:
+        from dataclasses import fields
+
+        from .settings import wrong_setting
+
+        wrong = wrong_setting(type(self), {f.name: getattr(self, f.name) for f in fields(self)})
+        if wrong is not None:
+            raise AttackError(f"attack '{self.name}': {wrong}")
         if self.norm not in self.norms:
             raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'")
         limit = 1.0 if self.norm == "Linf" else 1e3
@@ -167,11 +182,31 @@ class Attack:
         return {k: v for k, v in self.describe().items() if k not in self.speed_only}
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_adv`` for images ``x`` and labels ``y`` (tensors, numpy arrays or lists); ``model``
+        runs in eval mode for the call, as in torchattacks, so that batch norm statistics are not
+        updated by the attack, and gets its training modes back afterwards."""
+        from .inputs import images_and_labels
+
+        x, y = images_and_labels(x, y, model)
         if index is None:
             index = torch.arange(x.shape[0], device=x.device)
         if x.shape[0] == 0:
             return x.clone()
-        return self.perturb(model, x, y, index.to(x.device))
+        training = [m for m in model.modules() if m.training]
+        for module in training:
+            module.training = False
+        try:
+            return self.perturb(model, x, y, index.to(x.device))
+        finally:
+            for module in training:
+                module.training = True
+
+    def classes_needed(self) -> int:
+        """The fewest classes a model may have for this attack."""
+        return 2
+
+    def classes_reason(self) -> str:
+        return "it needs a wrong class to aim at"
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

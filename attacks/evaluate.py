@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import numbers
 import platform
 import re
 import time
@@ -33,6 +34,7 @@ from . import checks, inflight, work
 from .adaptive import BPDA
 from .atomic import write_atomically
 from .core import AttackError, CountingModel, auto_batch_size, model_device
+from .inputs import CompletedProgress, count, eps_values, images_and_labels, unknown_keywords
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .kept import KeptExamples
 from .layout import channels_last as channels_last_layout
@@ -40,7 +42,7 @@ from .precision import check_precision, in_precision
 from .pgd import PGD
 from .results import AttackRecord, EvaluationResult, Flag
 from .shard import Shard, gather, owns, resolve_shard
-from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite, repeated_labels
+from .suites import DEFAULT_EPS, Suite, SuiteStep, build_suite, context_keywords, repeated_labels
 
 WHITE_BOX_KINDS = ("white-box", "adaptive")
 GRADIENT_KINDS = ("white-box", "single-step", "adaptive")
@@ -154,10 +156,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomically(path, lambda f: json.dump(data, f), mode="w")
 
 
-def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    return [float(x.double().sum()), float((x.double() ** 2).sum()), float(y.double().sum()), float(len(y))]
-
-
 def tensors_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
     """CRC-32 of the dtype, shape and bytes of each tensor, in order; memory layout and device do
     not matter."""
@@ -267,6 +265,7 @@ def _step_record(label: str, settings: dict[str, Any], batches: list[dict[str, A
         slowest[world] = max(slowest.get(world, 0.0), seconds)
     return AttackRecord(label, settings, points_attacked=sum(b["points"] for b in mine),
                         points_broken=sum(b["broken"] for b in mine), invalid_examples=sum(b["invalid"] for b in mine),
+                        nonfinite_outputs=sum(b.get("nonfinite", 0) for b in mine),
                         forwards=sum(b["forwards"] for b in mine), backwards=sum(b["backwards"] for b in mine),
                         seconds=sum(slowest.values()))
 
@@ -417,8 +416,10 @@ def evaluate(
     the verdicts in float32, the convergence check in float32 (:mod:`attacks.precision`).
     """
     check_precision(precision)
-    if eps is not None and not isinstance(eps, (int, float)):
-        values = [float(e) for e in eps]
+    eps = eps_values(eps)
+    unknown_keywords(suite_context, context_keywords(), also=inspect.signature(evaluate).parameters)
+    if isinstance(eps, list):
+        values = eps
         paths = [None if state_path is None else Path(state_path).with_suffix(f".eps{i}.json") for i in range(len(values))]
         results = [evaluate(model, x, y, suite, eps=e, norm=norm, n=n, seed=seed, batch_size=batch_size, state_path=p,
                             progress=progress, keep_examples=keep_examples, sanity_checks=sanity_checks and i == 0,
@@ -433,17 +434,27 @@ def evaluate(
     if norm not in DEFAULT_EPS:
         raise AttackError(f"norm must be one of {', '.join(DEFAULT_EPS)}, got '{norm}'")
     eps = DEFAULT_EPS[norm] if eps is None else float(eps)
-    if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-        raise AttackError(f"need images B×C×H×W and B labels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = images_and_labels(x, y, model)
     if n is not None:
+        n = count("n", n)
+        if n > len(y):
+            warnings.warn(f"n={n} but the data have {len(y)} points: evaluating all {len(y)}", stacklevel=2)
         x, y = x[:n], y[:n]
+    if len(y) == 0:
+        raise AttackError("no points to evaluate: the images and labels are empty")
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise AttackError("images must lie in [0, 1]; models own their normalization")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise AttackError(f"seed must be an integer, got {seed!r}")
+    if state_path is not None and Path(state_path).is_dir():
+        raise AttackError(f"state_path '{state_path}' is a folder; give a file in it, e.g. '{Path(state_path) / 'state.json'}'")
+    if progress is not None:
+        progress = CompletedProgress(progress)
     device = model_device(model)
-    if batch_size is None:
-        batch_size = auto_batch_size(device)
-    elif batch_size < 1:
-        raise AttackError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = auto_batch_size(device) if batch_size is None else count("batch_size", batch_size)
+    if isinstance(suite_context.get("surrogates"), (list, tuple)):     # a suite names its surrogates
+        suite_context = {**suite_context, "surrogates": {f"surrogate{i}": m for i, m in
+                                                         enumerate(suite_context["surrogates"])}}
     parts = resolve_shard(shard)
     family = None
     if state_path is not None:
@@ -480,10 +491,24 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     counting = CountingModel(model)
     total = len(y)
     with torch.no_grad():
-        probe = model(x[: min(batch_size, total)].to(device)).float()
-    checks.check_output(probe, y[: min(batch_size, total)].to(device))
+        probe = model(x[: min(batch_size, total)].to(device))
+        checks.check_output(probe, y[: min(batch_size, total)].to(device))
+        probe = probe.float()
+        if bpda is not None:
+            stand_in = bpda(x[: min(batch_size, total)].to(device))
+            if not isinstance(stand_in, torch.Tensor) or stand_in.shape != probe.shape:
+                raise AttackError(f"bpda must stand in for the whole model (the same B×{probe.shape[1]} logits), got "
+                                  f"{tuple(stand_in.shape) if isinstance(stand_in, torch.Tensor) else type(stand_in).__name__}"
+                                  "; to differentiate one layer as the identity, build the stand-in with that layer "
+                                  "replaced (see attacks.BPDA)")
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
+    for step in built.steps:
+        needed = step.attack.classes_needed()
+        if probe.shape[1] < needed:
+            raise AttackError(f"step '{step.label}' of suite '{built.name}' needs a model with at least {needed} "
+                              f"classes ({step.attack.classes_reason()}); this one has {probe.shape[1]}: use another "
+                              "suite (e.g. 'pgd') or a suite of your own without it")
     if any(s.label == "clean" for s in built.steps):
         raise AttackError(f"suite '{built.name}' has a step labelled 'clean', a label reserved for the points wrong on "
                           "clean input; give it another label")
@@ -492,7 +517,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
                           "give each step its own label")
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": eps, "norm": norm, "seed": seed,
-           "n": total, "data": _fingerprint(x, y), "bpda": bpda is not None, "model": fingerprint,
+           "n": total, "data": tensors_fingerprint([x, y]), "bpda": bpda is not None, "model": fingerprint,
            "settings": json.loads(json.dumps([s.attack.result_settings() for s in built.steps], default=str))}
     if shard[1] > 1:
         key["shard"] = list(shard)
@@ -599,7 +624,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         device=_device_name(device), versions=_versions(),
         points={"label": y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
-        convergence=convergence, x_adv=kept, precision=precision, computed_with=computed_with,
+        convergence=convergence, x_adv=kept, precision=precision, computed_with=computed_with, caveat=built.caveat,
     )
 
 
@@ -743,7 +768,10 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                     x_adv = step.attack(view, xb, yb, index).detach()
             invalid = checks.invalid_examples(x_adv, xb, eps, norm)
             with torch.no_grad():
-                wrong = (counting(x_adv).argmax(1) != yb) & ~invalid
+                logits = counting(x_adv).float()
+            # NaN or inf logits predict no class: the point is not classified correctly
+            nonfinite = ~torch.isfinite(logits).all(dim=1) & ~invalid
+            wrong = ((logits.argmax(1) != yb) | nonfinite) & ~invalid
             forwards, backwards, seconds = so_far()
             broken_rows = rows[wrong.cpu()]
             if kept is not None:     # the examples are on disk before the state marks their points broken
@@ -753,7 +781,7 @@ def _run_steps(built, state, counting, x, y, eps, norm, batch_size, device, bpda
                 state.robust[i] = False
                 state.broken_by[i] = step.label
             state.add_batch(step.label, row_list, shard, earlier_seconds=earlier[2], points=len(rows),
-                            broken=int(wrong.sum()), invalid=int(invalid.sum()), forwards=forwards,
+                            broken=int(wrong.sum()), invalid=int(invalid.sum()), nonfinite=int(nonfinite.sum()), forwards=forwards,
                             backwards=backwards, seconds=seconds)
             if snapshots.present:
                 state.save(force=True)     # the batch's verdicts are on disk before its snapshot goes
@@ -796,6 +824,12 @@ def _suite_flags(suite: Suite, records: list[AttackRecord], total: int, eps: flo
                               f"{record.label} broke {record.points_broken} points ({100 * record.points_broken / total:.1f}%) "
                               "that the white-box attacks left robust: the white-box evaluation may be unreliable",
                               {"attack": record.label, "points": record.points_broken}))
+        if record.nonfinite_outputs:
+            flags.append(Flag("nonfinite_outputs",
+                              f"the model returned NaN or inf on {record.nonfinite_outputs} of {record.label}'s examples; "
+                              "they count as broken, since no class was predicted: check the model on inputs near "
+                              "these (e.g. a division or a log of a value that can reach zero)",
+                              {"attack": record.label, "points": record.nonfinite_outputs}))
         if record.invalid_examples:
             flags.append(Flag("adversarial_examples_outside_the_ball",
                               f"{record.label} returned {record.invalid_examples} examples outside the {norm} ball of "

@@ -51,6 +51,7 @@ class AttackRecord:
     points_attacked: int = 0
     points_broken: int = 0
     invalid_examples: int = 0
+    nonfinite_outputs: int = 0      # examples on which the model gave NaN or inf (counted as broken)
     robust_accuracy_after: float = 0.0
     seconds: float = 0.0
     forwards: int = 0
@@ -82,7 +83,15 @@ class EvaluationResult:
     convergence: dict[str, Any] | None = None  # the more-steps probe (attacks.checks.more_steps_gain), if run
     precision: str = "fp32"  # what the attacks computed in (attacks.precision); verdicts are always float32
     computed_with: list[str] = field(default_factory=list)  # the versions that computed its parts (a resumed one may have several)
+    caveat: str = ""   # the suite's: what its numbers must not be read as (e.g. a reduced AutoAttack)
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
+
+    def __repr__(self) -> str:
+        """One line; ``to_dict()`` has everything, the per-point verdicts included."""
+        flags = f", flags: {', '.join(f.code for f in self.flags)}" if self.flags else ", no flags"
+        return (f"EvaluationResult(suite '{self.suite}', {self.norm} eps {eps_label(self.eps, self.norm)}, "
+                f"{self.n_examples} points: clean {100 * self.clean_accuracy:.2f}%, robust "
+                f"{100 * self.robust_accuracy:.2f}%{flags})")
 
     def to_dict(self) -> dict[str, Any]:
         """RobustBench's fields (clean_acc, autoattack_acc, eps, …) plus ours."""

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import numbers
-import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from .core import Attack, AttackError
+from .results import eps_label
 
 ATTACKS: dict[str, type[Attack]] = {}
 
@@ -34,34 +36,6 @@ def attack_class(name: str) -> type[Attack]:
         close = difflib.get_close_matches(name, list(ATTACKS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise AttackError(f"unknown attack '{name}'{hint}; choose one of: {', '.join(sorted(ATTACKS))}") from None
-
-
-def _fits(kind: Any, value: Any) -> bool:
-    """Whether a setting's value has its declared type (settings of other types are not checked)."""
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
-    if get_origin(kind) is Literal:
-        return value in get_args(kind)
-    if get_origin(kind) in (Union, types.UnionType):
-        return any(_fits(option, value) for option in get_args(kind))
-    return True
-
-
-def _describe(kind: Any) -> str:
-    if get_origin(kind) is Literal:
-        return "one of " + ", ".join(repr(v) for v in get_args(kind))
-    if get_origin(kind) in (Union, types.UnionType):
-        return " or ".join(_describe(option) for option in get_args(kind))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}.get(
-        kind, getattr(kind, "__name__", str(kind)))
 
 
 def setting_names(cls: type[Attack]) -> list[str]:
@@ -81,11 +55,7 @@ def make_attack(name: str, /, **settings: Any) -> Attack:
     if unknown:
         raise AttackError(f"attack '{name}' has no setting {', '.join(unknown)}; its settings: "
                           f"{', '.join(setting_names(cls))}")
-    hints = get_type_hints(cls)
-    for key, value in settings.items():
-        if key in hints and not _fits(hints[key], value):
-            raise AttackError(f"attack '{name}': {key} must be {_describe(hints[key])}, got {value!r}")
-    return cls(**settings)
+    return cls(**settings)     # Attack.__post_init__ checks each setting against its declared type
 
 
 @dataclass
@@ -124,6 +94,14 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
                 num_classes: int, **context: Any) -> Suite:
     """A suite by name (registry), from a mapping (user-defined, e.g. YAML), or as given."""
     if isinstance(suite, Suite):
+        for step in suite.steps:    # it runs as built: an attack built for another ball would be labelled with this one
+            attack = step.attack
+            if attack.norm != norm or not math.isclose(float(attack.eps), eps, rel_tol=1e-9, abs_tol=1e-12):
+                raise AttackError(
+                    f"suite '{suite.name}': step '{step.label}' attacks {attack.norm} eps "
+                    f"{eps_label(float(attack.eps), attack.norm)}, but the evaluation is {norm} eps {eps_label(eps, norm)}; a Suite's attacks run as built, so build them with the "
+                    "evaluation's eps and norm, or give the suite as a mapping ({'attacks': [{'attack': 'pgd', ...}]}), "
+                    "whose attacks take eps and norm from the evaluation")
         return suite
     if isinstance(suite, Mapping):
         return suite_from_mapping(suite, eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
@@ -132,6 +110,16 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise AttackError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(list_suites())}")
     return SUITES[suite](eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
+
+
+def context_keywords() -> set[str]:
+    """The context the registered suite builders take (``surrogates``, ``views``, ``eot``, ...), past
+    eps, norm, seed and num_classes."""
+    found = {"surrogates"}      # suite_from_mapping's
+    for builder in SUITES.values():
+        found.update(name for name, p in inspect.signature(builder).parameters.items()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("eps", "norm", "seed", "num_classes"))
+    return found
 
 
 SUITE_KEYS = {"name", "description", "caveat", "attacks", "transfer"}

@@ -59,6 +59,8 @@ class Transfer(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.surrogates, nn.Module) and not isinstance(self.surrogates, nn.ModuleList):
+            self.surrogates = (self.surrogates,)     # one model, not its layers as an ensemble
         if not self.surrogates:
             raise AttackError("the transfer attack needs surrogate models (in Python: surrogates=[model, ...]; "
                               "from the command line: robust-kd transfer --source A,B --target C,D)")

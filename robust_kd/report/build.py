@@ -23,6 +23,7 @@ FLAG_WORDS = {
     "probabilities_not_logits": "the model seems to return probabilities, not logits",
     "non_deterministic": "the model gave different outputs for the same input",
     "adversarial_examples_outside_the_ball": "an adversarial example left the eps-ball or [0, 1]",
+    "nonfinite_outputs": "the model returned NaN or inf on adversarial examples (counted as broken)",
     "not_converged": "the suite's first attack with 5x the steps broke points the suite left robust: not converged",
     "resumed_across_versions": "parts of the evaluation were computed by different versions of robust-kd or torch",
 }
