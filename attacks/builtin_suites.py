@@ -51,6 +51,11 @@ def adaptive(*, eps: float, norm: str, seed: int, num_classes: int,
     """PGD-50 through each view of the model (BPDA or EOT wrappers; ``eot=N`` adds EOT over N
     passes), then on the model itself, then Square (1000 queries) and transfer."""
     views = dict(views or {})
+    for label, view in views.items():
+        if isinstance(view, nn.Module) or not callable(view):
+            raise AttackError(f"views['{label}'] must be a function from the model to the module the attack "
+                              "differentiates (e.g. lambda model: attacks.EOT(model, 8)); a module that already wraps "
+                              "the model goes to evaluate(..., gradient_views=)")
     if eot:
         from .adaptive import EOT
 

@@ -32,6 +32,11 @@ def _f(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
 @register_attack
 @dataclass
 class CW(Attack):
+    """Carlini-Wagner L2: Adam on the tanh-space image, minimising the perturbation's size plus c times
+    the margin loss. It looks for the smallest perturbation, and keeps it only where it lies within
+    ``eps``: a point whose smallest one found is larger gets its clean image back (torchattacks' CW
+    returns it whatever its size)."""
+
     norm: str = "L2"
     eps: float = 0.5
     c: float = 1.0

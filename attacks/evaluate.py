@@ -383,6 +383,10 @@ def evaluate(
     with another stand-in, EOT). The suite's gradient-based steps run again through each view, after
     the suite's own gradient steps and before its black-box ones, on the points still robust.
 
+    The model runs in eval mode for the evaluation (its mode is put back afterwards), as every attack
+    called directly does: a randomised defence must sample in eval mode too, and is attacked through
+    an EOT view.
+
     ``shard``: (rank, world size) to attack only the points ``i`` with ``i mod world == rank`` and
     gather the verdicts of all ranks (every rank returns the whole result, equal to one process's);
     ``"auto"`` (default) shards over the initialised ``torch.distributed`` group, if any. With
@@ -450,6 +454,13 @@ def evaluate(
         raise AttackError(f"state_path '{state_path}' is a folder; give a file in it, e.g. '{Path(state_path) / 'state.json'}'")
     if progress is not None:
         progress = CompletedProgress(progress)
+    if bpda is not None and not isinstance(bpda, nn.Module):
+        raise AttackError(f"bpda must be a module that stands in for the model, got {type(bpda).__name__}")
+    for label, view in (gradient_views or {}).items():
+        if not isinstance(view, nn.Module):
+            raise AttackError(f"gradient_views['{label}'] must be a module computing the model's logits (e.g. "
+                              f"attacks.EOT(model, 8)), got {type(view).__name__}; functions of the model (model → "
+                              "module) go to suite 'adaptive' as views=")
     device = model_device(model)
     batch_size = auto_batch_size(device) if batch_size is None else count("batch_size", batch_size)
     if isinstance(suite_context.get("surrogates"), (list, tuple)):     # a suite names its surrogates

@@ -108,6 +108,9 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
     if suite not in SUITES:
         close = difflib.get_close_matches(suite, list(SUITES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        if str(suite).endswith((".yaml", ".yml")) or not close:
+            hint += ("; a suite file (e.g. robust-kd's configs/suites/autoattack_quick.yaml) is read with "
+                     "yaml.safe_load and passed as a mapping")
         raise AttackError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(list_suites())}")
     return SUITES[suite](eps=eps, norm=norm, seed=seed, num_classes=num_classes, **context)
 

@@ -189,3 +189,13 @@ def test_partial_progress_objects_surrogate_lists_and_a_short_repr():
     with warnings.catch_warnings():
         warnings.simplefilter("error")     # nothing to warn about in a plain call
         attacks.evaluate(model, x, y, FAST, eps=0.03, sanity_checks=False)
+
+
+def test_views_gradient_views_and_suite_files_are_told_apart():
+    model, x, y = _case()
+    with pytest.raises(AttackError, match=r"gradient_views\['eot'\] must be a module"):
+        attacks.evaluate(model, x, y, FAST, eps=0.03, gradient_views={"eot": lambda m: attacks.EOT(m, 2)})
+    with pytest.raises(AttackError, match=r"views\['eot'\] must be a function from the model"):
+        attacks.evaluate(model, x, y, "adaptive", eps=0.03, views={"eot": attacks.EOT(model, 2)})
+    with pytest.raises(AttackError, match="passed as a mapping"):
+        attacks.evaluate(model, x, y, "configs/suites/autoattack_quick.yaml", eps=0.03)
