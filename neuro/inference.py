@@ -79,7 +79,9 @@ _FAST = ("cosine", "pearson", "spearman", "rho-a")
 
 def _dense_codes(matrices: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer codes preserving the order (and ties) of every entry of each matrix: (R, n, n), count."""
-    flat = matrices.reshape(len(matrices), -1)
+    # NaN (a missing pair) would rank as NaN and break the integer codes: it ranks last instead; the
+    # callers leave every non-finite entry out of the comparison anyway
+    flat = np.where(np.isfinite(matrices), matrices, np.inf).reshape(len(matrices), -1)
     codes = np.stack([rankdata(row, method="dense") - 1 for row in flat]).astype(np.int64)
     return codes.reshape(matrices.shape), int(codes.max()) + 1
 

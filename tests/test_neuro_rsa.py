@@ -232,6 +232,26 @@ def test_bootstrap_distribution_matches_rsatoolbox_within_monte_carlo_error():
     assert abs(np.nanmean(got) - np.nanmean(ref)) < 0.25 * np.nanstd(ref)
 
 
+@pytest.mark.parametrize("method", ["spearman", "rho-a", "pearson"])
+def test_condition_bootstrap_with_missing_pairs_equals_each_sample_computed_directly(method):
+    """A NaN pair (a missing condition pair, in one subject or in the model) is left out of every
+    comparison of the sample; the rank-based comparators used to crash on it."""
+    _, _, model, brain = _group(np.random.default_rng(14), n_cond=10, n_subj=3)
+    brain = RDMs(brain.vectors.copy(), brain.conditions, "correlation")
+    model = RDMs(model.vectors.copy(), model.conditions, "correlation", ["truth"])
+    brain.vectors[1, 5] = np.nan
+    model.vectors[0, 20] = np.nan
+    idx = np.random.default_rng(2).integers(0, 10, size=(6, 10))
+    got = bootstrap(model, brain, method, condition_indices=idx, ceiling=False).samples[:, 0]
+    iu = np.triu_indices(10, 1)
+    for k, ci in enumerate(idx):
+        a, b = ci[iu[0]], ci[iu[1]]
+        x, ys = model.matrices()[0][a, b], brain.matrices()[:, a, b]
+        keep = (a != b) & np.isfinite(x) & np.isfinite(ys).all(0)
+        expected = compare(x[None, keep], ys[:, keep], method).mean()
+        assert got[k] == pytest.approx(expected, abs=1e-10), k
+
+
 def test_bootstrap_rejects_whitened_condition_resampling_clearly():
     _, _, model, brain = _group(np.random.default_rng(14), n_cond=10)
     with pytest.raises(NeuroError, match="over='subjects'"):
