@@ -2,9 +2,10 @@
 
     import neuro
     patterns = neuro.load_betas(["face.nii.gz", "house.nii.gz", ...], "vt_mask.nii.gz")   # {roi: Patterns}
-    brain = neuro.compute_rdm(patterns["vt_mask"], "correlation")
-    acts = neuro.activations(model, images, layers="blocks")                              # {layer: array}
-    layers = neuro.RDMs.concat([neuro.compute_rdm(a, "correlation", name=l) for l, a in acts.items()])
+    brain = neuro.compute_rdm(patterns["vt_mask"], "correlation")   # conditions named by the files
+    acts = neuro.activations(model, images, layers="blocks")        # {layer: array}; images in the same order
+    layers = neuro.RDMs.concat([neuro.compute_rdm(a, "correlation", conditions=brain.conditions, name=l)
+                                for l, a in acts.items()])
     result = neuro.rsa(layers, {"VT": brain}, method="spearman")
 
 This package stands alone (numpy, scipy, nibabel, torch for activations): it never imports robust-kd.

@@ -1,14 +1,16 @@
 """Layer activations of any ``nn.Module`` on a set of stimuli, through forward hooks.
 
 Layers are PyTorch's dotted module names (``model.named_modules()``), plus ``"logits"`` for the model's
-output. Hooks are always removed, the model's train/eval mode is restored, and everything runs
-batched under ``torch.no_grad()`` on the model's device (or the one given).
+output. Hooks are always removed, every module's train/eval mode and the model's device are
+restored, and everything runs batched under ``torch.no_grad()`` on the model's device (or the one
+given).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -114,21 +116,27 @@ def as_image_batch(images: torch.Tensor | np.ndarray, size: int | None = None,
     """Float N×C×H×W in [0, 1] from a tensor or a uint8/float array (N×H×W×C or N×C×H×W); ``size``
     resizes (antialiased), ``channels`` converts RGB → luminance (ITU-R 601) or grey → RGB."""
     if isinstance(images, np.ndarray):
-        a = images
-        if a.ndim == 3:
-            a = a[:, None]
-        if a.ndim != 4:
-            raise NeuroError(f"images must be 4-D (N×H×W×C or N×C×H×W), got shape {a.shape}")
-        if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
-            a = a.transpose(0, 3, 1, 2)
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+        t = torch.from_numpy(np.ascontiguousarray(images))
     elif isinstance(images, torch.Tensor):
-        t = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        if t.ndim != 4:
-            raise NeuroError(f"images must be N×C×H×W, got shape {tuple(t.shape)}")
+        t = images.detach().cpu()
     else:
         raise NeuroError(f"images must be a tensor or a numpy array, not {type(images).__name__}")
+    if t.ndim == 3:
+        t = t[:, None]
+    if t.ndim != 4:
+        raise NeuroError(f"images must be 4-D (N×H×W×C or N×C×H×W), got shape {tuple(t.shape)}")
+    if t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2)
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif not t.is_floating_point():
+        raise NeuroError(f"images must be uint8 (0-255) or floats in [0, 1], got {t.dtype}; convert them to one of those")
+    else:
+        t = t.float()
+        if len(t) and (float(t.min()) < -1e-6 or float(t.max()) > 1 + 1e-6):
+            hint = " (0-255 values: divide by 255)" if float(t.max()) > 1.5 else ""
+            raise NeuroError(f"float images must lie in [0, 1], got values in [{float(t.min()):.3g}, "
+                             f"{float(t.max()):.3g}]{hint}; models take [0, 1] images and normalise them themselves")
     if channels is not None and t.shape[1] != channels:
         if t.shape[1] == 3 and channels == 1:
             t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -155,6 +163,20 @@ def _first_tensor(output: object) -> torch.Tensor:
     raise NeuroError(f"a hooked layer returned {type(output).__name__}, not a tensor")
 
 
+def _leave_out_reused(reused: set[str], names: list[str], store: dict[str, list], chosen: bool) -> None:
+    listed = ", ".join(repr(n) for n in names if n in reused)
+    if chosen:
+        raise NeuroError(f"layer {listed} runs more than once in one forward pass (the module is reused), so it has "
+                         "no single activation; pick the block or layer around it")
+    warnings.warn(f"left out {listed}: run more than once in one forward pass (a reused module), so without a "
+                  "single activation", stacklevel=3)
+    for name in [n for n in names if n in reused]:
+        names.remove(name)
+        del store[name]
+    if not names:
+        raise NeuroError("every layer asked for is a reused module; pick blocks or layers around them")
+
+
 def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Sequence[str] | str = "blocks",
                 batch_size: int = 64, device: torch.device | str | None = None, size: int | None = None,
                 channels: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
@@ -175,13 +197,21 @@ def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Seq
     store: dict[str, list[np.ndarray]] = {n: [] for n in names}
     current: dict[str, torch.Tensor] = {}
 
+    reused: set[str] = set()     # modules run at several places in one pass (one ReLU for a whole block)
+
     def hook_for(name: str):
         def hook(_module: nn.Module, _inp: object, output: object) -> None:
+            if name not in store:       # left out after the first batch (reused)
+                return
+            if name in current:
+                reused.add(name)
             current[name] = _first_tensor(output)
         return hook
 
     handles = []
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]     # each module's own, put back afterwards
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else None
     try:
         for name in names:
             if name != LOGITS:
@@ -193,6 +223,10 @@ def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Seq
                 current.clear()
                 out = _first_tensor(model(batch))
                 current[LOGITS] = out
+                if reused:      # such a module has no single activation: named, an error; from a list, left out
+                    _leave_out_reused(reused, names, store, chosen=not (isinstance(layers, str) and
+                                                                        layers in ("blocks", "all", "leaves")))
+                    reused.clear()
                 for name in names:
                     if name not in current:
                         raise NeuroError(f"layer {name!r} was not called in the forward pass; pick another layer")
@@ -202,7 +236,10 @@ def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Seq
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
+        if home is not None and home != device:
+            model.to(home)
     return {n: np.concatenate(store[n]) for n in names}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import kendalltau, rankdata
 
 from .errors import NeuroError
-from .rdms import RDMs, n_conditions_from_pairs
+from .rdms import RDMs, condition_difference, n_conditions_from_pairs
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def compare(a: RDMs | np.ndarray, b: RDMs | np.ndarray, method: str = "spearman"
                          f"{n_conditions_from_pairs(vb.shape[1])}); subset them to the same conditions")
     if isinstance(a, RDMs) and isinstance(b, RDMs) and list(a.conditions) != list(b.conditions):
         if sorted(a.conditions) != sorted(b.conditions):
-            raise NeuroError("the two RDMs are over different conditions; subset_conditions() to a common set")
+            raise NeuroError(f"the two RDMs are over different conditions ({condition_difference(a.conditions, b.conditions)}); "
+                             "subset_conditions() to a common set")
         vb = b.subset_conditions(a.conditions).vectors
     ok = np.isfinite(va).all(axis=0) & np.isfinite(vb).all(axis=0)
     if not ok.all():

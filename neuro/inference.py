@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 
 from .compare import compare, double_centred, resolve_method
 from .errors import NeuroError
-from .rdms import RDMs
+from .rdms import RDMs, condition_difference
 
 Progress = Callable[[int, int], None] | None
 
@@ -319,7 +319,8 @@ def bootstrap(models: RDMs, brain: RDMs, method: str = "spearman", n: int = 1000
         raise NeuroError(f"over must be 'conditions', 'subjects' or 'both', not {over!r}")
     if list(models.conditions) != list(brain.conditions):
         if sorted(models.conditions) != sorted(brain.conditions):
-            raise NeuroError("model and brain RDMs are over different conditions; subset them to a common set")
+            raise NeuroError("model and brain RDMs are over different conditions "
+                             f"({condition_difference(models.conditions, brain.conditions)}); subset them to a common set")
         models = models.subset_conditions(brain.conditions)
     resolve_method(method)
     rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ silently, because resampling a mask or betas changes which voxels enter an RDM. 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -213,7 +214,8 @@ def _read_table(path: Path, what: str) -> list[list[str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise NeuroError(f"{what} file {path} is not readable text ({type(exc).__name__}); give one entry per "
                          "line") from None
-    rows = [line.split("#")[0].split() for line in text.splitlines()]
+    # entries apart by spaces, tabs or commas (a CSV's "face,1" is a label and its run, not one label)
+    rows = [[e for e in re.split(r"[,\s]+", line.split("#")[0]) if e] for line in text.splitlines()]
     return [r for r in rows if r]
 
 
@@ -233,7 +235,10 @@ def read_conditions(conditions: Any, n: int) -> tuple[np.ndarray, np.ndarray | N
     else:
         labels = np.array([str(c) for c in np.atleast_1d(np.asarray(conditions, dtype=object))])
     if len(labels) != n:
-        raise NeuroError(f"{len(labels)} condition labels for {n} volumes; give one label per volume")
+        header = _is_path(conditions) and len(labels) == n + 1 and \
+            str(labels[0]).lower() in ("condition", "conditions", "label", "labels", "trial_type", "stimulus")
+        hint = f" (is the first line, '{labels[0]}', a header? remove it)" if header else ""
+        raise NeuroError(f"{len(labels)} condition labels for {n} volumes{hint}; give one label per volume")
     return labels, runs
 
 

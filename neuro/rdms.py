@@ -130,7 +130,8 @@ class RDMs:
         first = items[0]
         for other in items[1:]:
             if list(other.conditions) != list(first.conditions):
-                raise NeuroError("RDMs over different conditions cannot be concatenated")
+                raise NeuroError(f"RDMs over different conditions cannot be concatenated: "
+                                 f"{condition_difference(first.conditions, other.conditions)}")
         return RDMs(np.concatenate([r.vectors for r in items]), first.conditions, first.measure,
                     np.concatenate([r.names for r in items]), dict(first.descriptors))
 
@@ -161,3 +162,21 @@ class RDMs:
 
     def __repr__(self) -> str:
         return f"RDMs({self.n_rdm} × {self.n_cond} conditions, measure={self.measure!r}, names={[str(n) for n in self.names[:4]]})"
+
+
+def condition_difference(first: Sequence[str], second: Sequence[str], shown: int = 4) -> str:
+    """How two lists of condition labels differ, in words, for an error message."""
+    a, b = [str(c) for c in first], [str(c) for c in second]
+    if sorted(a) == sorted(b):
+        return "the same conditions in another order (subset_conditions() puts them in one order)"
+
+    def some(labels: list[str]) -> str:
+        listed = ", ".join(repr(c) for c in labels[:shown])
+        return listed + (f" and {len(labels) - shown} more" if len(labels) > shown else "") if labels else "none"
+
+    only_a, only_b = [c for c in a if c not in set(b)], [c for c in b if c not in set(a)]
+    hint = ""
+    if all(c.isdigit() for c in a) != all(c.isdigit() for c in b):
+        hint = ("; RDMs of activations are labelled 0, 1, ... unless compute_rdm(..., conditions=...) names "
+                "their conditions")
+    return f"only in the first: {some(only_a)}; only in the second: {some(only_b)}{hint}"

@@ -20,7 +20,7 @@ from .compare import compare, resolve_method
 from .errors import NeuroError
 from .files import atomic_write_text
 from .inference import bootstrap, fdr, noise_ceiling, permutation_test, subject_tests
-from .rdms import RDMs
+from .rdms import RDMs, condition_difference
 
 COLUMNS = ["model", "roi", "similarity", "ci_low", "ci_high", "p", "p_fdr", "sem", "p_subjects",
            "noise_lower", "noise_upper", "pct_of_lower_ceiling", "n_subjects", "n_conditions"]
@@ -92,7 +92,8 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
     for roi, subjects in rois.items():
         if sorted(subjects.conditions) != sorted(models.conditions):
             raise NeuroError(f"ROI {roi!r} and the model RDMs are over different conditions "
-                             f"({subjects.n_cond} vs {models.n_cond}); present the same stimuli to both")
+                             f"({condition_difference(subjects.conditions, models.conditions)}); present the same "
+                             "stimuli to both")
         m = models.subset_conditions(subjects.conditions) if list(models.conditions) != list(subjects.conditions) \
             else models
         sims = compare(m, subjects, method)                            # (k, s)

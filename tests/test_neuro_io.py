@@ -142,6 +142,13 @@ def test_load_betas_from_3d_files_and_from_4d_with_a_condition_file(tmp_path):
     assert list(one_column.conditions) == list(from_4d.conditions) and list(one_column.runs) == [0] * 10 + [1] * 10
     as_list = load_betas(func, mask_path, conditions=[f"c{i % 5}" for i in range(20)])["vt"]
     np.testing.assert_array_equal(as_list.data, from_4d.data)
+    # a CSV (comma or tab) is a label and a run per line, as with spaces; a header line is named as the likely cause
+    (tmp_path / "conds.csv").write_text("".join(f"c{i % 5},{i // 5}\n" for i in range(20)))
+    from_csv = load_betas(FUNCTIONAL, mask_path, conditions=tmp_path / "conds.csv")["vt"]
+    assert list(from_csv.conditions) == list(from_4d.conditions) and list(from_csv.runs) == list(from_4d.runs)
+    (tmp_path / "header.csv").write_text("condition\n" + "".join(f"c{i % 5}\n" for i in range(20)))
+    with pytest.raises(NeuroError, match="21 condition labels for 20 volumes .is the first line, 'condition', a header"):
+        load_betas(FUNCTIONAL, mask_path, conditions=tmp_path / "header.csv")
 
 
 def test_space_mismatch_is_an_error_naming_both_and_never_resampled(tmp_path):

@@ -119,3 +119,39 @@ def test_readme_python_example_runs_on_a_grey_model():
                                 for k, a in acts.items()])
     table = neuro.rsa(layers, {"hIT": hit.hit_subjects}, "spearman", n_bootstrap=20, n_permutations=20)
     assert len(table.rows) == layers.n_rdm and table.rows[0]["n_subjects"] == 8
+
+
+def test_activations_refuse_unscaled_images_and_reused_modules_and_keep_each_modules_mode():
+    import warnings
+
+    import numpy as np
+    import pytest
+    import torch
+    from torch import nn
+
+    import neuro
+    from neuro import NeuroError
+
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), relu, nn.Conv2d(4, 4, 3), relu, nn.Flatten())
+    images = np.random.default_rng(0).uniform(size=(4, 3, 8, 8)).astype(np.float32)
+    for bad, message in [(images * 255, "divide by 255"), (images.astype(np.int64), "uint8 .0-255. or floats"),
+                         (images - 0.5, "must lie in")]:
+        with pytest.raises(NeuroError, match=message):
+            neuro.activations(net, bad, ["0"])
+    # one ReLU at two places has no single activation: named, an error; from "all", left out with a warning
+    with pytest.raises(NeuroError, match="runs more than once"):
+        neuro.activations(net, images, ["2"])
+    with pytest.warns(UserWarning, match="left out '2'"):
+        acts = neuro.activations(net, images, "all", batch_size=2)
+    assert "2" not in acts and "4" not in acts and acts["3"].shape == (4, 4 * 4 * 4)
+    # channels-last tensors are taken like channels-last arrays
+    last = neuro.activations(net, torch.from_numpy(images).permute(0, 2, 3, 1), ["3"])["3"]
+    np.testing.assert_array_equal(last, neuro.activations(net, images, ["3"])["3"])
+    net.train()
+    net[1].eval()       # a frozen batch norm inside a training model stays frozen
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        neuro.activations(net, images, ["3"])
+    assert net.training and net[0].training and not net[1].training

@@ -299,3 +299,14 @@ def test_rsa_table_on_simulated_study_recovers_planted_structure(tmp_path):
     result.save(tmp_path / "rsa.json")
     result.save_csv(tmp_path / "rsa.csv")
     assert "similarity" in (tmp_path / "rsa.csv").read_text().splitlines()[0]
+
+
+def test_rdms_over_other_conditions_say_which_and_why():
+    rng = np.random.default_rng(0)
+    brain = compute_rdm(Patterns(rng.standard_normal((6, 30)), [f"img{i}" for i in range(6)]), "correlation")
+    layer = compute_rdm(rng.standard_normal((6, 20)), "correlation", name="conv1")     # labelled 0..5
+    with pytest.raises(NeuroError, match="only in the first: 'img0', 'img1', 'img2', 'img3' and 2 more; only in the "
+                                         r"second: '0', '1', '2', '3' and 2 more; RDMs of activations .* conditions="):
+        compare(brain, layer)
+    named = compute_rdm(rng.standard_normal((6, 20)), "correlation", conditions=brain.conditions, name="conv1")
+    assert compare(brain, named).shape == (1, 1)
