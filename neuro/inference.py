@@ -251,8 +251,9 @@ def _ceiling_batched(method: str, subjects: np.ndarray, valid: np.ndarray,
             same = groups == groups[:, i:i + 1]                      # (B, s)
             n_other = (~same).sum(1)
             rest = total - np.einsum("bs,sbp->bp", same.astype(np.float64), prepared)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                others = rest / n_other[:, None]
+            # a resample of copies of one subject has no others: a stand-in (the subject itself) keeps the
+            # comparators from failing on an empty pool, and its value is dropped below
+            others = np.where(n_other[:, None] > 0, rest / np.maximum(n_other, 1)[:, None], subjects[i])
             val = _batched_stat(method, subjects[i:i + 1], others[None], valid)[0, 0]
             lower[i] = np.where(n_other > 0, val, np.nan)
     return _combine_ceiling(lower, upper, groups)

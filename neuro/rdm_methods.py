@@ -34,14 +34,16 @@ class RDMMethod:
     fn: Callable[..., np.ndarray]      # (patterns, noise) -> condition × condition matrix, plus condition names
     cross_validated: bool
     citation: str
+    uses_noise: bool | None = None     # whether ``noise`` changes it (None: not said, as for a user's method)
 
 
 RDM_METHODS: dict[str, RDMMethod] = {}
 
 
-def register_rdm_method(name: str, *, cross_validated: bool = False, citation: str = "") -> Callable:
+def register_rdm_method(name: str, *, cross_validated: bool = False, citation: str = "",
+                        uses_noise: bool | None = None) -> Callable:
     def wrap(fn: Callable) -> Callable:
-        RDM_METHODS[name] = RDMMethod(name, fn, cross_validated, citation)
+        RDM_METHODS[name] = RDMMethod(name, fn, cross_validated, citation, uses_noise)
         return fn
     return wrap
 
@@ -73,7 +75,7 @@ def _check_noise(noise: Any, n_channels: int) -> None:
                          "estimate the noise on the same voxels")
 
 
-@register_rdm_method("euclidean", citation="squared Euclidean / channels (rsatoolbox convention)")
+@register_rdm_method("euclidean", uses_noise=False, citation="squared Euclidean / channels (rsatoolbox convention)")
 def _euclidean(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     sq = np.einsum("ij,ij->i", x, x)
@@ -81,7 +83,7 @@ def _euclidean(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     return d / x.shape[1], names
 
 
-@register_rdm_method("correlation", citation="Kriegeskorte, Mur & Bandettini 2008")
+@register_rdm_method("correlation", uses_noise=False, citation="Kriegeskorte, Mur & Bandettini 2008")
 def _correlation(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     z = x - x.mean(axis=1, keepdims=True)
@@ -93,7 +95,7 @@ def _correlation(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray
     return 1.0 - z @ z.T, names
 
 
-@register_rdm_method("cosine", citation="1 − cosine similarity")
+@register_rdm_method("cosine", uses_noise=False, citation="1 − cosine similarity")
 def _cosine(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     norms = np.linalg.norm(x, axis=1)
@@ -103,7 +105,7 @@ def _cosine(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 - z @ z.T, names
 
 
-@register_rdm_method("mahalanobis", citation="Walther et al. 2016 (noise-normalised, not cross-validated)")
+@register_rdm_method("mahalanobis", uses_noise=True, citation="Walther et al. 2016 (noise-normalised, not cross-validated)")
 def _mahalanobis(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     _check_noise(noise, x.shape[1])
@@ -134,7 +136,7 @@ def run_condition_means(p: Patterns) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return out.reshape(len(runs), len(names), p.n_channels), runs, names
 
 
-@register_rdm_method("crossnobis", cross_validated=True, citation="Walther et al. 2016; Nili et al. 2014")
+@register_rdm_method("crossnobis", cross_validated=True, uses_noise=True, citation="Walther et al. 2016; Nili et al. 2014")
 def _crossnobis(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     means, _, names = run_condition_means(p)
     n_runs = means.shape[0]
@@ -158,9 +160,16 @@ def compute_rdm(patterns: Patterns | np.ndarray, method: str = "correlation", *,
     """
     if method not in RDM_METHODS:
         raise NeuroError(f"unknown RDM method {method!r}; choose one of {sorted(RDM_METHODS)}")
-    if not isinstance(patterns, Patterns):
-        patterns = Patterns.from_array(patterns, conditions, runs)
     spec = RDM_METHODS[method]
+    if noise is not None and spec.uses_noise is False:
+        noisy = sorted(n for n, m in RDM_METHODS.items() if m.uses_noise)
+        raise NeuroError(f"the {method!r} RDM takes no noise model; drop noise= or use {' or '.join(repr(n) for n in noisy)}")
+    if isinstance(patterns, Patterns):
+        if conditions is not None or runs is not None:
+            raise NeuroError("a Patterns object carries its own conditions and runs; give conditions= and runs= only "
+                             "with an array (or make the Patterns with them)")
+    else:
+        patterns = Patterns.from_array(patterns, conditions, runs)
     matrix, names = spec.fn(patterns, noise)
     desc = {**patterns.descriptors, **descriptors, "method": method,
             "n_channels": patterns.n_channels, "noise": None if noise is None else

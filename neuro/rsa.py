@@ -85,9 +85,27 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
       subjects (≥ 3 subjects).
     """
     resolve_method(method)
+    if isinstance(models, (list, tuple)) and models and all(isinstance(m, RDMs) for m in models):
+        models = RDMs.concat(list(models))
+    if not isinstance(models, RDMs):
+        raise NeuroError(f"models must be an RDMs object (or a list of them), not {type(models).__name__}; "
+                         "neuro.compute_rdm or neuro.RDMs(vectors, conditions) makes one")
+    if not isinstance(brain, (RDMs, Mapping)):
+        raise NeuroError(f"brain must be an RDMs object or a {{roi: RDMs}} mapping, not {type(brain).__name__}")
     rois = {"brain": brain} if isinstance(brain, RDMs) else dict(brain)
     if not rois:
         raise NeuroError("no brain RDMs given")
+    for roi, subjects in rois.items():
+        if not isinstance(subjects, RDMs):
+            raise NeuroError(f"ROI {roi!r}: expected an RDMs object of its subjects, not {type(subjects).__name__}")
+    for name, value in (("n_bootstrap", n_bootstrap), ("n_permutations", n_permutations)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise NeuroError(f"{name} must be a whole number, 0 or more (0 skips it), got {value!r}")
+    if not 0 < level < 1:
+        hint = f" (a fraction: {level / 100:g} for {level:g}%)" if 1 < level < 100 else ""
+        raise NeuroError(f"level must lie between 0 and 1{hint}, got {level!r}")
+    if over not in ("conditions", "subjects", "both"):
+        raise NeuroError(f"over must be 'conditions', 'subjects' or 'both', not {over!r}")
     rows: list[dict[str, Any]] = []
     for roi, subjects in rois.items():
         if sorted(subjects.conditions) != sorted(models.conditions):
@@ -120,6 +138,8 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
                 else float("nan"),
                 "per_subject": [float(v) for v in sims[k]],
                 "n_subjects": int(subjects.n_rdm), "n_conditions": int(subjects.n_cond),
+                # one subject cannot be resampled: its CI comes from the conditions whatever ``over`` says
+                "bootstrap_over": boot_over if n_bootstrap else None,
             })
     q = fdr(np.array([r["p"] for r in rows]))
     for r, qv in zip(rows, q):

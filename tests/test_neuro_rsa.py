@@ -17,7 +17,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import false_discovery_control
 
 import neuro
-from neuro import NeuroError, Patterns, RDMs, compare, compute_rdm
+from neuro import NeuroError, Patterns, RDMs, compare, compute_rdm, rsa
 from neuro.inference import bootstrap, fdr, noise_ceiling, permutation_test
 from neuro.noise import noise_from_patterns, noise_from_residuals
 
@@ -310,3 +310,43 @@ def test_rdms_over_other_conditions_say_which_and_why():
         compare(brain, layer)
     named = compute_rdm(rng.standard_normal((6, 20)), "correlation", conditions=brain.conditions, name="conv1")
     assert compare(brain, named).shape == (1, 1)
+
+
+def test_subject_bootstrap_with_kendall_survives_resamples_of_one_subject():
+    """A resample holding copies of one subject has no leave-one-out ceiling: NaN for that sample, as
+    the fast comparators give, not an error."""
+    _, _, model, brain = _group(np.random.default_rng(15), n_cond=8, n_subj=3)
+    idx = np.array([[0, 1, 2], [1, 1, 1], [2, 0, 0], [0, 0, 0]])
+    for method in ("kendall-tau-b", "kendall-tau-a"):
+        got = bootstrap(model, brain, method, over="subjects", subject_indices=idx)
+        ref = bootstrap(model, brain, "spearman", over="subjects", subject_indices=idx)
+        np.testing.assert_array_equal(np.isnan(got.ceiling[:, 0]), [False, True, False, True])
+        np.testing.assert_array_equal(np.isnan(got.ceiling), np.isnan(ref.ceiling))
+        assert np.isfinite(got.samples).all()
+
+
+def test_rsa_checks_its_arguments_and_says_what_it_bootstrapped():
+    _, _, model, brain = _group(np.random.default_rng(16), n_cond=8, n_subj=3)
+    for kwargs, message in [({"level": 95}, r"a fraction: 0.95 for 95%"), ({"n_bootstrap": -5}, "n_bootstrap must be"),
+                            ({"n_permutations": 2.5}, "n_permutations must be"),
+                            ({"over": "subject", "n_bootstrap": 0}, "over must be")]:
+        with pytest.raises(NeuroError, match=message):
+            rsa(model, brain, **{"n_permutations": 10, **kwargs})
+    with pytest.raises(NeuroError, match="models must be an RDMs object"):
+        rsa(model.vectors, brain)
+    with pytest.raises(NeuroError, match="brain must be"):
+        rsa(model, brain.vectors)
+    one = RDMs(brain.vectors[:1], brain.conditions, "correlation")
+    result = rsa([model, model], one, over="subjects", n_bootstrap=20, n_permutations=10)
+    assert [r["bootstrap_over"] for r in result.rows] == ["conditions", "conditions"]
+
+
+def test_compute_rdm_refuses_settings_it_would_ignore():
+    rng = np.random.default_rng(17)
+    patterns = Patterns(rng.standard_normal((12, 20)), [f"c{i % 4}" for i in range(12)], runs=[i // 4 for i in range(12)])
+    noise = noise_from_patterns(patterns, "diag")
+    assert compute_rdm(patterns, "crossnobis", noise=noise).descriptors["noise"] == "diag"
+    with pytest.raises(NeuroError, match="the 'euclidean' RDM takes no noise model"):
+        compute_rdm(patterns, "euclidean", noise=noise)
+    with pytest.raises(NeuroError, match="carries its own conditions"):
+        compute_rdm(patterns, "correlation", conditions=[f"d{i}" for i in range(12)])
