@@ -85,7 +85,7 @@ def _fit_run(y: np.ndarray, x: np.ndarray, run: object) -> tuple[np.ndarray, np.
     """OLS betas, residuals and residual degrees of freedom of one run."""
     beta, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
     if rank < x.shape[1]:
-        raise NeuroError(f"the design of run {run!r} is rank deficient (rank {rank} < {x.shape[1]} regressors): "
+        raise NeuroError(f"the design of run {run} is rank deficient (rank {rank} < {x.shape[1]} regressors): "
                          "a condition fills the whole run or is collinear with the drift; lower drift_order "
                          "or check the labels")
     return beta, y - x @ beta, int(len(y) - rank)
@@ -112,7 +112,7 @@ def condition_patterns(bold: np.ndarray, labels: Sequence, runs: Sequence, tr: f
         sel = runs == run
         missing = [c for c in conditions if c not in set(labels[sel])]
         if missing:
-            raise NeuroError(f"run {run!r} has no volumes of {missing[:5]}; drop that run or that condition "
+            raise NeuroError(f"run {run} has no volumes of {[str(c) for c in missing[:5]]}; drop that run or that condition "
                              "(cross-validated RDMs need every condition in every run)")
         x = design_matrix(labels[sel], conditions, tr, drift_order, oversampling)
         beta, residual, dof = _fit_run(bold[sel], x, run)

@@ -614,6 +614,8 @@ def fdr(pvalues: np.ndarray) -> np.ndarray:
     ok = np.isfinite(flat)
     q = np.full_like(flat, np.nan)
     vals = flat[ok]
+    if vals.size and (vals.min() < 0 or vals.max() > 1):
+        raise NeuroError(f"p-values must lie in [0, 1], got values in [{vals.min():.3g}, {vals.max():.3g}]")
     m = len(vals)
     if m:
         order = np.argsort(vals)

@@ -78,6 +78,7 @@ def _check_noise(noise: Any, n_channels: int) -> None:
 @register_rdm_method("euclidean", uses_noise=False, citation="squared Euclidean / channels (rsatoolbox convention)")
 def _euclidean(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
+    x = x - x.mean(axis=0)      # distances do not move with an offset, but the Gram form loses digits to one
     sq = np.einsum("ij,ij->i", x, x)
     d = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     return d / x.shape[1], names
@@ -89,7 +90,7 @@ def _correlation(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray
     z = x - x.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(z, axis=1)
     if (norms == 0).any():
-        raise NeuroError(f"condition {names[norms == 0][0]!r} has a constant pattern; correlation distance is "
+        raise NeuroError(f"condition '{names[norms == 0][0]}' has a constant pattern; correlation distance is "
                          "undefined (use euclidean, or drop it)")
     z /= norms[:, None]
     return 1.0 - z @ z.T, names
@@ -100,7 +101,7 @@ def _cosine(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     norms = np.linalg.norm(x, axis=1)
     if (norms == 0).any():
-        raise NeuroError(f"condition {names[norms == 0][0]!r} has an all-zero pattern; cosine distance is undefined")
+        raise NeuroError(f"condition '{names[norms == 0][0]}' has an all-zero pattern; cosine distance is undefined")
     z = x / norms[:, None]
     return 1.0 - z @ z.T, names
 
@@ -130,7 +131,7 @@ def run_condition_means(p: Patterns) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if (counts == 0).any():
         r, c = np.argwhere(counts == 0)[0]
         missing = [str(n) for n in names[counts[r] == 0]]
-        raise NeuroError(f"run {runs[r]!r} lacks conditions {missing[:5]}; crossnobis needs every condition in "
+        raise NeuroError(f"run {runs[r]} lacks conditions {[str(c) for c in missing[:5]]}; crossnobis needs every condition in "
                          "every run (drop the run or the condition)")
     out = group_means(p.data, cells, len(runs) * len(names))
     return out.reshape(len(runs), len(names), p.n_channels), runs, names

@@ -56,6 +56,10 @@ class RDMs:
         self.conditions = np.asarray([str(c) for c in self.conditions])
         if len(self.conditions) != n:
             raise NeuroError(f"{len(self.conditions)} condition names for an RDM over {n} conditions")
+        if len(set(self.conditions.tolist())) != n:
+            repeated = sorted({c for c in self.conditions.tolist() if list(self.conditions).count(c) > 1})
+            raise NeuroError(f"condition names repeat ({', '.join(repr(c) for c in repeated[:4])}); an RDM has each "
+                             "condition once (compute_rdm averages the patterns of a repeated label)")
         if self.names is None:
             self.names = np.asarray([str(i) for i in range(vectors.shape[0])])
         self.names = np.asarray([str(s) for s in self.names])
@@ -76,6 +80,11 @@ class RDMs:
             gap = np.abs(matrices - matrices.transpose(0, 2, 1))[finite]
             if gap.size and gap.max() > 1e-6 * max(1.0, float(np.nanmax(np.abs(matrices)))):
                 raise NeuroError("the RDM is not symmetric; pass a dissimilarity matrix (or symmetrise it first)")
+            diagonal = np.abs(np.diagonal(matrices, axis1=1, axis2=2))
+            diagonal = diagonal[np.isfinite(diagonal)]
+            if diagonal.size and diagonal.max() > 1e-6 * max(1.0, float(np.nanmax(np.abs(matrices)))):
+                raise NeuroError("the RDM's diagonal is not zero: a similarity matrix? pass dissimilarities (e.g. "
+                                 "1 - correlation)")
         n = matrices.shape[1]
         conditions = [str(i) for i in range(n)] if conditions is None else conditions
         return cls(matrix_to_vector(matrices), np.asarray(conditions), measure,

@@ -350,3 +350,20 @@ def test_compute_rdm_refuses_settings_it_would_ignore():
         compute_rdm(patterns, "euclidean", noise=noise)
     with pytest.raises(NeuroError, match="carries its own conditions"):
         compute_rdm(patterns, "correlation", conditions=[f"d{i}" for i in range(12)])
+
+
+def test_rdms_refuse_repeated_conditions_similarities_and_p_values_out_of_range():
+    with pytest.raises(NeuroError, match=r"condition names repeat \('a'\)"):
+        RDMs(np.ones(3), ["a", "a", "b"], "euclidean")
+    similarity = np.corrcoef(np.random.default_rng(18).standard_normal((5, 9)))
+    with pytest.raises(NeuroError, match="diagonal is not zero: a similarity matrix"):
+        RDMs.from_matrices(similarity)
+    assert RDMs.from_matrices(1 - similarity).n_cond == 5
+    with pytest.raises(NeuroError, match="p-values must lie in"):
+        fdr(np.array([1.5, 0.01]))
+
+
+def test_euclidean_rdm_keeps_its_digits_under_a_large_offset():
+    x = np.random.default_rng(19).standard_normal((10, 40))
+    plain = compute_rdm(x, "euclidean").vectors
+    np.testing.assert_allclose(compute_rdm(x + 1e5, "euclidean").vectors, plain, rtol=1e-9, atol=1e-9)
