@@ -457,10 +457,9 @@ def evaluate(
     if bpda is not None and not isinstance(bpda, nn.Module):
         raise AttackError(f"bpda must be a module that stands in for the model, got {type(bpda).__name__}")
     for label, view in (gradient_views or {}).items():
-        if not isinstance(view, nn.Module):
-            raise AttackError(f"gradient_views['{label}'] must be a module computing the model's logits (e.g. "
-                              f"attacks.EOT(model, 8)), got {type(view).__name__}; functions of the model (model → "
-                              "module) go to suite 'adaptive' as views=")
+        if not callable(view):
+            raise AttackError(f"gradient_views['{label}'] must map images to the model's logits (e.g. "
+                              f"attacks.EOT(model, 8)), got {type(view).__name__}")
     device = model_device(model)
     batch_size = auto_batch_size(device) if batch_size is None else count("batch_size", batch_size)
     if isinstance(suite_context.get("surrogates"), (list, tuple)):     # a suite names its surrogates
@@ -494,6 +493,10 @@ def evaluate(
         model.train(was_training)
 
 
+def _shape_or_type(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
 def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_path, progress, keep_examples,
               sanity_checks, bpda, gradient_views, suite_context, shard: Shard = (0, 1),
               family: list[Path] | None = None, convergence_check: bool = True, *,
@@ -505,13 +508,19 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         probe = model(x[: min(batch_size, total)].to(device))
         checks.check_output(probe, y[: min(batch_size, total)].to(device))
         probe = probe.float()
+        first = x[: min(batch_size, total)].to(device)
         if bpda is not None:
-            stand_in = bpda(x[: min(batch_size, total)].to(device))
+            stand_in = bpda(first)
             if not isinstance(stand_in, torch.Tensor) or stand_in.shape != probe.shape:
                 raise AttackError(f"bpda must stand in for the whole model (the same B×{probe.shape[1]} logits), got "
-                                  f"{tuple(stand_in.shape) if isinstance(stand_in, torch.Tensor) else type(stand_in).__name__}"
-                                  "; to differentiate one layer as the identity, build the stand-in with that layer "
-                                  "replaced (see attacks.BPDA)")
+                                  f"{_shape_or_type(stand_in)}; to differentiate one layer as the identity, build the "
+                                  "stand-in with that layer replaced (see attacks.BPDA)")
+        for label, view in (gradient_views or {}).items():
+            seen = view(first)
+            if not isinstance(seen, torch.Tensor) or seen.shape != probe.shape:
+                raise AttackError(f"gradient_views['{label}'] must map images to the model's B×{probe.shape[1]} logits, "
+                                  f"got {_shape_or_type(seen)}; a function of the model (model → module) goes to suite "
+                                  "'adaptive' as views=")
     built = with_gradient_views(build_suite(suite, eps=eps, norm=norm, seed=seed, num_classes=probe.shape[1],
                                             **suite_context), gradient_views or {})
     for step in built.steps:

@@ -193,7 +193,7 @@ def test_partial_progress_objects_surrogate_lists_and_a_short_repr():
 
 def test_views_gradient_views_and_suite_files_are_told_apart():
     model, x, y = _case()
-    with pytest.raises(AttackError, match=r"gradient_views\['eot'\] must be a module"):
+    with pytest.raises(AttackError, match=r"gradient_views\['eot'\] must map images to the model's B×10 logits, got a EOT"):
         attacks.evaluate(model, x, y, FAST, eps=0.03, gradient_views={"eot": lambda m: attacks.EOT(m, 2)})
     with pytest.raises(AttackError, match=r"views\['eot'\] must be a function from the model"):
         attacks.evaluate(model, x, y, "adaptive", eps=0.03, views={"eot": attacks.EOT(model, 2)})
