@@ -115,15 +115,23 @@ class RDMs:
         return RDMs(self.vectors[idx], self.conditions, self.measure, self.names[idx], dict(self.descriptors))
 
     def subset_conditions(self, keep: Sequence[str] | np.ndarray) -> "RDMs":
-        """The RDMs restricted to (and reordered as) the given condition names or integer indices."""
+        """The RDMs restricted to (and reordered as) the given condition names, integer indices, or a
+        boolean mask over the conditions."""
         keep = np.asarray(keep)
-        if keep.dtype.kind in "iu":
+        if keep.dtype == bool:
+            if keep.shape != (self.n_cond,):
+                raise NeuroError(f"a condition mask needs {self.n_cond} entries, got {keep.size}")
+            idx = np.flatnonzero(keep)
+        elif keep.dtype.kind in "iu":
             idx = keep
+            if idx.size and (idx.min() < -self.n_cond or idx.max() >= self.n_cond):
+                raise NeuroError(f"condition indices must lie in 0..{self.n_cond - 1}, got {idx.min()}..{idx.max()}")
         else:
             where = {c: i for i, c in enumerate(self.conditions)}
             unknown = [str(c) for c in keep if str(c) not in where]
             if unknown:
-                raise NeuroError(f"unknown conditions {unknown[:5]}; the RDM has {list(self.conditions[:5])}...")
+                raise NeuroError(f"unknown conditions {unknown[:5]}; the RDM has "
+                                 f"{[str(c) for c in self.conditions[:5]]}{'...' if self.n_cond > 5 else ''}")
             idx = np.array([where[str(c)] for c in keep])
         m = self.matrices()[:, idx][:, :, idx]
         return RDMs(matrix_to_vector(m), self.conditions[idx], self.measure, self.names, dict(self.descriptors))
@@ -141,7 +149,9 @@ class RDMs:
             if list(other.conditions) != list(first.conditions):
                 raise NeuroError(f"RDMs over different conditions cannot be concatenated: "
                                  f"{condition_difference(first.conditions, other.conditions)}")
-        return RDMs(np.concatenate([r.vectors for r in items]), first.conditions, first.measure,
+        measures = {r.measure for r in items}
+        measure = first.measure if len(measures) == 1 else "mixed"    # e.g. correlation layers and a euclidean model
+        return RDMs(np.concatenate([r.vectors for r in items]), first.conditions, measure,
                     np.concatenate([r.names for r in items]), dict(first.descriptors))
 
     # files -----------------------------------------------------------------------------------------

@@ -367,3 +367,17 @@ def test_euclidean_rdm_keeps_its_digits_under_a_large_offset():
     x = np.random.default_rng(19).standard_normal((10, 40))
     plain = compute_rdm(x, "euclidean").vectors
     np.testing.assert_allclose(compute_rdm(x + 1e5, "euclidean").vectors, plain, rtol=1e-9, atol=1e-9)
+
+
+def test_subset_conditions_takes_a_mask_checks_indices_and_concat_says_mixed_measures():
+    rng = np.random.default_rng(20)
+    rdm = compute_rdm(rng.standard_normal((5, 10)), "correlation", conditions=list("abcde"))
+    mask = np.array([True, False, True, False, True])
+    assert list(rdm.subset_conditions(mask).conditions) == ["a", "c", "e"]
+    np.testing.assert_array_equal(rdm.subset_conditions(mask).vectors, rdm.subset_conditions(["a", "c", "e"]).vectors)
+    with pytest.raises(NeuroError, match=r"indices must lie in 0..4"):
+        rdm.subset_conditions([0, 7])
+    with pytest.raises(NeuroError, match=r"unknown conditions \['z'\]; the RDM has \['a', 'b', 'c', 'd', 'e'\]"):
+        rdm.subset_conditions(["z"])
+    other = compute_rdm(rng.standard_normal((5, 10)), "euclidean", conditions=list("abcde"))
+    assert RDMs.concat([rdm, other]).measure == "mixed" and RDMs.concat([rdm, rdm]).measure == "correlation"
