@@ -504,11 +504,11 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
     started = time.perf_counter()
     counting = CountingModel(model)
     total = len(y)
+    first = x[: min(batch_size, total)].to(device)
     with torch.no_grad():
-        probe = model(x[: min(batch_size, total)].to(device))
+        probe = model(first)
         checks.check_output(probe, y[: min(batch_size, total)].to(device))
         probe = probe.float()
-        first = x[: min(batch_size, total)].to(device)
         if bpda is not None:
             stand_in = bpda(first)
             if not isinstance(stand_in, torch.Tensor) or stand_in.shape != probe.shape:
@@ -567,7 +567,7 @@ def _evaluate(model, x, y, suite, eps, norm, seed, batch_size, device, state_pat
         state.robust = clean.tolist()
         state.broken_by = [None if c else "clean" for c in state.robust]
         if sanity_checks:
-            first_x, first_y = x[: min(batch_size, total)].to(device), y[: min(batch_size, total)].to(device)
+            first_x, first_y = first, y[: min(batch_size, total)].to(device)
             gradient_model = BPDA(model, bpda) if bpda is not None else model
             for flag in (checks.probabilities_instead_of_logits(probe), checks.nondeterministic(model, first_x),
                          checks.gradient_health(gradient_model, first_x, first_y)):

@@ -492,19 +492,8 @@ def test_a_sharded_evaluation_resumes_in_one_process(tiny_classifier, tmp_path, 
     fresh = _CountImages(model)
     uninterrupted = attacks.evaluate(fresh, x, y, "fast", eps=EPS, batch_size=16, sanity_checks=False)
 
-    class StopAt:
-        def __init__(self, step: str, points: int) -> None:
-            self.step, self.points = step, points
-
-        def attack_started(self, label, points): ...
-        def attack_finished(self, record, robust, total): ...
-
-        def points_done(self, label, done, robust, total):
-            if label == self.step and done >= self.points:
-                raise _Interrupt
-
     state = tmp_path / "state.json"
-    for rank, stop in enumerate([StopAt("pgd-20", 32), StopAt("pgd-20", 16)]):
+    for rank, stop in enumerate([_StopAt("pgd-20", 32), _StopAt("pgd-20", 16)]):
         monkeypatch.setattr(evaluation, "resolve_shard", lambda shard, rank=rank: (rank, 2))
         alone = tmp_path / f"rank{rank}" / "state.json"     # as if both had started at once: neither saw the other
         with pytest.raises(_Interrupt):
