@@ -10,8 +10,8 @@ This package stands alone: it never imports the robust-kd application.
 from . import apgd, cw, fab, fgsm, pgd, square, transfer  # noqa: F401  (registration)
 from .adaptive import BPDA, EOT
 from .apgd import APGD, APGDT
-from .checks import ModelOutputError
-from .core import Attack, AttackError, CountingModel, dlr_loss, margin_loss, project
+from .core import Attack, CountingModel, dlr_loss, margin_loss, project
+from .errors import AttackError, ModelOutputError
 from .cw import CW
 from .evaluate import evaluate
 from .fab import FABT

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .core import AttackError
+from .errors import AttackError
 from .suites import ATTACKS, Suite, SuiteStep, make_attack, register_suite
 
 

@@ -12,11 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import flat_norm
+from .errors import ModelOutputError
 from .results import Flag
-
-
-class ModelOutputError(ValueError):
-    """The model's output cannot be evaluated (NaN, wrong shape)."""
 
 
 def check_output(logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -3,19 +3,19 @@ the :class:`Attack` base class with its uniform call ``attack(model, x, y) -> x_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import AttackError
+from .inputs import images_and_labels
+from .settings import wrong_setting
+
 NORMS = ("Linf", "L2")
 COUNTS = ("steps", "restarts", "queries", "targets", "search_steps")  # settings that must be at least 1
-
-
-class AttackError(ValueError):
-    """A bad attack setting (norm, eps, steps): the message says what to change."""
 
 
 # ---------------------------------------------------------------- geometry
@@ -157,10 +157,6 @@ class Attack:
     speed_only: ClassVar[tuple[str, ...]] = ()  # settings that change how fast it runs, never its result
 
     def __post_init__(self) -> None:
-        from dataclasses import fields
-
-        from .settings import wrong_setting
-
         wrong = wrong_setting(type(self), {f.name: getattr(self, f.name) for f in fields(self)})
         if wrong is not None:
             raise AttackError(f"attack '{self.name}': {wrong}")
@@ -185,8 +181,6 @@ class Attack:
         """``x_adv`` for images ``x`` and labels ``y`` (tensors, numpy arrays or lists); ``model``
         runs in eval mode for the call, as in torchattacks, so that batch norm statistics are not
         updated by the attack, and gets its training modes back afterwards."""
-        from .inputs import images_and_labels
-
         x, y = images_and_labels(x, y, model)
         if index is None:
             index = torch.arange(x.shape[0], device=x.device)
@@ -212,8 +206,6 @@ class Attack:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        from dataclasses import asdict
-
         return {"attack": self.name, **asdict(self)}
 
 

@@ -33,7 +33,8 @@ from torch import nn
 from . import checks, inflight, work
 from .adaptive import BPDA
 from .atomic import write_atomically
-from .core import AttackError, CountingModel, auto_batch_size, model_device
+from .core import CountingModel, auto_batch_size, model_device
+from .errors import AttackError
 from .inputs import CompletedProgress, count, eps_values, images_and_labels, unknown_keywords
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .kept import KeptExamples

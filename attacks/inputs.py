@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .core import AttackError
+from .errors import AttackError
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

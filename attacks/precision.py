@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .core import AttackError
+from .errors import AttackError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 

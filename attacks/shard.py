@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .core import AttackError
+from .errors import AttackError
 
 Shard = tuple[int, int]          # (rank, world size)
 

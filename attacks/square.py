@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from . import inflight, work
-from .core import Attack, AttackError, flat_norm
+from .core import Attack, flat_norm
+from .errors import AttackError
 from .rng import point_integers
 from .suites import register_attack
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from .core import Attack, AttackError
+from .core import Attack
+from .errors import AttackError
 from .results import eps_label
 
 ATTACKS: dict[str, type[Attack]] = {}

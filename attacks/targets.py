@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from . import inflight, work
-from .core import AttackError
+from .errors import AttackError
 
 AUTO_ROWS_PER_PASS = {"cpu": 36, "cuda": 4096}
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from . import work
 from .atomic import write_atomically
-from .core import Attack, AttackError, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
+from .core import Attack, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
+from .errors import AttackError
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last
 from .precision import check_precision, in_precision, like
