@@ -25,15 +25,9 @@ from . import inflight, work
 from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
-from .targets import attack_targets, check_rows_per_pass, retire_groups
+from .targets import TargetPlan, attack_targets, check_rows_per_pass, retire_groups
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-# what an APGD run in the middle of its steps is (attacks.inflight): per-point tensors, then the counters
-# (next step, checkpoint interval, steps since the last checkpoint)
-RUN_STATE = ("result", "broken", "x_adv", "active", "step", "best_x", "best_grad", "best_loss", "previous", "history",
-             "best_at_check", "reduced_at_check", "grad_all", "counters")
-
 
 def _checkpoint_gaps(steps: int) -> tuple[int, int, int]:
     """(first interval, minimum interval, decrement), as in the reference implementation."""
@@ -64,97 +58,143 @@ def boundary_start(x: torch.Tensor, index: torch.Tensor, eps: float, norm: str, 
     return (x + eps * t).clamp(0.0, 1.0)
 
 
-def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, loss: Loss, target: torch.Tensor,
-         *, eps: float, norm: str, steps: int, rho: float, seed: int, stream: int | torch.Tensor,
-         group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One APGD run; returns (x_adv, broken). ``loss(logits, y, target)`` is maximised per row.
+@dataclass
+class APGDRun(inflight.RunState):
+    """One APGD run in the middle of its steps. Every quantity is per point (row); ``history[i + 1]``
+    holds the loss after step i, and the last three fields count the checkpoints' intervals."""
 
-    ``stream`` may differ per row; ``group``: rows that are runs on one point (:mod:`attacks.targets`)."""
-    n = x.shape[0]
-    view = (-1,) + (1,) * (x.dim() - 1)
-    first_gap, min_gap, decrement = _checkpoint_gaps(steps)
+    result: torch.Tensor
+    broken: torch.Tensor
+    x_adv: torch.Tensor
+    active: torch.Tensor
+    size: torch.Tensor           # the step size η per point
+    best_x: torch.Tensor
+    best_grad: torch.Tensor
+    best_loss: torch.Tensor
+    previous: torch.Tensor
+    history: torch.Tensor
+    best_at_check: torch.Tensor
+    reduced_at_check: torch.Tensor
+    grad_all: torch.Tensor
+    step: int = 0
+    gap: int = 0
+    since_check: int = 0
+    kind = "apgd run"
 
-    def evaluate(points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+@dataclass
+class APGDProblem:
+    """What one APGD run maximises, and where: ``loss(logits, y, target)`` per row of ``x`` in the
+    ``norm`` ball of radius ``eps``; ``group``: rows that are runs on one point (:mod:`attacks.targets`)."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: Loss
+    target: torch.Tensor
+    eps: float
+    norm: str
+    group: torch.Tensor | None = None
+
+    def evaluate(self, points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, gradient of the loss) at ``points``, the iterates of ``rows``."""
         points = points.detach().requires_grad_(True)
-        logits = model(points)
-        values = loss(logits.float(), y[rows], target[rows])
+        logits = self.model(points)
+        values = self.loss(logits.float(), self.y[rows], self.target[rows])
         (grad,) = torch.autograd.grad(values.sum(), points)
         return values.detach(), logits.detach(), grad.detach()
 
-    with inflight.begin("apgd run", x, RUN_STATE) as run:
-        if run.restored is None:
-            result = x.clone()
-            broken = torch.zeros(n, dtype=torch.bool, device=x.device)
-            x_adv = boundary_start(x, index, eps, norm, seed, stream)
-            active = torch.arange(n, device=x.device)
-            values, logits, grad = evaluate(x_adv, active)
-            step = torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device)
-            best_x, best_grad, best_loss = x_adv.clone(), grad.clone(), values.clone()
-            previous = x_adv.clone()
-            # history[i + 1]: the loss after step i. Row 0 is 0, not the start's loss: the reference compares the
-            # first step's loss with an unfilled (zero) row at its first checkpoint, and we keep its verdicts.
-            history = torch.zeros((steps + 1, n), dtype=torch.float32, device=x.device)
-            best_at_check = best_loss.clone()
-            reduced_at_check = torch.ones(n, dtype=torch.bool, device=x.device)  # no "stalled" halving at the first check
-            grad_all = torch.zeros_like(x)
-            grad_all[active] = grad
-            first, gap, since_check = 0, first_gap, 0
-        else:   # resumed in the middle of the run: every quantity above is per point and restored as it was
-            (result, broken, x_adv, active, step, best_x, best_grad, best_loss, previous, history, best_at_check,
-             reduced_at_check, grad_all) = (run.restored[name] for name in RUN_STATE[:-1])
-            first, gap, since_check = run.restored["counters"].tolist()
+    def retire(self, run: APGDRun, wrong: torch.Tensor) -> None:
+        """Record the active points misclassified at their current iterate; they leave ``run.active``.
+        Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index is
+        a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks ``active``."""
+        view = (-1,) + (1,) * (self.x.dim() - 1)
+        active = run.active
+        run.result[active] = torch.where(wrong.view(view), run.x_adv[active], run.result[active])
+        run.broken[active] |= wrong
+        run.active = active[retire_groups(~wrong, active, wrong, self.group)]
 
-        # Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index
-        # is a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks `active`.
-        def retire(wrong: torch.Tensor) -> torch.Tensor:
-            """Record points misclassified at their current iterate; return the ones still going."""
-            result[active] = torch.where(wrong.view(view), x_adv[active], result[active])
-            broken[active] |= wrong
-            return active[retire_groups(~wrong, active, wrong, group)]
 
-        if run.restored is None:
-            active = retire(logits.argmax(1) != y[active])
-        for i in range(first, steps):
-            if active.numel() == 0:
+def _start(problem: APGDProblem, index: torch.Tensor, steps: int, seed: int, stream: int | torch.Tensor) -> APGDRun:
+    x = problem.x
+    n = x.shape[0]
+    x_adv = boundary_start(x, index, problem.eps, problem.norm, seed, stream)
+    active = torch.arange(n, device=x.device)
+    values, logits, grad = problem.evaluate(x_adv, active)
+    grad_all = torch.zeros_like(x)
+    grad_all[active] = grad
+    run = APGDRun(
+        result=x.clone(), broken=torch.zeros(n, dtype=torch.bool, device=x.device), x_adv=x_adv, active=active,
+        size=torch.full((n,), 2.0 * problem.eps, dtype=x.dtype, device=x.device),
+        best_x=x_adv.clone(), best_grad=grad.clone(), best_loss=values.clone(), previous=x_adv.clone(),
+        # Row 0 is 0, not the start's loss: the reference compares the first step's loss with an unfilled
+        # (zero) row at its first checkpoint, and we keep its verdicts.
+        history=torch.zeros((steps + 1, n), dtype=torch.float32, device=x.device),
+        best_at_check=values.clone(),
+        reduced_at_check=torch.ones(n, dtype=torch.bool, device=x.device),  # no "stalled" halving at the first check
+        grad_all=grad_all, gap=_checkpoint_gaps(steps)[0])
+    problem.retire(run, logits.argmax(1) != problem.y[active])
+    return run
+
+
+def _step(problem: APGDProblem, run: APGDRun, i: int) -> None:
+    """Step i on the active points: the momentum step, the new loss and the best point so far."""
+    view = (-1,) + (1,) * (problem.x.dim() - 1)
+    active, eps, norm = run.active, problem.eps, problem.norm
+    a = 0.75 if i > 0 else 1.0
+    xa, xx, g = run.x_adv[active], problem.x[active], run.grad_all[active]
+    s = run.size[active].view(view)
+    step_direction = g.sign() if norm == "Linf" else g / (flat_norm(g, "L2").view(view) + 1e-12)
+    candidate = _project(xa + s * step_direction, xx, eps, norm)
+    moved = _project(xa + (candidate - xa) * a + (xa - run.previous[active]) * (1 - a), xx, eps, norm)
+    run.previous[active] = xa
+    run.x_adv[active] = moved
+    values, logits, grad = problem.evaluate(moved, active)
+    run.grad_all[active] = grad
+    run.history[i + 1, active] = values
+    better = values > run.best_loss[active]
+    run.best_x[active] = torch.where(better.view(view), moved, run.best_x[active])
+    run.best_grad[active] = torch.where(better.view(view), grad, run.best_grad[active])
+    run.best_loss[active] = torch.where(better, values, run.best_loss[active])
+    problem.retire(run, logits.argmax(1) != problem.y[active])
+
+
+def _checkpoint(run: APGDRun, i: int, rho: float, steps: int) -> None:
+    """At a checkpoint: halve η and go back to the best point where fewer than ρ of the steps since the
+    last checkpoint raised the loss (reference: check_oscillation), or where neither η nor the best loss
+    changed."""
+    view = (-1,) + (1,) * (run.x_adv.dim() - 1)
+    gap = run.gap
+    recent = run.history[i + 1 - gap: i + 2]
+    increases = (recent[1:] > recent[:-1]).sum(dim=0)
+    oscillating = increases.float() <= gap * rho
+    stalled = ~run.reduced_at_check & (run.best_at_check >= run.best_loss)
+    halve = oscillating | stalled
+    run.reduced_at_check = halve.clone()
+    run.best_at_check = run.best_loss.clone()
+    active = run.active
+    restart_here = halve[active]
+    run.size[active] = torch.where(restart_here, run.size[active] / 2.0, run.size[active])
+    run.x_adv[active] = torch.where(restart_here.view(view), run.best_x[active], run.x_adv[active])
+    run.grad_all[active] = torch.where(restart_here.view(view), run.best_grad[active], run.grad_all[active])
+    _, min_gap, decrement = _checkpoint_gaps(steps)
+    run.gap = max(gap - decrement, min_gap)
+    run.since_check = 0
+
+
+def apgd(problem: APGDProblem, index: torch.Tensor, *, steps: int, rho: float, seed: int,
+         stream: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One APGD run on ``problem``; returns (x_adv, broken). ``stream`` may differ per row."""
+    with inflight.resume(APGDRun, problem.x, lambda: _start(problem, index, steps, seed, stream)) as run:
+        for i in run.steps(steps):
+            if run.active.numel() == 0:
                 break
-            run.offer(lambda: dict(zip(RUN_STATE, (result, broken, x_adv, active, step, best_x, best_grad, best_loss,
-                                                   previous, history, best_at_check, reduced_at_check, grad_all,
-                                                   inflight.counters(i, gap, since_check)))))
-            work.advance(i, steps)
-            a = 0.75 if i > 0 else 1.0
-            xa, xx, g = x_adv[active], x[active], grad_all[active]
-            s = step[active].view(view)
-            step_direction = g.sign() if norm == "Linf" else g / (flat_norm(g, "L2").view(view) + 1e-12)
-            candidate = _project(xa + s * step_direction, xx, eps, norm)
-            moved = _project(xa + (candidate - xa) * a + (xa - previous[active]) * (1 - a), xx, eps, norm)
-            previous[active] = xa
-            x_adv[active] = moved
-            values, logits, grad = evaluate(moved, active)
-            grad_all[active] = grad
-            history[i + 1, active] = values
-            better = values > best_loss[active]
-            best_x[active] = torch.where(better.view(view), moved, best_x[active])
-            best_grad[active] = torch.where(better.view(view), grad, best_grad[active])
-            best_loss[active] = torch.where(better, values, best_loss[active])
-            active = retire(logits.argmax(1) != y[active])
-            since_check += 1
-            if since_check == gap:
-                # share of the last `gap` steps that raised the loss, per point (reference: check_oscillation)
-                recent = history[i + 1 - gap: i + 2]
-                increases = (recent[1:] > recent[:-1]).sum(dim=0)
-                oscillating = increases.float() <= gap * rho
-                stalled = ~reduced_at_check & (best_at_check >= best_loss)
-                halve = oscillating | stalled
-                reduced_at_check = halve.clone()
-                best_at_check = best_loss.clone()
-                restart_here = halve[active]
-                step[active] = torch.where(restart_here, step[active] / 2.0, step[active])
-                x_adv[active] = torch.where(restart_here.view(view), best_x[active], x_adv[active])
-                grad_all[active] = torch.where(restart_here.view(view), best_grad[active], grad_all[active])
-                gap = max(gap - decrement, min_gap)
-                since_check = 0
-        result[active] = x_adv[active]
-    return result, broken
+            _step(problem, run, i)
+            run.since_check += 1
+            if run.since_check == run.gap:
+                _checkpoint(run, i, rho, steps)
+        run.result[run.active] = run.x_adv[run.active]
+    return run.result, run.broken
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -191,20 +231,18 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         loss = _ce if self.loss == "ce" else _dlr
         best = x.clone()
-        with inflight.Parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as parts:   # resumes after a restart
-            todo = parts.todo
-            for restart in range(max(self.restarts, 1)):
+        with inflight.parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as run:   # resumes after a restart
+            restarts = max(self.restarts, 1)
+            for restart in run.each(restarts):
+                todo = run.todo
                 if todo.numel() == 0:
                     break
-                if parts.finished_before(restart):
-                    continue
-                with work.part(restart, max(self.restarts, 1)):
-                    x_adv, broken = apgd(model, x[todo], y[todo], index[todo], loss, y[todo], eps=self.eps,
-                                         norm=self.norm, steps=self.steps, rho=self.rho, seed=self.seed,
+                with work.part(restart, restarts):
+                    problem = APGDProblem(model, x[todo], y[todo], loss, y[todo], self.eps, self.norm)
+                    x_adv, broken = apgd(problem, index[todo], steps=self.steps, rho=self.rho, seed=self.seed,
                                          stream=11 + restart)
                 best[todo] = x_adv
-                todo = todo[~broken]
-                parts.finish(restart, todo)
+                run.todo = todo[~broken]
         return best
 
 
@@ -237,9 +275,9 @@ class APGDT(Attack):
             order = model(x).float().argsort(dim=1)
 
         def run(xs, ys, points, target, k, restart, group):
-            return apgd(model, xs, ys, points, _targeted, target, eps=self.eps, norm=self.norm, steps=self.steps,
-                        rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart, group=group)
+            problem = APGDProblem(model, xs, ys, _targeted, target, self.eps, self.norm, group)
+            return apgd(problem, points, steps=self.steps, rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
-        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True,
-                              kind=self.name)
+        plan = TargetPlan(ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True, kind=self.name)
+        return attack_targets(run, x, y, index, order, plan)

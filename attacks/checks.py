@@ -5,6 +5,7 @@ Each returns a :class:`Flag` or None. They never change a verdict; they are repo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -103,22 +104,35 @@ CONVERGENCE_TOLERANCE = 0.005  # the checklist's "less than about 0.5 points" (s
 CONVERGENCE_FACTOR = 5          # the probe runs this many times the steps
 
 
+@dataclass(frozen=True)
+class ProbeContext:
+    """What the convergence probe is judged against: the suite step it repeats (``label``), the model
+    that gives the verdicts, the number of points the suite left robust (``survivors``) of ``total``,
+    and the ball."""
+
+    label: str
+    verdict_model: nn.Module
+    survivors: int
+    total: int
+    eps: float
+    norm: str
+
+
 def more_steps_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, probe: Callable,
-                    label: str, verdict_model: nn.Module, survivors: int, total: int, eps: float,
-                    norm: str) -> tuple[Flag | None, dict]:
+                    context: ProbeContext) -> tuple[Flag | None, dict]:
     """Whether the suite had converged: ``probe`` (its first iterative attack with
     ``CONVERGENCE_FACTOR`` times the steps, from a new random start) runs on ``x``, a sample of the
-    ``survivors`` points the whole suite left robust. Scaled to all points, the share it breaks
-    estimates how much the suite overstates robust accuracy; above ``CONVERGENCE_TOLERANCE`` it is
-    flagged. ``model`` is what the probe differentiates (the step's view), ``verdict_model`` what
-    judges. The verdicts stay the suite's own."""
+    points the whole suite left robust. Scaled to all points, the share it breaks estimates how much
+    the suite overstates robust accuracy; above ``CONVERGENCE_TOLERANCE`` it is flagged. ``model`` is
+    what the probe differentiates (the step's view). The verdicts stay the suite's own."""
     x_adv = probe(model, x, y, index).detach()
-    invalid = invalid_examples(x_adv, x, eps, norm)
+    invalid = invalid_examples(x_adv, x, context.eps, context.norm)
     with torch.no_grad():
-        logits = verdict_model(x_adv).float()
+        logits = context.verdict_model(x_adv).float()
     broken = int((((logits.argmax(1) != y) | ~torch.isfinite(logits).all(dim=1)) & ~invalid).sum())
-    drop = broken / max(len(y), 1) * survivors / max(total, 1)
-    summary = {"attack": label, "probe": probe.describe(), "points": len(y), "survivors": survivors,
+    drop = broken / max(len(y), 1) * context.survivors / max(context.total, 1)
+    label = context.label
+    summary = {"attack": label, "probe": probe.describe(), "points": len(y), "survivors": context.survivors,
                "broken": broken, "estimated_overstatement": drop}
     if drop > CONVERGENCE_TOLERANCE:
         steps = summary["probe"].get("steps")

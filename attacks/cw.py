@@ -49,70 +49,45 @@ class CW(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         n, searches = x.shape[0], max(self.search_steps, 1)
-        with inflight.begin("cw", x, ("c", "low", "high", "best", "best_sq", "counters")) as run:
-            if run.restored is None:
-                c = torch.full((n,), float(self.c), device=x.device)
-                low = torch.zeros(n, device=x.device)
-                high = torch.full((n,), torch.inf, device=x.device)
-                best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
-                first = 0
-            else:   # resumed after a finished search step (or inside one: _minimise resumes too)
-                c, low, high, best, best_sq = (run.restored[k] for k in ("c", "low", "high", "best", "best_sq"))
-                (first,) = run.restored["counters"].tolist()
 
-            def state(done: int):
-                return lambda: {"c": c, "low": low, "high": high, "best": best, "best_sq": best_sq,
-                                "counters": inflight.counters(done)}
+        def start() -> CWSearch:
+            return CWSearch(c=torch.full((n,), float(self.c), device=x.device), low=torch.zeros(n, device=x.device),
+                            high=torch.full((n,), torch.inf, device=x.device), best=x.clone(),
+                            best_sq=torch.full((n,), torch.inf, device=x.device))
 
-            run.hold(state(first))
-            for search in range(first, searches):
+        with inflight.resume(CWSearch, x, start) as run:   # resumed after a finished search step, or inside one
+            for search in range(run.searches_done, searches):
                 with work.part(search, searches):
-                    adv, sq = self._minimise(model, x, y, c)
-                closer = sq < best_sq
-                best[closer], best_sq[closer] = adv[closer], sq[closer]
+                    adv, sq = self._minimise(model, x, y, run.c)
+                closer = sq < run.best_sq
+                run.best[closer], run.best_sq[closer] = adv[closer], sq[closer]
                 found = torch.isfinite(sq)
-                high = torch.where(found, torch.minimum(high, c), high)
-                low = torch.where(found, low, torch.maximum(low, c))
-                c = torch.where(torch.isfinite(high), (low + high) / 2, c * 10)
-                run.offer(state(search + 1))
-        within = best_sq.sqrt() <= self.eps
-        return torch.where(within.view(-1, *([1] * (x.dim() - 1))), best, x)
+                run.high = torch.where(found, torch.minimum(run.high, run.c), run.high)
+                run.low = torch.where(found, run.low, torch.maximum(run.low, run.c))
+                run.c = torch.where(torch.isfinite(run.high), (run.low + run.high) / 2, run.c * 10)
+                run.searches_done = search + 1
+                run.offer()
+        within = run.best_sq.sqrt() <= self.eps
+        return torch.where(within.view(-1, *([1] * (x.dim() - 1))), run.best, x)
 
     def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam run: (closest misclassified iterate, its squared L2 distance; inf where none)."""
         n = x.shape[0]
-        names = ("w", "adam_step", "exp_avg", "exp_avg_sq", "best", "best_sq", "going", "previous", "counters")
-        with inflight.begin("cw run", x, names) as run:
-            w = torch.atanh(torch.clamp(x * 2 - 1, -1, 1)).detach().requires_grad_(True)
+
+        def start() -> CWRun:
+            w = torch.atanh(torch.clamp(x * 2 - 1, -1, 1)).detach()
+            return CWRun(w=w, adam_step=torch.tensor(0.0), exp_avg=torch.zeros_like(w), exp_avg_sq=torch.zeros_like(w),
+                         best=x.clone(), best_sq=torch.full((n,), torch.inf, device=x.device),
+                         going=torch.ones(n, dtype=torch.bool, device=x.device),
+                         previous=torch.full((n,), torch.inf, device=x.device))
+
+        with inflight.resume(CWRun, x, start) as run:
+            w = run.w.requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=self.lr)
-            if run.restored is None:
-                best, best_sq = x.clone(), torch.full((n,), torch.inf, device=x.device)
-                going = torch.ones(n, dtype=torch.bool, device=x.device)
-                previous = torch.full((n,), torch.inf, device=x.device)
-                first = 0
-            else:   # resumed in the middle: w with Adam's moments, and the per-point bookkeeping
-                restored = run.restored
-                first = int(restored["counters"][0])
-                with torch.no_grad():
-                    w.copy_(restored["w"])
-                if first > 0:
-                    optimizer.state[w] = {"step": restored["adam_step"].cpu(), "exp_avg": restored["exp_avg"],
-                                          "exp_avg_sq": restored["exp_avg_sq"]}
-                best, best_sq, going, previous = (restored[k] for k in ("best", "best_sq", "going", "previous"))
-
-            def state(step: int):
-                def tensors():      # built only when a snapshot is due
-                    adam = optimizer.state.get(w) or {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(w),
-                                                      "exp_avg_sq": torch.zeros_like(w)}   # before the first step
-                    return {"w": w, "adam_step": adam["step"], "exp_avg": adam["exp_avg"],
-                            "exp_avg_sq": adam["exp_avg_sq"], "best": best, "best_sq": best_sq, "going": going,
-                            "previous": previous, "counters": inflight.counters(step)}
-                return tensors
-
+            if run.step > 0:     # resumed in the middle: Adam's moments as they were
+                optimizer.state[w] = {"step": run.adam_step.cpu(), "exp_avg": run.exp_avg, "exp_avg_sq": run.exp_avg_sq}
             check_every = max(self.steps // 10, 1)
-            for step in range(first, self.steps):
-                run.offer(state(step))
-                work.advance(step, self.steps)
+            for step in run.steps(self.steps):
                 adv = (torch.tanh(w) + 1) / 2
                 sq = (adv - x).flatten(1).pow(2).sum(dim=1)
                 logits = model(adv).float()
@@ -121,13 +96,45 @@ class CW(Attack):
                 # Adam works per element: each point's w follows its own gradient only.
                 (w.grad,) = torch.autograd.grad(cost.sum(), w)
                 optimizer.step()
+                adam = optimizer.state[w]
+                run.adam_step, run.exp_avg, run.exp_avg_sq = adam["step"], adam["exp_avg"], adam["exp_avg_sq"]
                 with torch.no_grad():
-                    wrong = (logits.argmax(dim=1) != y) & going
-                    closer = wrong & (sq < best_sq)
-                    best[closer], best_sq[closer] = adv.detach()[closer], sq.detach()[closer]
+                    wrong = (logits.argmax(dim=1) != y) & run.going
+                    closer = wrong & (sq < run.best_sq)
+                    run.best[closer], run.best_sq[closer] = adv.detach()[closer], sq.detach()[closer]
                     if step % check_every == 0:
-                        going &= ~(cost.detach() > previous)  # a stopped point's w moves on but is never read
-                        previous = torch.where(going, cost.detach(), previous)
-                        if not bool(going.any()):
+                        run.going &= ~(cost.detach() > run.previous)  # a stopped point's w moves on but is never read
+                        run.previous = torch.where(run.going, cost.detach(), run.previous)
+                        if not bool(run.going.any()):
                             break
-        return best, best_sq
+        return run.best, run.best_sq
+
+
+@dataclass
+class CWSearch(inflight.RunState):
+    """The binary search over c, per point: its bounds and the closest example found so far."""
+
+    c: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    best: torch.Tensor
+    best_sq: torch.Tensor
+    searches_done: int = 0
+    kind = "cw"
+
+
+@dataclass
+class CWRun(inflight.RunState):
+    """One Adam run in the middle: w (the tanh-space image) with Adam's moments, and per point the
+    closest misclassified iterate, whether it still goes and its last checked cost."""
+
+    w: torch.Tensor
+    adam_step: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    best: torch.Tensor
+    best_sq: torch.Tensor
+    going: torch.Tensor
+    previous: torch.Tensor
+    step: int = 0
+    kind = "cw run"

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import inflight, work
+from . import inflight
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
-from .targets import attack_targets, check_rows_per_pass, retire_groups
+from .targets import TargetPlan, attack_targets, check_rows_per_pass, retire_groups
 
 
 def _box_caps(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -111,8 +111,8 @@ class FABT(Attack):
             return self._run(model, xs, ys, target, points, restart, k, group)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
-        return attack_targets(run, x, y, index, order, ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False,
-                              kind=self.name)
+        plan = TargetPlan(ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False, kind=self.name)
+        return attack_targets(run, x, y, index, order, plan)
 
     def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int | torch.Tensor) -> torch.Tensor:
         """Restart 0 starts at x₀; later ones at a random point at half the radius, like the reference."""
@@ -129,31 +129,25 @@ class FABT(Attack):
 
     def _run(self, model, x0, y, target, index, restart, k, group=None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x0.shape[0]
-        view = (-1,) + (1,) * (x0.dim() - 1)
-        with inflight.begin("fab run", x0, ("best", "best_distance", "broken", "x1", "active", "counters")) as run:
-            if run.restored is None:
-                best = x0.clone()
-                best_distance = torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
-                broken = torch.zeros(n, dtype=torch.bool, device=x0.device)
-                x1 = self._start(x0, index, restart, k)
-                active = torch.arange(n, device=x0.device)
-                first = 0
-            else:   # resumed in the middle of the run
-                best, best_distance, broken, x1, active = (run.restored[name] for name in
-                                                           ("best", "best_distance", "broken", "x1", "active"))
-                (first,) = run.restored["counters"].tolist()
-            for step in range(first, self.steps):
-                if active.numel() == 0:
-                    break
-                run.offer(lambda: {"best": best, "best_distance": best_distance, "broken": broken, "x1": x1,
-                                   "active": active, "counters": inflight.counters(step)})
-                work.advance(step, self.steps)
-                active = self._step(model, x0, y, target, group, view, x1, best, best_distance, broken, active)
-        return best, broken
 
-    def _step(self, model, x0, y, target, group, view, x1, best, best_distance, broken, active) -> torch.Tensor:
-        """One iteration on the active rows, updating x1, best, best_distance and broken in place;
-        returns the rows still going."""
+        def start() -> FABRun:
+            return FABRun(best=x0.clone(), best_distance=torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype),
+                          broken=torch.zeros(n, dtype=torch.bool, device=x0.device),
+                          x1=self._start(x0, index, restart, k), active=torch.arange(n, device=x0.device))
+
+        with inflight.resume(FABRun, x0, start) as run:
+            for _ in run.steps(self.steps):
+                if run.active.numel() == 0:
+                    break
+                run.active = self._step(model, run, x0, y, target, group)
+        return run.best, run.broken
+
+    def _step(self, model: nn.Module, run: "FABRun", x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+              group: torch.Tensor | None) -> torch.Tensor:
+        """One iteration on the active rows, updating the run's x1, best, best_distance and broken in
+        place; returns the rows still going."""
+        view = (-1,) + (1,) * (x0.dim() - 1)
+        x1, best, best_distance, broken, active = run.x1, run.best, run.best_distance, run.broken, run.active
         xa = x1[active].detach().requires_grad_(True)
         logits = model(xa).float()
         rows = torch.arange(active.numel(), device=x0.device)
@@ -181,3 +175,17 @@ class FABT(Attack):
             within = best_distance[active] <= self.eps
             broken[active] |= within
             return active[retire_groups(~within, active, within, group)]
+
+
+@dataclass
+class FABRun(inflight.RunState):
+    """One FAB run in the middle of its steps: the iterate x1, the closest misclassified point found so
+    far with its distance, which points are within eps and which are still going."""
+
+    best: torch.Tensor
+    best_distance: torch.Tensor
+    broken: torch.Tensor
+    x1: torch.Tensor
+    active: torch.Tensor
+    step: int = 0
+    kind = "fab run"

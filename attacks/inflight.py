@@ -2,83 +2,126 @@
 
 A batch of Square (5000 queries), of APGD-T/FAB-T (9 targets × 100 steps) or of a single 100-step
 APGD run on a robust model can take many minutes on a CPU; without snapshots an interruption would
-throw all of it away. An attack that can resume from the middle of its work opens a
-:class:`Resumable` (:func:`begin`, a context manager), takes the state it saved there
-(``restored``), and offers its state (:meth:`Resumable.offer`) at points where that state is whole,
-e.g. between two steps. The evaluation around it (:func:`tracking`) writes an offered state at most
-every :data:`SNAPSHOT_SECONDS` and hands it back when the same batch runs again. Outside
-:func:`tracking` every call is a no-op.
+throw all of it away.
+
+An attack keeps what it carries from step to step in a :class:`RunState`, a dataclass of tensors
+and integers, and runs its steps with :meth:`RunState.steps`::
+
+    @dataclass
+    class MomentumState(RunState):
+        x_adv: torch.Tensor
+        velocity: torch.Tensor
+        step: int = 0
+
+    with resume(MomentumState, x, lambda: MomentumState(x.clone(), torch.zeros_like(x))) as run:
+        for _ in run.steps(self.steps):
+            ...  # read and assign run.x_adv, run.velocity
+
+That is all an attack writes: :func:`resume` gives back the state the same run was snapshotted in
+(or a fresh one), and :meth:`RunState.steps` offers the state for a snapshot before each step. The
+evaluation around it (:func:`tracking`) writes an offered state at most every
+:data:`SNAPSHOT_SECONDS` and hands it back when the same batch runs again. Outside :func:`tracking`
+nothing is written. :class:`attacks.iterative.IterativeAttack` wraps this for the common case.
 
 Runs nest: an attack made of parts (restarts, targets: :class:`Parts`) opens one level, and each
 part's iterative run opens a level inside it. A snapshot holds every open level, outermost first,
-each with the state it last held; a resumed run restores a level only where all levels around it
-were restored and have not moved on since (a part finished after the restore starts its next part
-from scratch, as it should).
+each with the state it last offered; a resumed run restores a level only where all levels around
+it were restored and have not moved on since (a part finished after the restore starts its next
+part from scratch, as it should).
 
 An attack's randomness is tied to its points and its own iteration numbers (:mod:`attacks.rng`), so
 a run continued from a snapshot makes exactly the examples of an uninterrupted run. A level names
-the attack kind, the ordinal of that kind's run within its parent level (or the batch) since the
-parent last moved on (an attack composed of two Square runs resumes the right one) and the shape of
-its input; any mismatch and that run starts afresh.
+its kind, the ordinal of that kind's run within its parent level (or the batch) since the parent
+last moved on (an attack composed of two Square runs resumes the right one) and the shape of its
+input; any mismatch and that run starts afresh.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import time
 from contextvars import ContextVar
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import torch
 
-from .atomic import write_atomically
+from . import work
 
 SNAPSHOT_SECONDS = 30.0   # at most one snapshot per this many seconds (each is a device-to-host copy)
 WRITE_SPACING = 20.0      # and at least this many times the last write's duration between two: at most
                           # 5% of the time goes to writing them (large batches, slow disks)
 
-State = Mapping[str, torch.Tensor]
 _clock = time.monotonic
+S = TypeVar("S", bound="RunState")
 
 
-class Resumable:
-    """One run's link to the snapshots of its batch; inert outside :func:`tracking`. Use it as a
-    context manager: the run's level is open (its state goes into snapshots) until it exits."""
+class RunState:
+    """Base of what an attack's run carries from step to step: a dataclass whose fields are tensors
+    and integers (its step counter, ``step``, among them). Subclasses add fields only; ``kind``
+    names the run in snapshots (by default the class name)."""
+
+    kind: ClassVar[str] = ""
+    _level: "Level | None" = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def restored(cls: type[S], tensors: dict[str, torch.Tensor]) -> S:
+        """The state from a snapshot's tensors (integer fields come back as ints)."""
+        numbers = {f.name for f in dataclasses.fields(cls) if f.type in (int, "int")}  # type: ignore[arg-type]
+        return cls(**{name: int(t) if name in numbers else t for name, t in tensors.items()})
+
+    def fields_now(self) -> dict[str, Any]:
+        """The fields as they are now: tensors by reference, integers by value."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    def offer(self) -> None:
+        """The run moved on to its current state, which is whole (e.g. between two steps): the runs begun
+        inside it before are over, and a snapshot may be taken of it. Offering costs a clock reading; the
+        tensors are copied to the host only when a snapshot is due."""
+        if self._level is not None:
+            self._level.offer(self.fields_now())
+
+    def steps(self, total: int) -> Iterator[int]:
+        """The step numbers from ``self.step`` (0, or where the run was snapshotted) up to ``total``.
+        Before each step the state is offered and the step reported to the progress (:mod:`attacks.work`);
+        after it ``self.step`` moves on."""
+        while self.step < total:  # type: ignore[attr-defined]
+            self.offer()
+            work.advance(self.step, total)  # type: ignore[attr-defined]
+            yield self.step  # type: ignore[attr-defined]
+            self.step += 1  # type: ignore[attr-defined]
+
+
+class Level:
+    """One open run's place in the snapshots of its batch; inert outside :func:`tracking`."""
 
     def __init__(self, batch: "BatchSnapshots | None", kind: str, ordinal: int, shape: tuple[int, ...],
                  restored: dict[str, torch.Tensor] | None) -> None:
         self._batch, self.kind, self.ordinal, self.shape = batch, kind, ordinal, shape
         self.restored = restored
         self.as_restored = restored is not None   # restored and not moved on since: inner runs may resume too
-        self.state: Callable[[], State] | None = None
+        self.fields: dict[str, Any] | None = None
         self.inner_calls: dict[str, int] = {}
 
-    def __enter__(self) -> "Resumable":
-        return self
+    def hold(self, fields: dict[str, Any]) -> None:
+        """The run's state, as snapshots of the runs inside it record it; nothing moved on (a
+        restored run holding its restored state, a run holding its start)."""
+        self.fields = fields
 
-    def __exit__(self, *exc: object) -> None:
-        if self._batch is not None:
-            self._batch.close(self)
-
-    def discard(self) -> None:
-        """The restored state does not fit this run after all: it starts afresh."""
-        self.restored, self.as_restored = None, False
-
-    def hold(self, state: Callable[[], State]) -> None:
-        """The run's current state, as snapshots of the runs inside it record it; nothing moved on
-        (a restored run holding its restored state, a run holding its start)."""
-        self.state = state
-
-    def offer(self, state: Callable[[], State]) -> None:
-        """The run moved on to ``state``: the runs begun inside it before are over. ``state`` is
-        called (and its tensors copied to the host) only when a snapshot is due, so offering on
-        every step costs a clock reading."""
-        self.state, self.as_restored = state, False
+    def offer(self, fields: dict[str, Any]) -> None:
+        self.fields, self.as_restored = fields, False
         self.inner_calls.clear()
         if self._batch is not None and self._batch.due():
             self._batch.write()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        assert self.fields is not None
+        return {name: (v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+                       else torch.tensor(v, dtype=torch.int64)) for name, v in self.fields.items()}
 
 
 class BatchSnapshots:
@@ -91,46 +134,52 @@ class BatchSnapshots:
         self.seconds = SNAPSHOT_SECONDS if seconds is None else seconds
         self._next = _clock() + self.seconds
         self._calls: dict[str, int] = {}
-        self._open: list[Resumable] = []
+        self._open: list[Level] = []
         self.restored = 0       # runs restored from ``saved``
 
-    def open(self, kind: str, like: torch.Tensor, names: tuple[str, ...]) -> Resumable:
+    def open(self, kind: str, like: torch.Tensor, names: tuple[str, ...]) -> Level:
         outer = self._open[-1] if self._open else None
         calls = self._calls if outer is None else outer.inner_calls
         ordinal = calls.get(kind, 0)
         calls[kind] = ordinal + 1
-        shape, depth, restored = tuple(like.shape), len(self._open), None
-        if depth < len(self.saved) and all(run.as_restored for run in self._open):
-            level = self.saved[depth]
-            if isinstance(level, dict) and (level.get("kind"), level.get("ordinal"), tuple(level.get("shape", ()))) == \
-                    (kind, ordinal, shape):
-                tensors = level.get("tensors")
-                if isinstance(tensors, dict) and sorted(tensors) == sorted(names) and \
-                        all(isinstance(t, torch.Tensor) for t in tensors.values()):
-                    restored = {name: t.to(like.device) for name, t in tensors.items()}
-                    self.restored += 1
-        run = Resumable(self, kind, ordinal, shape, restored)
-        self._open.append(run)
-        return run
+        shape, depth = tuple(like.shape), len(self._open)
+        restored = None
+        if depth < len(self.saved) and all(level.as_restored for level in self._open):
+            restored = _tensors_of(self.saved[depth], kind, ordinal, shape, names, like.device)
+            self.restored += restored is not None
+        level = Level(self, kind, ordinal, shape, restored)
+        self._open.append(level)
+        return level
 
-    def close(self, run: Resumable) -> None:
-        if run in self._open:
-            del self._open[self._open.index(run):]
+    def close(self, level: Level) -> None:
+        if level in self._open:
+            del self._open[self._open.index(level):]
 
     def due(self) -> bool:
         return _clock() >= self._next
 
     def write(self) -> None:
         """Write a snapshot of every open level, unless one of them holds no state yet."""
-        if any(run.state is None for run in self._open):
+        if any(level.fields is None for level in self._open):
             return
         tick = _clock()
-        levels = [{"kind": run.kind, "ordinal": run.ordinal, "shape": list(run.shape),
-                   "tensors": {name: t.detach().to("cpu", copy=True) for name, t in run.state().items()}}
-                  for run in self._open]
-        self._write({"levels": levels})
+        self._write({"levels": [{"kind": level.kind, "ordinal": level.ordinal, "shape": list(level.shape),
+                                 "tensors": level.tensors()} for level in self._open]})
         now = _clock()
         self._next = now + max(self.seconds, (now - tick) * WRITE_SPACING)
+
+
+def _tensors_of(level: Any, kind: str, ordinal: int, shape: tuple[int, ...], names: tuple[str, ...],
+                device: torch.device) -> dict[str, torch.Tensor] | None:
+    """A saved level's tensors (on ``device``) if it is this run's: same kind, ordinal, shape and fields."""
+    if not isinstance(level, dict) or (level.get("kind"), level.get("ordinal"), tuple(level.get("shape", ()))) != \
+            (kind, ordinal, shape):
+        return None
+    tensors = level.get("tensors")
+    if not isinstance(tensors, dict) or sorted(tensors) != sorted(names) or \
+            not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        return None
+    return {name: t.to(device) for name, t in tensors.items()}
 
 
 _current: ContextVar[BatchSnapshots | None] = ContextVar("attack_batch_snapshots", default=None)
@@ -148,132 +197,56 @@ def tracking(saved: dict | None, write: Callable[[dict], None], seconds: float |
         _current.reset(token)
 
 
-def begin(kind: str, like: torch.Tensor, names: tuple[str, ...]) -> Resumable:
-    """Open a resumable run of ``kind`` on the batch ``like`` (its input) whose state is the tensors
-    ``names``; ``restored`` holds them (on ``like``'s device) where this run was snapshotted before.
-    Use the result as a context manager around the run."""
+@contextlib.contextmanager
+def resume(state_type: type[S], like: torch.Tensor, start: Callable[[], S], kind: str = "") -> Iterator[S]:
+    """Open a run on the batch ``like`` (its input) whose state is a ``state_type``: the one it was
+    snapshotted in where this very run was (its tensors on ``like``'s device), else ``start()``. The
+    run is open, and its state goes into snapshots, inside the ``with`` block."""
     batch = _current.get()
-    if batch is None:
-        return Resumable(None, kind, 0, tuple(like.shape), None)
-    return batch.open(kind, like, names)
+    kind = kind or state_type.kind or state_type.__name__
+    level = Level(None, kind, 0, tuple(like.shape), None) if batch is None else \
+        batch.open(kind, like, state_type.names())
+    try:
+        state = start() if level.restored is None else state_type.restored(level.restored)
+        state._level = level
+        level.hold(state.fields_now())
+        yield state
+    finally:
+        if batch is not None:
+            batch.close(level)
 
 
-def counters(*values: int) -> torch.Tensor:
-    """A run's integer bookkeeping (its next step, ...) as one tensor of its state."""
-    return torch.tensor(values, dtype=torch.int64)
+@dataclasses.dataclass
+class Parts(RunState):
+    """An attack made of parts run one after another on the points still going (restarts, targets):
+    between parts its state is the examples so far (``result``), which points are still going
+    (``todo``: indices or a mask) and how many parts are finished. A part's own run may open a level
+    inside it and resume in the middle.
 
-
-class Parts:
-    """Resuming an attack made of parts run one after another on the points still going (restarts,
-    targets): its state between parts is the examples so far (``result``), which points are still
-    going (``todo``: indices or a mask) and how many parts are finished. A part's own run may open
-    a level inside it and resume in the middle.
-
-        with Parts("apgd-t", result, todo) as parts:
-            todo = parts.todo                  # the restored one where this run resumes
-            for part, ... in enumerate(...):
-                if parts.finished_before(part): continue
-                ... run the part on todo, write into result, update todo ...
-                parts.finish(part, todo)
+        with parts("apgd-t", result, todo) as run:
+            for part in run.each(count):
+                ... run the part on run.todo, write into run.result, set run.todo ...
     """
 
-    NAMES = ("result", "todo", "parts_done")
+    result: torch.Tensor
+    todo: torch.Tensor
+    parts_done: int = 0
 
-    def __init__(self, kind: str, result: torch.Tensor, todo: torch.Tensor) -> None:
-        self.run = begin(kind, result, self.NAMES)
-        self.result, self.todo, self.done = result, todo, 0
-        restored = self.run.restored
-        if restored is not None:
-            if restored["todo"].dtype == todo.dtype and restored["result"].dtype == result.dtype:
-                result.copy_(restored["result"])
-                self.todo, self.done = restored["todo"], int(restored["parts_done"])
-            else:
-                self.run.discard()
-        self.run.hold(self._state(self.done, self.todo))
-
-    def __enter__(self) -> "Parts":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.run.__exit__(*exc)
-
-    def _state(self, done: int, todo: torch.Tensor) -> Callable[[], State]:
-        return lambda: {"result": self.result, "todo": todo, "parts_done": torch.tensor(done, dtype=torch.int64)}
-
-    def finished_before(self, part: int) -> bool:
-        """Whether ``part`` was finished by the run this one resumes."""
-        return part < self.done
-
-    def finish(self, part: int, todo: torch.Tensor) -> None:
-        self.run.offer(self._state(part + 1, todo))
+    def each(self, count: int) -> Iterator[int]:
+        """The part numbers from the first not finished; after each part the state is offered."""
+        for part in range(self.parts_done, count):
+            yield part
+            self.parts_done = part + 1
+            self.offer()
 
 
-class SnapshotFile:
-    """Where an evaluation keeps the last snapshot of its batch in flight: one file beside its state
-    file, written atomically, read with ``weights_only=True``, removed once a batch is finished (the
-    state file then holds the batch's verdicts). A snapshot of another evaluation (``key``) is
-    ignored and replaced; a damaged one too, and ``damaged`` says so."""
-
-    FIELDS = ("key", "step", "rows", "forwards", "backwards", "seconds", "snapshot")
-
-    def __init__(self, state_path: Path | None, key: dict[str, Any]) -> None:
-        self.path = None if state_path is None else state_path.with_suffix(".inflight.pt")
-        self.key = json.dumps(key, sort_keys=True, default=str)
-        self.damaged: str | None = None     # why a snapshot found could not be used (damaged, or of an older format)
-        self.present = self.path is not None and self.path.is_file()   # a file to remove once a batch is done
-        self.saved = self._load()
-
-    def _load(self) -> dict[str, Any] | None:
-        if not self.present:
-            return None
-        try:
-            data = torch.load(self.path, map_location="cpu", weights_only=True)
-            if not isinstance(data, dict) or any(field not in data for field in self.FIELDS) or \
-                    not isinstance(data["snapshot"], dict) or not isinstance(data["rows"], list):
-                raise ValueError("not a snapshot")
-        except Exception as err:    # a truncated or foreign file: torch.load raises several kinds
-            # only a shortcut is lost: the batch starts over (the state file holds the finished work)
-            self.damaged = (f"'{self.path}' is damaged ({type(err).__name__}): the batch it was made in starts "
-                            "over")
-            return None
-        if "levels" not in data["snapshot"]:     # one run's state, as snapshots were before runs nested
-            self.damaged = (f"'{self.path}' was written by an earlier version of attacks.inflight: the batch it "
-                            "was made in starts over")
-            return None
-        return data if data["key"] == self.key else None
-
-    def for_batch(self, step: str, rows: list[int]) -> dict[str, Any] | None:
-        """The saved snapshot if it is one of this batch (same attack, same points)."""
-        saved = self.saved
-        return saved if saved is not None and saved["step"] == step and saved["rows"] == rows else None
-
-    def tracking(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]],
-                 before: Callable[[], None] = lambda: None) -> contextlib.AbstractContextManager:
-        """The attacks run inside resume from this batch's snapshot, if saved, and write theirs
-        (:meth:`writer`); without a state file nothing is snapshotted."""
-        if self.path is None:
-            return contextlib.nullcontext()
-        saved = self.for_batch(step, rows)
-        return tracking(None if saved is None else saved["snapshot"], self.writer(step, rows, counts, before))
-
-    def writer(self, step: str, rows: list[int], counts: Callable[[], tuple[int, int, float]],
-               before: Callable[[], None] = lambda: None) -> Callable[[dict], None]:
-        """Write a snapshot of this batch with its passes and seconds so far (``counts()``), after
-        calling ``before``."""
-        def write(snapshot: dict) -> None:
-            if self.path is None:
-                return
-            before()
-            forwards, backwards, seconds = counts()
-            data = {"key": self.key, "step": step, "rows": rows, "forwards": int(forwards),
-                    "backwards": int(backwards), "seconds": float(seconds), "snapshot": snapshot}
-            write_atomically(self.path, lambda f: torch.save(data, f))
-            self.present = True
-        return write
-
-    def clear(self) -> None:
-        """The batch in flight is finished (or was another one): its snapshot is no longer needed."""
-        self.saved = None
-        if self.present:
-            self.path.unlink(missing_ok=True)
-            self.present = False
+@contextlib.contextmanager
+def parts(kind: str, result: torch.Tensor, todo: torch.Tensor) -> Iterator[Parts]:
+    """A :class:`Parts` run named ``kind``; ``result`` (the caller's examples) holds the restored
+    examples where the run resumes."""
+    with resume(Parts, result, lambda: Parts(result, todo), kind=kind) as run:
+        if run.result is not result:
+            result.copy_(run.result)
+            run.result = result
+            run._level.hold(run.fields_now())  # type: ignore[union-attr]
+        yield run

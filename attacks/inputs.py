@@ -1,5 +1,5 @@
 """What the library takes from its caller, checked and converted in one place: images and labels
-(tensors, numpy arrays or lists), eps values, counts, and progress objects. A mistake here is one
+(tensors, numpy arrays or lists), eps values, counts and keywords. A mistake here is one
 :class:`AttackError` that says what to pass, before any attack runs."""
 
 from __future__ import annotations
@@ -87,22 +87,3 @@ def unknown_keywords(given: Iterable[str], known: Iterable[str], also: Iterable[
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise AttackError(f"evaluate() got an unknown keyword '{word}'{hint}; the suites also take: "
                               f"{', '.join(known)}")
-
-
-PROGRESS_METHODS = ("attack_started", "points_done", "attack_finished")
-
-
-class CompletedProgress:
-    """A progress object with the reporting methods it lacks filled in as doing nothing, so that
-    one with only ``points_done`` (say) is enough."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._inner, name, None)
-        if found is not None:
-            return found
-        if name in PROGRESS_METHODS:
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)

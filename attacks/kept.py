@@ -2,21 +2,21 @@
 
 The state file holds verdicts, not images. So that a resumed evaluation's ``x_adv`` is as whole as
 an uninterrupted one's, each finished batch's broken points and their examples go to one small file
-in ``<state>.examples/`` (written atomically, read with ``weights_only=True``) before the state
-counts the batch as done; a rerun puts them back, from the batches its state counts, for the
-points it says are broken. A file of another evaluation (its key differs) is ignored, a damaged
-one is said and ignored.
+in ``<state>.examples/`` (a :mod:`attacks.store` file) before the state counts the batch as done;
+a rerun puts them back, from the batches its state counts, for the points it says are broken. A
+file of another evaluation (its key differs) is ignored, a damaged one is said and ignored.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import write_atomically
+from .store import Store
+
+STORE = Store("examples", version=1, encoding="torch")
 
 
 class KeptExamples:
@@ -24,7 +24,7 @@ class KeptExamples:
         self.kept = kept
         self.folder = None if state_path is None or kept is None else state_path.with_suffix(".examples")
         # the ranks of a sharded evaluation share every field of the key but their shard
-        self.key = json.dumps({k: v for k, v in key.items() if k != "shard"}, sort_keys=True, default=str)
+        self.key = {k: v for k, v in key.items() if k != "shard"}
         self.damaged: list[str] = []      # files found that could not be read (they are not used)
 
     def restore(self, family: list[Path], broken: list[bool], counted: set[str] | None = None) -> int:
@@ -51,19 +51,22 @@ class KeptExamples:
         return restored
 
     def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            if data["key"] != self.key:
-                return None     # another evaluation's (e.g. left beside a state file deleted to start over)
-            index, x = data["index"], data["x"]
-            if not (index.dtype == torch.int64 and index.dim() == 1 and
-                    tuple(x.shape) == (len(index), *self.kept.shape[1:]) and
-                    (len(index) == 0 or 0 <= int(index.min()) <= int(index.max()) < len(self.kept))):
-                raise ValueError("not examples of these points")
-        except Exception as err:    # a truncated or foreign file: torch.load raises several kinds
-            self.damaged.append(f"'{path}' is damaged ({type(err).__name__}): its examples are not used")
+        found = STORE.read(path, self.key, ("index", "x"))
+        if found.problem == "version":
+            self.damaged.append(f"'{path}' was written by another version of robust-kd: its examples are not used")
             return None
-        return data
+        if found.problem == "damaged" or (found.data is not None and not self._fits(found.data)):
+            self.damaged.append(f"'{path}' is damaged ({found.error or 'ValueError'}): its examples are not used")
+            return None
+        return found.data     # None for another evaluation's (e.g. left beside a state deleted to start over)
+
+    def _fits(self, data: dict[str, Any]) -> bool:
+        """Whether the file holds examples of points of this evaluation."""
+        index, x = data["index"], data["x"]
+        assert self.kept is not None
+        return isinstance(index, torch.Tensor) and isinstance(x, torch.Tensor) and index.dtype == torch.int64 and \
+            index.dim() == 1 and tuple(x.shape) == (len(index), *self.kept.shape[1:]) and \
+            (len(index) == 0 or 0 <= int(index.min()) <= int(index.max()) < len(self.kept))
 
     @staticmethod
     def part(step_number: int, first: int) -> str:
@@ -75,5 +78,5 @@ class KeptExamples:
         :meth:`part` name)."""
         if self.folder is None or len(index) == 0:
             return
-        data = {"key": self.key, "index": index.to("cpu", torch.int64), "x": x_adv.detach().to("cpu")}
-        write_atomically(self.folder / f"{part}.pt", lambda f: torch.save(data, f))
+        STORE.write(self.folder / f"{part}.pt", self.key,
+                    {"index": index.to("cpu", torch.int64), "x": x_adv.detach().to("cpu")})

@@ -56,58 +56,62 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         best = x.clone()
-        with inflight.Parts(self.name, best, torch.ones(x.shape[0], dtype=torch.bool, device=x.device)) as parts:
-            unbroken = parts.todo      # resumed after the last finished restart, if any
-            for restart in range(max(self.restarts, 1)):
-                if parts.finished_before(restart):
-                    continue
-                rows = unbroken.nonzero(as_tuple=True)[0]
+        with inflight.parts(self.name, best, torch.ones(x.shape[0], dtype=torch.bool, device=x.device)) as run:
+            restarts = max(self.restarts, 1)
+            for restart in run.each(restarts):      # resumed after the last finished restart, if any
+                rows = run.todo.nonzero(as_tuple=True)[0]
                 if rows.numel() == 0:
                     break
-                with work.part(restart, max(self.restarts, 1)):
+                with work.part(restart, restarts):
                     x_adv, broken = self._run(model, x[rows], y[rows], index[rows], restart)
                 best[rows] = x_adv
-                unbroken[rows[broken]] = False
-                parts.finish(restart, unbroken)
+                run.todo[rows[broken]] = False
         return best
+
+    def _start(self, x: torch.Tensor, index: torch.Tensor, restart: int) -> "PGDRun":
+        x_adv = random_start(x, index, self.eps, self.norm, self.seed, 2 * restart + 1) if self.random_start \
+            else x.clone()
+        return PGDRun(x_adv=x_adv, result=x_adv.clone(), broken=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
+                      active=torch.arange(x.shape[0], device=x.device))
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One restart: (x_adv, broken mask) for the given points; resumes in the middle (attacks.inflight)."""
-        with inflight.begin("pgd run", x, ("x_adv", "result", "broken", "active", "counters")) as run:
-            if run.restored is None:
-                x_adv = random_start(x, index, self.eps, self.norm, self.seed, 2 * restart + 1) if self.random_start \
-                    else x.clone()
-                result = x_adv.clone()
-                broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-                active = torch.arange(x.shape[0], device=x.device)
-                first = 0
-            else:
-                x_adv, result, broken, active = (run.restored[k] for k in ("x_adv", "result", "broken", "active"))
-                (first,) = run.restored["counters"].tolist()
-            alpha = self.step_size()
-            for step in range(first, self.steps):
-                run.offer(lambda: {"x_adv": x_adv, "result": result, "broken": broken, "active": active,
-                                   "counters": inflight.counters(step)})
-                work.advance(step, self.steps)
-                current = x_adv[active].detach().requires_grad_(True)
+        alpha = self.step_size()
+        with inflight.resume(PGDRun, x, lambda: self._start(x, index, restart)) as run:
+            for _ in run.steps(self.steps):
+                current = run.x_adv[run.active].detach().requires_grad_(True)
                 logits = model(current)
                 keep = None   # every active point goes on; no masking (each mask is a host sync on CUDA)
                 if self.early_stop:
-                    wrong = logits.detach().argmax(dim=1) != y[active]
+                    wrong = logits.detach().argmax(dim=1) != y[run.active]
                     if bool(wrong.any()):
-                        result[active[wrong]] = current.detach()[wrong]
-                        broken[active[wrong]] = True
+                        run.result[run.active[wrong]] = current.detach()[wrong]
+                        run.broken[run.active[wrong]] = True
                         keep = (~wrong).nonzero(as_tuple=True)[0]
                         if keep.numel() == 0:
-                            return result, broken
-                going = active if keep is None else active[keep]
+                            return run.result, run.broken
+                going = run.active if keep is None else run.active[keep]
                 loss = self.loss_of((logits if keep is None else logits[keep]).float(), y[going])
                 (grad,) = torch.autograd.grad(loss.sum(), current)
                 base, grad = (current.detach(), grad) if keep is None else (current.detach()[keep], grad[keep])
-                active = going
-                x_adv[active] = project(base + alpha * normalized_step(grad, self.norm), x[active], self.eps, self.norm)
-        with torch.no_grad():
-            final = model(x_adv[active]).argmax(dim=1) != y[active]
-        result[active] = x_adv[active]
-        broken[active] = final
-        return result, broken
+                run.active = going
+                run.x_adv[going] = project(base + alpha * normalized_step(grad, self.norm), x[going], self.eps, self.norm)
+            active = run.active
+            with torch.no_grad():
+                final = model(run.x_adv[active]).argmax(dim=1) != y[active]
+            run.result[active] = run.x_adv[active]
+            run.broken[active] = final
+            return run.result, run.broken
+
+
+@dataclass
+class PGDRun(inflight.RunState):
+    """One PGD restart in the middle of its steps: the iterate, the examples kept so far (a point's
+    first misclassified iterate), which points broke and which are still going."""
+
+    x_adv: torch.Tensor
+    result: torch.Tensor
+    broken: torch.Tensor
+    active: torch.Tensor
+    step: int = 0
+    kind = "pgd run"

@@ -97,53 +97,57 @@ class Square(Attack):
 
     # -------------------------------------------------------------- shared loop
 
-    def _search(self, model, x, y, index, x_best, propose) -> torch.Tensor:
-        """Random search; ``propose(iterations, rows)`` builds one proposal per (iteration, point row)
-        from x_best[rows]."""
+    def _search(self, model, x, y, index, x_start, propose) -> torch.Tensor:
+        """Random search from ``x_start``; ``propose(iterations, rows, x_best)`` builds one proposal per
+        (iteration, point row) from x_best[rows]."""
         device = x.device
-        with inflight.begin("square", x, ("x_best", "best_loss", "next_iteration")) as run:
-            if run.restored is None:
-                best_loss = _margin(model(x_best).float(), y)
-                next_iteration = torch.zeros(len(y), dtype=torch.int64, device=device)
-            else:   # resumed inside the batch: the point's state is all its next proposals depend on
-                x_best.copy_(run.restored["x_best"])
-                best_loss, next_iteration = run.restored["best_loss"], run.restored["next_iteration"]
+
+        def start() -> SquareRun:
+            return SquareRun(x_best=x_start, best_loss=_margin(model(x_start).float(), y),
+                             next_iteration=torch.zeros(len(y), dtype=torch.int64, device=device))
+
+        with inflight.resume(SquareRun, x, start) as run:
             # still going: not broken (a kept proposal with margin ≤ 0 ends a point) and queries left
-            active = ((best_loss > 0) & (next_iteration < self.queries)).nonzero(as_tuple=True)[0]
+            active = ((run.best_loss > 0) & (run.next_iteration < self.queries)).nonzero(as_tuple=True)[0]
             width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
             budget = len(y) * self.queries
             # read about once a second (attacks.work): the queries the points still going have left
-            work.advance(lambda: budget - float((self.queries - next_iteration[active]).sum()), budget)
+            work.advance(lambda: budget - float((self.queries - run.next_iteration[active]).sum()), budget)
             # Two host syncs per pass (on CUDA): the proposals' positions and the points still going. The
             # per-point updates are torch.where over the active rows, not boolean indexing (a sync each).
             while active.numel():
-                n = active.numel()
-                k = min(max(width // n, 1), SPECULATION_LIMIT)
-                iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
-                valid = iterations < self.queries
-                at = valid.view(-1).nonzero(as_tuple=True)[0]   # the valid (point, proposal) cells, row by row
-                owner = at // k
-                candidates = propose(iterations.view(-1)[at], active[owner])
-                new_margin = _margin(model(candidates).float(), y[active[owner]])
-                keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
-                slot = torch.full((n * k,), -1, dtype=torch.int64, device=device)
-                slot[at] = torch.arange(at.numel(), device=device)
-                kept = torch.zeros((n * k,), dtype=torch.bool, device=device)
-                kept[at] = keep
-                slot, kept = slot.view(n, k), kept.view(n, k)
-                accepted = kept.any(dim=1)
-                first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
-                # an active point has queries left, so its first cell is valid: `picked` is a real slot even
-                # where nothing was accepted (its value is then not used)
-                picked = slot[torch.arange(n, device=device), first]
-                x_best[active] = torch.where(accepted.view(-1, *([1] * (x_best.dim() - 1))), candidates[picked],
-                                             x_best[active])
-                best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
-                next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
-                broken = accepted & (new_margin[picked] <= 0)
-                active = active[~broken & (next_iteration[active] < self.queries)]
-                run.offer(lambda: {"x_best": x_best, "best_loss": best_loss, "next_iteration": next_iteration})
-        return x_best
+                active = self._pass(model, y, run, active, min(max(width // active.numel(), 1), SPECULATION_LIMIT),
+                                    propose)
+                run.offer()
+        return run.x_best
+
+    def _pass(self, model, y, run: "SquareRun", active: torch.Tensor, k: int, propose) -> torch.Tensor:
+        """One forward pass of up to ``k`` proposals per active point; returns the points still going."""
+        device, n = y.device, active.numel()
+        x_best, best_loss, next_iteration = run.x_best, run.best_loss, run.next_iteration
+        iterations = next_iteration[active][:, None] + torch.arange(k, device=device)[None, :]   # n×k
+        valid = iterations < self.queries
+        at = valid.view(-1).nonzero(as_tuple=True)[0]   # the valid (point, proposal) cells, row by row
+        owner = at // k
+        candidates = propose(iterations.view(-1)[at], active[owner], x_best)
+        new_margin = _margin(model(candidates).float(), y[active[owner]])
+        keep = (new_margin < best_loss[active[owner]]) | (new_margin <= 0)
+        slot = torch.full((n * k,), -1, dtype=torch.int64, device=device)
+        slot[at] = torch.arange(at.numel(), device=device)
+        kept = torch.zeros((n * k,), dtype=torch.bool, device=device)
+        kept[at] = keep
+        slot, kept = slot.view(n, k), kept.view(n, k)
+        accepted = kept.any(dim=1)
+        first = kept.to(torch.int8).argmax(dim=1)  # the first kept proposal of each point
+        # an active point has queries left, so its first cell is valid: `picked` is a real slot even
+        # where nothing was accepted (its value is then not used)
+        picked = slot[torch.arange(n, device=device), first]
+        x_best[active] = torch.where(accepted.view(-1, *([1] * (x_best.dim() - 1))), candidates[picked],
+                                     x_best[active])
+        best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
+        next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
+        broken = accepted & (new_margin[picked] <= 0)
+        return active[~broken & (next_iteration[active] < self.queries)]
 
     # -------------------------------------------------------------- Linf
 
@@ -159,7 +163,7 @@ class Square(Attack):
         rows_at = torch.arange(h, device=x.device)[None, :]
         cols_at = torch.arange(w, device=x.device)[None, :]
 
-        def propose(iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        def propose(iterations: torch.Tensor, rows: torch.Tensor, x_best: torch.Tensor) -> torch.Tensor:
             s = sides[iterations]
             where = point_integers(index[rows], 2, torch.stack([h - s + 1, w - s + 1], dim=1), self.seed,
                                    1000 + iterations)
@@ -203,7 +207,7 @@ class Square(Attack):
         patterns: dict[int, torch.Tensor] = {}
         bounds: dict[int, torch.Tensor] = {}
 
-        def propose_side(s: int, iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        def propose_side(s: int, iterations: torch.Tensor, rows: torch.Tensor, x_best: torch.Tensor) -> torch.Tensor:
             n = rows.numel()
             xx = x[rows]
             current = x_best[rows] - xx
@@ -234,13 +238,24 @@ class Square(Attack):
             current = current / flat_norm(current, "L2").clamp_min(1e-12).view(view)
             return (xx + self.eps * current).clamp(0.0, 1.0)
 
-        def propose(iterations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        def propose(iterations: torch.Tensor, rows: torch.Tensor, x_best: torch.Tensor) -> torch.Tensor:
             """Windows are gathered with a fixed side: one group per side among the proposals."""
             side_of = sides[iterations]
             out = torch.empty((rows.numel(), c, h, w), dtype=x.dtype, device=x.device)
             for side in side_of.unique().tolist():
                 group = (side_of == side).nonzero(as_tuple=True)[0]
-                out[group] = propose_side(int(side), iterations[group], rows[group])
+                out[group] = propose_side(int(side), iterations[group], rows[group], x_best)
             return out
 
         return self._search(model, x, y, index, x_best, propose)
+
+
+@dataclass
+class SquareRun(inflight.RunState):
+    """A Square search in the middle: each point's best example, its margin, and its next iteration
+    (all its next proposals depend on)."""
+
+    x_best: torch.Tensor
+    best_loss: torch.Tensor
+    next_iteration: torch.Tensor
+    kind = "square"

@@ -17,6 +17,7 @@ a starting point, not yet measured.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,57 +37,76 @@ def check_rows_per_pass(attack: str, rows: int) -> None:
         raise AttackError(f"{attack}: rows_per_pass must be 0 (by device) or a number of rows, got {rows}")
 
 
+@dataclass(frozen=True)
+class TargetPlan:
+    """Which targets a targeted attack runs towards and how: the k-th highest class of the clean
+    logits for each k in ``ks``, ``restarts`` runs each, side by side where ``rows_per_pass`` (0: by
+    device) allows. ``keep_robust``: a robust point takes the last run's iterate (else it keeps its
+    clean image). ``kind`` names the attack in snapshots."""
+
+    ks: list[int]
+    restarts: int
+    rows_per_pass: int
+    keep_robust: bool
+    kind: str = "targets"
+
+
 def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
-                   ks: list[int], restarts: int, rows_per_pass: int, keep_robust: bool, kind: str = "targets") -> torch.Tensor:
-    """Run towards the k-th highest class of ``order`` (the clean logits' argsort) for each k in
-    ``ks``, on the points still robust. ``keep_robust``: a robust point takes the last run's
-    iterate (else it keeps its clean image). An interrupted evaluation resumes after the last
-    finished run (:mod:`attacks.inflight`, as ``kind``), and inside the run in flight where ``run``
-    opens a level of its own (APGD and FAB do)."""
-    rows = rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
+                   plan: TargetPlan) -> torch.Tensor:
+    """Run towards each target of ``plan`` (``order``: the clean logits' argsort) on the points still
+    robust. An interrupted evaluation resumes after the last finished run (:mod:`attacks.inflight`,
+    as ``plan.kind``), and inside the run in flight where ``run`` opens a level of its own (APGD and
+    FAB do)."""
+    ks, restarts = plan.ks, plan.restarts
+    rows = plan.rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
     result = x.clone()
     side_by_side = len(ks) > 1 and x.shape[0] * len(ks) <= rows    # one at a time would leave passes part-empty
     # the arrangement names the parts (side by side: one per restart; in order: one per target and
     # restart): a snapshot of the other one, e.g. made on another device, is not taken for this one
     arrangement = f"side by side x{restarts}" if side_by_side else f"in order x{len(ks) * restarts}"
-    with inflight.Parts(f"{kind} ({arrangement})", result, torch.arange(x.shape[0], device=x.device)) as parts:
-        _run_parts(run, parts, result, x, y, index, order, ks, restarts, side_by_side, keep_robust)
+    with inflight.parts(f"{plan.kind} ({arrangement})", result, torch.arange(x.shape[0], device=x.device)) as parts:
+        targets = _Targets(run, x, y, index, order, ks, plan.keep_robust)
+        if side_by_side:
+            targets.side_by_side(parts, restarts)
+        else:
+            targets.in_order(parts, restarts)
     return result
 
 
-def _run_parts(run: TargetRun, parts: inflight.Parts, result: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-               index: torch.Tensor, order: torch.Tensor, ks: list[int], restarts: int, side_by_side: bool,
-               keep_robust: bool) -> None:
-    todo = parts.todo
+class _Targets:
+    """The runs towards each target of ``ks`` on the points of ``parts.todo``, one part at a time."""
 
-    def keep(points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:
-        written = torch.ones_like(broken) if keep_robust else broken
-        result[points[written]] = x_adv[written]
+    def __init__(self, run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,
+                 ks: list[int], keep_robust: bool) -> None:
+        self.run, self.x, self.y, self.index, self.order, self.ks = run, x, y, index, order, ks
+        self.keep_robust = keep_robust
 
-    if side_by_side:
-        for restart in range(restarts):
+    def keep(self, parts: inflight.Parts, points: torch.Tensor, x_adv: torch.Tensor, broken: torch.Tensor) -> None:
+        written = torch.ones_like(broken) if self.keep_robust else broken
+        parts.result[points[written]] = x_adv[written]
+        parts.todo = points[~broken]
+
+    def side_by_side(self, parts: inflight.Parts, restarts: int) -> None:
+        for restart in parts.each(restarts):
+            todo = parts.todo
             if todo.numel() == 0:
                 return
-            if parts.finished_before(restart):
-                continue
             with work.part(restart, restarts):
-                x_adv, broken = _side_by_side(run, x[todo], y[todo], index[todo], order[todo], ks, restart)
-            keep(todo, x_adv, broken)
-            todo = todo[~broken]
-            parts.finish(restart, todo)
-        return
-    for j, k in enumerate(ks):
-        for restart in range(restarts):
+                x_adv, broken = _side_by_side(self.run, self.x[todo], self.y[todo], self.index[todo],
+                                              self.order[todo], self.ks, restart)
+            self.keep(parts, todo, x_adv, broken)
+
+    def in_order(self, parts: inflight.Parts, restarts: int) -> None:
+        count = len(self.ks) * restarts
+        for part in parts.each(count):
+            todo = parts.todo
             if todo.numel() == 0:
                 return
-            part = j * restarts + restart
-            if parts.finished_before(part):
-                continue
-            with work.part(part, len(ks) * restarts):
-                x_adv, broken = run(x[todo], y[todo], index[todo], order[todo, -k], k, restart, None)
-            keep(todo, x_adv, broken)
-            todo = todo[~broken]
-            parts.finish(part, todo)
+            k, restart = self.ks[part // restarts], part % restarts
+            with work.part(part, count):
+                x_adv, broken = self.run(self.x[todo], self.y[todo], self.index[todo], self.order[todo, -k], k,
+                                         restart, None)
+            self.keep(parts, todo, x_adv, broken)
 
 
 def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, order: torch.Tensor,

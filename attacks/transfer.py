@@ -11,7 +11,6 @@ fooled would leave the example on the surrogate's boundary, where it transfers w
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import work
-from .atomic import write_atomically
 from .core import Attack, auto_batch_size, flat_norm, margin_loss, model_device, normalized_step, project
 from .errors import AttackError
 from .fold import PROBE_POINTS, fold_for_evaluation
 from .layout import channels_last
 from .precision import check_precision, in_precision, like
+from .provenance import model_fingerprint, tensors_fingerprint
+from .store import Store
 from .suites import register_attack
 
 
@@ -77,28 +77,40 @@ class Transfer(Attack):
         training = [m.training for m in ensemble.members]
         ensemble.eval()
         try:     # in a bf16 evaluation the surrogates run in bf16 too (the verdict on the target stays float32)
-            return craft(like(ensemble, model), x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                         alpha=self.alpha if self.alpha is not None else 1.25 * self.eps / self.steps,
-                         momentum=self.momentum, loss=self.loss)
+            return craft(like(ensemble, model), x, y, Crafting(
+                self.eps, self.norm, self.steps, self.alpha if self.alpha is not None else 1.25 * self.eps / self.steps,
+                self.momentum, self.loss))
         finally:
             for member, was in zip(ensemble.members, training):
                 member.train(was)
 
 
-def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, steps: int, alpha: float,
-          momentum: float, loss: str) -> torch.Tensor:
+@dataclass(frozen=True)
+class Crafting:
+    """MI-FGSM's settings: ``steps`` steps of ``alpha`` in the ``norm`` ball of radius ``eps``."""
+
+    eps: float
+    norm: str
+    steps: int
+    alpha: float
+    momentum: float
+    loss: str
+
+
+def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Crafting) -> torch.Tensor:
     """MI-FGSM: g ← μ·g + ∇/‖∇‖₁, x ← Π(x + α·step(g)); every step, every point."""
     x_adv = x.clone()
     velocity = torch.zeros_like(x)
-    for step in range(steps):
-        work.advance(step, steps)
+    for step in range(settings.steps):
+        work.advance(step, settings.steps)
         current = x_adv.detach().requires_grad_(True)
         logits = model(current).float()
-        values = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
+        values = F.cross_entropy(logits, y, reduction="none") if settings.loss == "ce" else margin_loss(logits, y)
         (grad,) = torch.autograd.grad(values.sum(), current)
         l1 = grad.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        velocity = momentum * velocity + grad / l1
-        x_adv = project(current.detach() + alpha * normalized_step(velocity, norm), x, eps, norm)
+        velocity = settings.momentum * velocity + grad / l1
+        x_adv = project(current.detach() + settings.alpha * normalized_step(velocity, settings.norm), x, settings.eps,
+                        settings.norm)
     return x_adv.detach()
 
 
@@ -137,8 +149,8 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
                 xb, yb = x[start:start + size], y[start:start + size]
                 batch = saved.load(start, xb, yb)
                 if batch is None:
-                    batch = craft(in_precision(fast_source, precision), xb.to(device), yb.to(device), eps=eps, norm=norm,
-                                  steps=steps, alpha=1.25 * eps / steps, momentum=momentum, loss="ce").cpu()
+                    batch = craft(in_precision(fast_source, precision), xb.to(device), yb.to(device),
+                                  Crafting(eps, norm, steps, 1.25 * eps / steps, momentum, "ce")).cpu()
                     saved.save(start, xb, yb, batch)
                 made.append(batch)
                 if progress is not None:
@@ -166,15 +178,14 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
 
 
 class _MadeBatches:
-    """The batches of examples made on one source, saved in ``folder`` (atomically, read with
-    ``weights_only=True``). A file counts only where its key (source, its weights, the settings and
-    the batch's own points) is this run's; any other, or a damaged one, is made again."""
+    """The batches of examples made on one source, saved in ``folder`` (:mod:`attacks.store` files). A
+    file counts only where its key (source, its weights, the settings and the batch's own points) is
+    this run's; any other, or a damaged one, is made again."""
+
+    STORE = Store("transfer batch", version=1, encoding="torch")
 
     def __init__(self, folder: str | Path | None, name: str, source: nn.Module, **settings: Any) -> None:
-        from .evaluate import model_fingerprint, tensors_fingerprint
-
         self.folder = None if folder is None else Path(folder)
-        self.points = tensors_fingerprint
         self.key = {"source": name, "weights": model_fingerprint(source) if folder is not None else "", **settings}
         # readable and unique: sources whose names share their first 40 characters get their own files
         self.prefix = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:] + f"-{zlib.crc32(name.encode()):08x}"
@@ -183,21 +194,16 @@ class _MadeBatches:
         assert self.folder is not None
         return self.folder / f"{self.prefix}-{start:08d}.pt"
 
-    def _key(self, xb: torch.Tensor, yb: torch.Tensor) -> str:
-        return json.dumps({**self.key, "points": self.points([xb, yb])}, sort_keys=True, default=str)
+    def _key(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, Any]:
+        return {**self.key, "points": tensors_fingerprint([xb, yb])}
 
     def load(self, start: int, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor | None:
-        if self.folder is None or not self._path(start).is_file():
+        if self.folder is None:
             return None
-        try:
-            data = torch.load(self._path(start), map_location="cpu", weights_only=True)
-            if data["key"] == self._key(xb, yb) and data["x"].shape == xb.shape:
-                return data["x"]
-        except Exception:   # a truncated or foreign file: made again
-            pass
-        return None
+        found = self.STORE.read(self._path(start), self._key(xb, yb), ("x",))
+        made = None if found.data is None else found.data["x"]
+        return made if isinstance(made, torch.Tensor) and made.shape == xb.shape else None
 
     def save(self, start: int, xb: torch.Tensor, yb: torch.Tensor, batch: torch.Tensor) -> None:
         if self.folder is not None:
-            data = {"key": self._key(xb, yb), "x": batch}
-            write_atomically(self._path(start), lambda f: torch.save(data, f))
+            self.STORE.write(self._path(start), self._key(xb, yb), {"x": batch})

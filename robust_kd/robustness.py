@@ -22,8 +22,7 @@ import yaml
 from torch import nn
 
 import attacks
-from attacks import AttackError, ModelOutputError
-from attacks.precision import check_precision, slow_here
+from attacks import AttackError, ModelOutputError, check_precision, slow_here
 
 from . import distributed
 from .device import resolve_device
@@ -269,7 +268,7 @@ class AttackRun:
         if points.shortage():
             notify(points.shortage())
         if self.eps is None:
-            self.eps = [attacks.suites.DEFAULT_EPS[self.norm]]
+            self.eps = [attacks.DEFAULT_EPS[self.norm]]
         check_eps(self.eps, self.norm, int(points.x[0].numel()))
         per_pixel = [e.typed for e in self.eps if "/255" in getattr(e, "typed", "")]
         if self.norm == "L2" and per_pixel:     # a Linf habit: 8/255 as an L2 radius is a tiny ball
@@ -336,7 +335,7 @@ class AttackRun:
         return saved
 
     def _evaluate(self, model, points, variant, state_path, progress, notify):
-        batch_size = self.batch_size or attacks.core.auto_batch_size(attacks.core.model_device(model))
+        batch_size = self.batch_size or attacks.auto_batch_size(attacks.model_device(model))
         while True:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]

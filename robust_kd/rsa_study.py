@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -257,11 +257,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _row_text(r: dict) -> str:
-    return (f"{r['model']} vs {r['roi']}: {r['similarity']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
-            f"p={r['p']:.3g}, q={r['p_fdr']:.3g}")
-
-
 def run_rsa(model: nn.Module, model_name: str, model_source: str, stimuli: Stimuli, brain: Brain, out: Path, *,
             layers: Sequence[str] | str = "blocks", rdm_method: str = "correlation", comparator: str = "spearman",
             n_bootstrap: int = 1000, n_permutations: int = 1000, over: str = "conditions", seed: int = 0,
@@ -340,16 +335,6 @@ def predict_labels(model: nn.Module, x: torch.Tensor, device: torch.device, batc
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def _run_attack(attack: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-                batch_size: int, progress: ProgressFn, label: str) -> torch.Tensor:
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(attack(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).detach().cpu())
-        if progress:
-            progress(label, min(len(x), i + batch_size), len(x))
-    return torch.cat(out)
-
-
 def white_box_views(model: nn.Module) -> list[str]:
     """How the white-box attack differentiates the model: itself, then (JPEG-DL) BPDA with the identity."""
     return ["model", "bpda-identity"] if is_jpegdl(model) else ["model"]
@@ -380,11 +365,9 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     key_file = out / "stimuli" / "settings.json"
     # the stimuli are reused only for the same weights (another checkpoint in the same --out, or the run
     # trained further, makes new ones), the same images and the same attack
-    from attacks.evaluate import model_fingerprint, tensors_fingerprint
-
     key = {**_attack_record(settings, model, surrogate), "n": len(x), "shape": list(x.shape),
-           "model": model_fingerprint(model), "images": tensors_fingerprint([x]),
-           "surrogate": None if surrogate is None else model_fingerprint(surrogate)}
+           "model": attacks.model_fingerprint(model), "images": attacks.tensors_fingerprint([x]),
+           "surrogate": None if surrogate is None else attacks.model_fingerprint(surrogate)}
     cached = {}
     if key_file.is_file():
         try:
@@ -410,28 +393,13 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
     except attacks.AttackError as err:
         raise UserError(str(err)) from None
     if not cached:
-        # attacked as attacks.evaluate attacks: on copies with their batch norms folded, channels-last; the
-        # verdicts are the model's own
-        from attacks.fold import PROBE_POINTS, fold_for_evaluation
-        from attacks.layout import channels_last
-
-        view = soft_model_bpda(model).to(device).eval() if "bpda-identity" in white_box_views(model) else None
-        sources = list(getattr(black_attack, "surrogates", []))
-        fast_model, fast_view, *fast_sources = fold_for_evaluation([model, view, *sources], x[:PROBE_POINTS].to(device))
-        if sources:
-            black_attack = replace(black_attack, surrogates=fast_sources)
-        with channels_last([fast_model, fast_view, *fast_sources], device):
-            white = _run_attack(white_attack, fast_model, x, labels, device, batch_size, progress, "white-box PGD")
-            if fast_view is not None:
-                missed = (predict_labels(model, white, device, batch_size).cpu() == labels.cpu()).nonzero(as_tuple=True)[0]
-                if len(missed):
-                    retry = _run_attack(white_attack, fast_view, x[missed], labels.cpu()[missed], device, batch_size,
-                                        progress, "white-box PGD (BPDA-identity)")
-                    changed = predict_labels(model, retry, device, batch_size).cpu() != labels.cpu()[missed]
-                    white[missed[changed]] = retry[changed]
-            cached["white"] = white
-            cached["black"] = _run_attack(black_attack, fast_model, x, labels, device, batch_size, progress,
-                                          f"black-box {settings.black}")
+        # made as attacks.evaluate makes them (folded, channels-last copies); the verdicts are the model's own
+        views = {"BPDA-identity": soft_model_bpda(model).to(device).eval()} if "bpda-identity" in white_box_views(model) \
+            else {}
+        cached["white"] = attacks.adversarial_examples(white_attack, model, x, labels, batch_size=batch_size,
+                                                       retry_views=views, progress=progress, label="white-box PGD")
+        cached["black"] = attacks.adversarial_examples(black_attack, model, x, labels, batch_size=batch_size,
+                                                       progress=progress, label=f"black-box {settings.black}")
         from .fileio import atomic_open
         key_file.unlink(missing_ok=True)    # no key naming these weights over another's half-written stimuli
         for variant in ("white", "black"):

@@ -68,10 +68,10 @@ def test_jpegdl_model_is_attacked_soft_and_hard_with_transfer_and_resumes(capsys
 def test_piped_output_shows_that_a_long_batch_is_alive(capsys, trained_runs, monkeypatch):
     import importlib
 
-    evaluate_module = importlib.import_module("attacks.evaluate")   # the module, not the function of that name
+    progress_module = importlib.import_module("attacks.progress")
     from robust_kd.cli.attack_cmd import AttackProgress
 
-    monkeypatch.setattr(evaluate_module, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module, "HEARTBEAT_SECONDS", 0.0)
     monkeypatch.setattr(AttackProgress, "PIPED_EVERY", 0.0)   # a line whenever there is news, not once a minute
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "fast", "--n", "16", "--batch-size", "4",
                          "--runs-dir", str(trained_runs), "--fresh", "--no-convergence-check")

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import attacks
-from attacks.evaluate import model_fingerprint
+from attacks.provenance import model_fingerprint
 from attacks.fold import fold_for_evaluation, foldable_pairs, folded_copy, same_function
 from robust_kd.models.registry import create_model
 
@@ -234,14 +234,14 @@ def test_evaluation_with_folded_norms_gives_the_same_verdicts_and_resumes_across
     assert resumed.points == folded.points
     assert json.loads((tmp_path / "folded.json").read_text())["key"]["model"] == before
     # a transfer surrogate is folded too; examples made on the folded copy break the same points
-    evaluate_module = importlib.import_module("attacks.evaluate")
+    prepare_module = importlib.import_module("attacks.prepare")
     folded_modules = []
 
     def recording(modules, probe):
         folded_modules.extend(fold_for_evaluation(modules, probe))
         return folded_modules[-len(modules):]
 
-    monkeypatch.setattr(evaluate_module, "fold_for_evaluation", recording)
+    monkeypatch.setattr(prepare_module, "fold_for_evaluation", recording)
     transferred = [attacks.evaluate(model, x, y, "transfer", eps=0.06, surrogates={"twin": twin}, sanity_checks=False,
                                     fold_batchnorm=fold).points for fold in (True, False)]
     assert transferred[0] == transferred[1]

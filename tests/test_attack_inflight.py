@@ -4,9 +4,11 @@ attack resumes inside it and gives exactly the answer of an uninterrupted one.""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import attacks
@@ -42,6 +44,44 @@ def every_offer(monkeypatch):
     monkeypatch.setattr(inflight, "WRITE_SPACING", 0.0)
 
 
+@dataclass
+class MomentumState(attacks.RunState):
+    x_adv: torch.Tensor
+    velocity: torch.Tensor
+    step: int = 0
+
+
+@dataclass
+class MomentumPGD(attacks.IterativeAttack):
+    """MI-FGSM on the model itself, written as a newcomer writes an attack: a start and a step, and no
+    snapshot code of its own. The kill-and-resume test below resumes it in the middle of its steps."""
+
+    steps: int = 10
+    decay: float = 1.0
+    name = "momentum-pgd-test"
+    norms = ("Linf",)
+    State = MomentumState
+
+    def start(self, model, x, y, index):
+        return MomentumState(x_adv=x.clone(), velocity=torch.zeros_like(x))
+
+    def step(self, model, x, y, state):
+        current = state.x_adv.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(current).float(), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, current)
+        state.velocity = self.decay * state.velocity + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        step_size = 2.5 * self.eps / self.steps
+        state.x_adv = attacks.project(current.detach() + step_size * state.velocity.sign(), x, self.eps, self.norm)
+
+
+@pytest.fixture
+def momentum_pgd():
+    """The attack above in the registry, for the length of a test."""
+    attacks.register_attack(MomentumPGD)
+    yield MomentumPGD
+    attacks.ATTACKS.pop(MomentumPGD.name)
+
+
 SUITES = {
     "square-linf": ({"attacks": [{"attack": "square", "queries": 300}]}, "Linf", EPS),
     "square-l2": ({"attacks": [{"attack": "square", "queries": 300}]}, "L2", 1.0),
@@ -57,11 +97,14 @@ SUITES = {
     "fab-t-in-order": ({"attacks": [{"attack": "fab-t", "steps": 20, "targets": 2, "rows_per_pass": 1}]}, "Linf", 0.01),
     "pgd-one-run": ({"attacks": [{"attack": "pgd", "steps": 40, "alpha": 0.001}]}, "Linf", 0.01),
     "cw-search": ({"attacks": [{"attack": "cw-l2", "steps": 12, "search_steps": 3, "c": 0.1}]}, "L2", 0.3),
+    # an attack of a newcomer's (above), with no snapshot code: resumed in the middle of its steps all the same
+    "momentum-pgd-of-a-newcomer": ({"attacks": [{"attack": "momentum-pgd-test", "steps": 40}]}, "Linf", 0.01),
 }
 
 
 @pytest.mark.parametrize("case", sorted(SUITES))
-def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_classifier, tmp_path, every_offer, case):
+def test_a_batch_interrupted_inside_an_attack_resumes_to_the_same_examples(tiny_classifier, tmp_path, every_offer,
+                                                                           momentum_pgd, case):
     suite, norm, eps = SUITES[case]
     model, x, y = tiny_classifier
     x, y = x[:24], y[:24]
@@ -161,16 +204,16 @@ def test_a_snapshot_of_another_batch_or_evaluation_is_not_used_and_a_damaged_one
         assert result.points == reference.points and not snapshot.exists()
         assert len(notes.lines) == 1 and re.fullmatch(r"'.*inflight\.pt' is damaged \(\w+\): the batch it was made in "
                                                      r"starts over", notes.lines[0]), notes.lines
-    # a snapshot of one run's state, as they were written before runs nested: said, and not used
+    # a snapshot of another version of the format: said, and not used
     state.unlink()
     snapshot.write_bytes(kept)
     data = torch.load(snapshot, weights_only=True)
-    torch.save({**data, "snapshot": data["snapshot"]["levels"][0]}, snapshot)
+    torch.save({**data, "version": data["version"] + 1}, snapshot)
     notes, counted = Notes(), StopAfter(model)
     result = attacks.evaluate(counted, x, y, suite, batch_size=12, state_path=state, progress=notes, **settings)
     assert result.points == reference.points and not snapshot.exists() and counted.seen == start_over
-    assert notes.lines == [f"'{snapshot}' was written by an earlier version of attacks.inflight: the batch it was "
-                           "made in starts over"]
+    assert notes.lines == [f"'{snapshot}' was written by another version of robust-kd: the batch it was made in "
+                           "starts over"]
     state.unlink()
     snapshot.write_bytes(b"not a snapshot")
     with pytest.warns(UserWarning, match="is damaged"):
@@ -191,7 +234,7 @@ def test_a_snapshot_of_targets_in_order_is_not_taken_for_targets_side_by_side(ti
     # the snapshot taken as the first of four targets finished, and one in the middle of the second
     first = next(s for s in written if int(s["levels"][0]["tensors"]["parts_done"]) == 1)
     inside = next(s for s in written if int(s["levels"][0]["tensors"]["parts_done"]) == 1 and len(s["levels"]) == 2
-                  and int(s["levels"][1]["tensors"]["counters"][0]) == 4)
+                  and int(s["levels"][1]["tensors"]["step"]) == 4)
     assert len(first["levels"]) == 1 and inside["levels"][1]["kind"] == "apgd run"
     for saved, levels in ((first, 1), (inside, 2)):
         with inflight.tracking(saved, lambda _: None) as batch:
@@ -211,18 +254,22 @@ def test_snapshots_keep_their_interval_and_leave_twenty_times_a_slow_write_betwe
         written.append(now[0])
         now[0] += 2.0             # a write that takes 2 s: the next one waits 20 × 2 s
 
+    @dataclass
+    class Run(inflight.RunState):
+        x: torch.Tensor
+        step: int = 0
+
     x = torch.zeros(2, 3)
     with inflight.tracking(None, write, seconds=30.0):
-        with inflight.begin("run", x, ("x",)) as run:
-            for _ in range(200):
-                run.offer(lambda: {"x": x})
+        with inflight.resume(Run, x, lambda: Run(x)) as run:
+            for _ in run.steps(200):
                 now[0] += 1.0
     # due at 30 s; the first write ends at 32 s, so the next is due at 72 s, then 114 s, then 156 s
     assert written == [30.0, 72.0, 114.0, 156.0, 198.0]
 
 
 def test_a_write_cut_off_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
-    from attacks.atomic import write_atomically
+    from attacks.store import write_atomically
 
     target = tmp_path / "state.json"
     write_atomically(target, lambda f: f.write(b"old"))

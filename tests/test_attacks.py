@@ -14,7 +14,7 @@ import torchattacks
 import attacks
 from attacks import apgd as apgd_module
 from attacks.core import flat_norm
-from attacks.evaluate import model_fingerprint
+from attacks.provenance import model_fingerprint
 
 EPS = 0.05  # Linf on Fashion-MNIST: TinyCNN keeps part of its points, so verdicts can disagree
 
@@ -280,27 +280,20 @@ def test_interrupted_evaluation_resumes_to_the_same_answer(tiny_classifier, tmp_
     assert (resumed.forwards, resumed.backwards) == (uninterrupted.forwards, uninterrupted.backwards)
     assert resumed.seconds >= sum(a.seconds for a in resumed.attacks)
 
-    records = {}                 # the older state format: one count per step instead of per batch
-    for batch in saved.pop("batches"):
-        record = records.setdefault(batch["step"], {"robust_accuracy_after": 0.0})
-        for old, new in (("points_attacked", "points"), ("points_broken", "broken"), ("invalid_examples", "invalid"),
-                         ("forwards", "forwards"), ("backwards", "backwards"), ("seconds", "seconds")):
-            record[old] = record.get(old, 0) + batch[new]
-    state.write_text(json.dumps({**saved, "records": records}))
-    from_old = attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
-    assert from_old.points == uninterrupted.points
-    assert [(a.points_attacked, a.forwards) for a in from_old.attacks] == \
-        [(a.points_attacked, a.forwards) for a in uninterrupted.attacks]
+    state.write_text(json.dumps(saved))
     with pytest.raises(attacks.AttackError, match="different evaluation"):
         attacks.evaluate(model, x, y, "fast", eps=2 * EPS, batch_size=16, state_path=state, sanity_checks=False)
-    broken_batch = json.dumps({**saved, "records": None, "batches": [{"step": "pgd-20"}]}).encode()
-    broken_record = json.dumps({**saved, "records": {"pgd-20": {"forwards": 1}}}).encode()     # older format
-    wrong_type = json.dumps({**saved, "records": {}, "robust": 5}).encode()
-    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}', broken_batch, broken_record,
-                   wrong_type):
+    broken_batch = json.dumps({**saved, "batches": [{"step": "pgd-20"}]}).encode()
+    wrong_type = json.dumps({**saved, "robust": 5}).encode()
+    another_kind = json.dumps({**saved, "kind": "snapshot"}).encode()
+    for damage in (b'{"key": [1, 2', b"\xff\xfe binary", b"[1, 2, 3]", b'{"key": 1}', broken_batch, wrong_type,
+                   another_kind):
         state.write_bytes(damage)
         with pytest.raises(attacks.AttackError, match="is damaged .* delete it to start over"):
             attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
+    state.write_text(json.dumps({**saved, "version": saved["version"] + 1}))
+    with pytest.raises(attacks.AttackError, match="written by another version of robust-kd .* delete it to start over"):
+        attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=16, state_path=state, sanity_checks=False)
 
 
 def test_each_steps_robust_accuracy_after_it_survives_a_rerun_and_a_resume(tiny_classifier, tmp_path):
@@ -324,7 +317,7 @@ def test_each_steps_robust_accuracy_after_it_survives_a_rerun_and_a_resume(tiny_
 
 
 def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tmp_path, monkeypatch):
-    evaluate_module = importlib.import_module("attacks.evaluate")
+    provenance = importlib.import_module("attacks.provenance")
     model, x, y = tiny_classifier
     x, y = x[:64], y[:64]
 
@@ -340,24 +333,13 @@ def test_an_evaluation_resumed_by_another_version_is_flagged(tiny_classifier, tm
     state = tmp_path / "state.json"
     with pytest.raises(_Interrupt):
         run(state, progress=_StopAt("pgd-20", 32))
-    saved = json.loads(state.read_text())
-    monkeypatch.setattr(evaluate_module, "_computed_by", lambda: "robust-kd 9.9 with torch 9.9")
+    monkeypatch.setattr(provenance, "computed_by", lambda: "robust-kd 9.9 with torch 9.9")
     resumed = run(state)
     assert resumed.points == one_go.points      # the flag says how it was computed; verdicts are the same
     assert resumed.computed_with == sorted([one_go.computed_with[0], "robust-kd 9.9 with torch 9.9"])
     flag = next(f for f in resumed.flags if f.code == "resumed_across_versions")
     assert "robust-kd 9.9 with torch 9.9" in flag.message and "--fresh" in flag.message
     assert resumed.to_dict()["computed_with"] == resumed.computed_with
-
-    # a state written before versions were recorded: its parts are unnamed, nothing is flagged
-    del saved["clean_by"]
-    for batch in saved["batches"]:
-        del batch["by"]
-    state.write_text(json.dumps(saved))
-    from_old = run(state)
-    assert from_old.points == one_go.points
-    assert from_old.computed_with == ["robust-kd 9.9 with torch 9.9"]
-    assert "resumed_across_versions" not in [f.code for f in from_old.flags]
 
 
 def test_default_batch_size_is_by_device_and_never_changes_a_verdict(tiny_classifier):
@@ -376,9 +358,7 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
     second (here at every pass), with the batch's passes so far."""
     import importlib
 
-    evaluate_module = importlib.import_module("attacks.evaluate")   # the module, not the function of that name
-
-    monkeypatch.setattr(evaluate_module, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(importlib.import_module("attacks.progress"), "HEARTBEAT_SECONDS", 0.0)
     model, x, y = tiny_classifier
     x, y = x[:20], y[:20]
     heard = []
@@ -408,14 +388,6 @@ def test_progress_hears_from_a_batch_while_it_is_attacked(tiny_classifier, monke
     assert checked.convergence["points"] > 0
     probe = [h for h in heard if h[0] == "convergence check (pgd-20, 5x steps)"]
     assert probe and probe[-1][2] == checked.convergence["points"] and probe[-1][3] > 0
-
-    class FirstForm(Listening):   # written before share and seconds existed: still called, with six
-        def working(self, label, done, in_flight, forwards, robust, total):
-            heard.append(("six", label))
-
-    heard.clear()
-    attacks.evaluate(model, x, y, "fast", eps=EPS, batch_size=8, progress=FirstForm(), sanity_checks=False)
-    assert ("six", "pgd-20") in heard
 
 
 def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_classifier, tmp_path):
@@ -725,7 +697,7 @@ def test_flag_not_converged_when_more_steps_break_more(tiny_classifier):
 def test_a_rerun_of_a_finished_evaluation_reuses_its_checks(tiny_classifier, tmp_path):
     """The checks after the suite (large eps, convergence) are kept in the state: rerunning a finished
     evaluation (an eps list resumed, a retry after running out of memory) gives the same flags and
-    convergence without attacking again; a state file without them (older) runs them."""
+    convergence without attacking again."""
     model, x, y = tiny_classifier
     weak = {"name": "weak", "attacks": [{"attack": "pgd", "steps": 2, "alpha_fraction": 0.1, "random_start": False}]}
     state = tmp_path / "state.json"
@@ -736,11 +708,6 @@ def test_a_rerun_of_a_finished_evaluation_reuses_its_checks(tiny_classifier, tmp
     assert [asdict(f) for f in again.flags] == [asdict(f) for f in first.flags]
     assert again.convergence == first.convergence
     assert counting.backwards == 0 and counting.forwards <= 64 + 32    # the probe of the model and the fold check
-    saved = json.loads(state.read_text())
-    state.write_text(json.dumps({k: v for k, v in saved.items() if k != "checks"}))
-    counting = attacks.CountingModel(model)
-    older = attacks.evaluate(counting, x[:64], y[:64], weak, eps=0.1, state_path=state)
-    assert older.convergence == first.convergence and counting.backwards > 0
 
 
 def test_convergence_check_says_when_there_is_nothing_to_check(tiny_classifier):

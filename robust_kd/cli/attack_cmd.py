@@ -189,7 +189,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     source, eps_values = suite_source(suite), parse_eps(eps)
     if not isinstance(source, str):     # a suite file: its mistakes are said before the model loads
         try:
-            attacks.suites.suite_from_mapping(source, eps=(eps_values or [attacks.suites.DEFAULT_EPS[norm]])[0],
+            attacks.suite_from_mapping(source, eps=(eps_values or [attacks.DEFAULT_EPS[norm]])[0],
                                               norm=norm, seed=seed)
         except attacks.AttackError as err:
             raise UserError(str(err)) from None
@@ -269,7 +269,7 @@ def _print_catalogue() -> None:
              for name, (path, data) in shipped_suites().items() if name not in attacks.SUITES]
     print_table("suites", ["name", "what it runs"], registered + files)
     print_table("attacks (for YAML suites)", ["name", "norms", "settings"],
-                [(name, "/".join(cls.norms), ", ".join(attacks.suites.setting_names(cls)))
+                [(name, "/".join(cls.norms), ", ".join(attacks.setting_names(cls)))
                  for name, cls in sorted(attacks.ATTACKS.items())])
 
 
@@ -301,84 +301,30 @@ def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int,
 
     Example: robust-kd transfer --source resnet32x4,resnet8x4 --target resnet8x4,jpegdl_resnet8x4 --n 200
     """
-    import shutil
-    from pathlib import Path
-
     import attacks
 
-    from ..device import resolve_device
-    from ..errors import UserError
-    from ..fileio import write_json
-    from ..jpeg.variants import is_jpegdl, transfer_source
-    from ..robustness import check_eps, load_points, parse_eps
-    from ..targets import resolve_model
+    from ..transfer_run import TransferRun
 
-    source_names = [s for s in sources.split(",") if s]
-    target_names = [t for t in targets.split(",") if t]
-    if not source_names or not target_names:
-        raise UserError("--source and --target each need at least one model, separated by commas")
-    for option, value in (("--steps", steps), ("--batch-size", batch_size), ("--n", n)):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
-    if out and Path(out).is_dir():
-        raise UserError(f"--out '{out}' is a folder; give the path of a JSON file, e.g. {Path(out) / 'matrix.json'}")
-    resolved = {name: resolve_model(name, runs_dir) for name in dict.fromkeys(source_names + target_names)}
-    first = resolved[source_names[0]]
-    points = load_points(first, data, data_root, n)
     n_given = click.get_current_context().get_parameter_source("n") != click.core.ParameterSource.DEFAULT
-    if points.shortage() and n_given:    # the default --n (500) is more than small data sets have: not news
-        console.stderr().print(points.shortage(), markup=False)
-    for name, target in resolved.items():
-        load_points(target, points.data, data_root, 1)  # same channels and classes, or a clear error
-    eps_values = parse_eps(eps) or [attacks.suites.DEFAULT_EPS[norm]]
-    if len(eps_values) != 1:
-        raise UserError("--eps takes one value for a transfer matrix")
-    check_eps(eps_values, norm, int(points.x[0].numel()))
-    dev = resolve_device(device)
-    slow = attacks.precision.slow_here(precision, dev)
-    if slow:
-        console.stderr().print(slow, markup=False)
-    models = {name: t.model.to(dev).eval() for name, t in resolved.items()}
-    sources_as_crafted = {name: transfer_source(models[name], jpeg_gradient) for name in source_names}
-    crafted_on = {name: module.to(dev).eval() for name, (module, _) in sources_as_crafted.items()}
-    source_gradients = {name: how for name, (_, how) in sources_as_crafted.items()}
-    if jpeg_gradient == "soft" and not any(is_jpegdl(models[name]) for name in source_names):
-        raise UserError("--jpeg-gradient soft applies to jpegdl_* sources only, and none is among --source; drop it")
-    for name in source_names:
-        if is_jpegdl(models[name]):
-            how = ("its JPEG layer differentiated as the identity (BPDA)" if jpeg_gradient == "identity"
-                   else "gradients through the soft quantizer")
-            console.stderr().print(f"{name} as a source: {how}", markup=False)
-
-    settings_name = (f"{'+'.join(Path(s).name for s in source_names)}-to-{'+'.join(Path(t).name for t in target_names)}"
-                     f"-{norm}-{attacks.eps_label(eps_values[0], norm).replace('/', '-')}-n{len(points.y)}"
-                     f"{f'-steps{steps}' if steps != 20 else ''}{'-soft' if jpeg_gradient == 'soft' else ''}"
-                     f"{'' if precision == 'fp32' else f'-{precision}'}")
-    path = Path(out) if out else Path(runs_dir) / "transfer" / f"{settings_name}.json"
-    # each batch of examples is saved as it is made: an interrupted run resumes with the batches still
-    # missing. Named by the settings, not by --out: the batch key cannot tell the JPEG gradient modes apart
-    made_dir = Path(runs_dir) / "transfer" / ".state" / settings_name
-
+    run = TransferRun(sources=[s for s in sources.split(",") if s], targets=[t for t in targets.split(",") if t],
+                      eps=eps, norm=norm, steps=steps, n=n, n_given=n_given, data=data, data_root=data_root,
+                      batch_size=batch_size, device=device, runs_dir=runs_dir, out=out, jpeg_gradient=jpeg_gradient,
+                      precision=precision)
     bars = StepProgress()      # a bar per source on a terminal, a line per finished source when piped
     try:
-        matrix = attacks.transfer_matrix(crafted_on, {t: models[t] for t in target_names},
-                                         points.x, points.y, eps=eps_values[0], norm=norm, steps=steps,
-                                         batch_size=batch_size, precision=precision, made_dir=made_dir,
-                                         progress=lambda source, done, total: bars(f"examples made on {source}", done,
-                                                                                   total))
+        path, matrix = run.execute(progress=lambda source, done, total: bars(f"examples made on {source}", done, total),
+                                   notify=lambda text: console.stderr().print(text, markup=False))
     finally:
         bars.close()
-    matrix.update({"data": points.data, "device": str(dev), "source_gradients": source_gradients,
-                   "models": {name: {"arch": t.arch, "source": t.source} for name, t in resolved.items()}})
-    write_json(path, matrix)
-    shutil.rmtree(made_dir, ignore_errors=True)     # the matrix holds what they were made for
     if as_json:
         print_json(matrix)
         return
-    print_table(f"transfer success rate % ({norm}, eps {attacks.eps_label(eps_values[0], norm)}, "
-                f"{len(points.y)} points of {points.data}{'' if precision == 'fp32' else f', made in {precision}'}; "
-                "rows: source, columns: target; diagonal: white-box)",
+    norm, eps_text, target_names = matrix["norm"], attacks.eps_label(matrix["eps"], matrix["norm"]), matrix["targets"]
+    print_table(f"transfer success rate % ({norm}, eps {eps_text}, {matrix['n_examples']} points of {matrix['data']}"
+                f"{'' if precision == 'fp32' else f', made in {precision}'}; rows: source, columns: target; "
+                "diagonal: white-box)",
                 ["source \\ target", *target_names],
-                [(s, *(f"{100 * matrix['cells'][s][t]['success_rate']:.1f}" for t in target_names)) for s in source_names],
+                [(s, *(f"{100 * matrix['cells'][s][t]['success_rate']:.1f}" for t in target_names))
+                 for s in matrix["sources"]],
                 right=tuple(target_names))
     print_line(f"matrix: {path}")
