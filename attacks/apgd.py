@@ -231,7 +231,8 @@ class APGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         loss = _ce if self.loss == "ce" else _dlr
         best = x.clone()
-        with inflight.parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as run:   # resumes after a restart
+        # resumes after the last finished restart
+        with inflight.parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as run:
             restarts = max(self.restarts, 1)
             for restart in run.each(restarts):
                 todo = run.todo

@@ -37,7 +37,8 @@ def pgd(*, eps: float, norm: str, seed: int, num_classes: int,
         surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
     """PGD-50 with 3 restarts (CE), then PGD-50 on the margin loss."""
     return Suite("pgd", [
-        SuiteStep("pgd-50-ce", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1, restarts=3)),
+        SuiteStep("pgd-50-ce", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1,
+                                           restarts=3)),
         SuiteStep("pgd-50-margin", make_attack("pgd", eps=eps, norm=norm, seed=seed + 1, steps=50, alpha=eps * 0.1,
                                                loss="margin")),
         *_transfer_steps(eps, norm, seed, surrogates),
@@ -60,8 +61,8 @@ def adaptive(*, eps: float, norm: str, seed: int, num_classes: int,
         from .adaptive import EOT
 
         views[f"eot-{eot}"] = lambda model, samples=eot: EOT(model, samples)
-    steps = [SuiteStep(f"pgd-50 [{label}]", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1),
-                       view=view, kind="adaptive") for label, view in views.items()]
+    pgd_50 = make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1)
+    steps = [SuiteStep(f"pgd-50 [{label}]", pgd_50, view=view, kind="adaptive") for label, view in views.items()]
     steps.append(SuiteStep("pgd-50", make_attack("pgd", eps=eps, norm=norm, seed=seed, steps=50, alpha=eps * 0.1)))
     steps.append(SuiteStep("square-1000", make_attack("square", eps=eps, norm=norm, seed=seed, queries=1000),
                            kind="black-box"))

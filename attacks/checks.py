@@ -22,7 +22,8 @@ def check_output(logits: torch.Tensor, labels: torch.Tensor) -> None:
         raise ModelOutputError(f"the model returned a {type(logits).__name__}; it must return a B×classes tensor of "
                                "logits (wrap it in a module whose forward returns the logits alone)")
     if logits.dim() != 2:
-        raise ModelOutputError(f"the model returned a tensor of shape {tuple(logits.shape)}; it must return B×classes logits")
+        raise ModelOutputError(f"the model returned a tensor of shape {tuple(logits.shape)}; it must return B×classes "
+                               "logits")
     if int(labels.max()) >= logits.shape[1]:
         raise ModelOutputError(
             f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "

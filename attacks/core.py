@@ -164,7 +164,8 @@ class Attack:
             raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'")
         limit = 1.0 if self.norm == "Linf" else 1e3
         if not 0.0 <= float(self.eps) <= limit:
-            raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, got {self.eps}")
+            raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, "
+                              f"got {self.eps}")
         for setting in COUNTS:
             value = getattr(self, setting, None)
             if isinstance(value, int) and value < 1:
@@ -177,7 +178,8 @@ class Attack:
         """:meth:`describe` without the speed-only settings: what decides the adversarial examples."""
         return {k: v for k, v in self.describe().items() if k not in self.speed_only}
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor | None = None) -> torch.Tensor:
         """``x_adv`` for images ``x`` and labels ``y`` (tensors, numpy arrays or lists); ``model``
         runs in eval mode for the call, as in torchattacks, so that batch norm statistics are not
         updated by the attack, and gets its training modes back afterwards."""

@@ -70,7 +70,8 @@ class CW(Attack):
         within = run.best_sq.sqrt() <= self.eps
         return torch.where(within.view(-1, *([1] * (x.dim() - 1))), run.best, x)
 
-    def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One Adam run: (closest misclassified iterate, its squared L2 distance; inf where none)."""
         n = x.shape[0]
 

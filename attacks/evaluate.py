@@ -135,7 +135,8 @@ def evaluate(
     return _evaluate(model, x, y, suite, options)
 
 
-def _curve(model: nn.Module, x: Any, y: Any, suite: Any, options: Options, values: list[float]) -> list[EvaluationResult]:
+def _curve(model: nn.Module, x: Any, y: Any, suite: Any, options: Options,
+           values: list[float]) -> list[EvaluationResult]:
     """One result per eps (each with its own state file), with a flag on all of them where the robust
     accuracy rises with eps somewhere. The sanity checks run on the first eps only."""
     results = []

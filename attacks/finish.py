@@ -62,7 +62,8 @@ def suite_flags(suite: Suite, records: list[AttackRecord], total: int, eps: floa
                               {"attack": record.label, "points": record.points_broken}))
         elif kind in ("black-box", "transfer") and seen_white and record.points_broken > BLACK_BOX_TOLERANCE * total:
             flags.append(Flag("black_box_beats_white_box",
-                              f"{record.label} broke {record.points_broken} points ({100 * record.points_broken / total:.1f}%) "
+                              f"{record.label} broke {record.points_broken} points "
+                              f"({100 * record.points_broken / total:.1f}%) "
                               "that the white-box attacks left robust: the white-box evaluation may be unreliable",
                               {"attack": record.label, "points": record.points_broken}))
         flags.extend(_record_flags(record, eps, norm))

@@ -186,7 +186,8 @@ _current: ContextVar[BatchSnapshots | None] = ContextVar("attack_batch_snapshots
 
 
 @contextlib.contextmanager
-def tracking(saved: dict | None, write: Callable[[dict], None], seconds: float | None = None) -> Iterator[BatchSnapshots]:
+def tracking(saved: dict | None, write: Callable[[dict], None],
+             seconds: float | None = None) -> Iterator[BatchSnapshots]:
     """Let the attacks run inside resume from ``saved`` (a snapshot ``write`` was given before, or
     None) and pass their new snapshots to ``write``."""
     batch = BatchSnapshots(saved, write, seconds)

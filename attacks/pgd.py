@@ -71,10 +71,12 @@ class PGD(Attack):
     def _start(self, x: torch.Tensor, index: torch.Tensor, restart: int) -> "PGDRun":
         x_adv = random_start(x, index, self.eps, self.norm, self.seed, 2 * restart + 1) if self.random_start \
             else x.clone()
-        return PGDRun(x_adv=x_adv, result=x_adv.clone(), broken=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
+        return PGDRun(x_adv=x_adv, result=x_adv.clone(),
+                      broken=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
                       active=torch.arange(x.shape[0], device=x.device))
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+             restart: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One restart: (x_adv, broken mask) for the given points; resumes in the middle (attacks.inflight)."""
         alpha = self.step_size()
         with inflight.resume(PGDRun, x, lambda: self._start(x, index, restart)) as run:
@@ -95,7 +97,8 @@ class PGD(Attack):
                 (grad,) = torch.autograd.grad(loss.sum(), current)
                 base, grad = (current.detach(), grad) if keep is None else (current.detach()[keep], grad[keep])
                 run.active = going
-                run.x_adv[going] = project(base + alpha * normalized_step(grad, self.norm), x[going], self.eps, self.norm)
+                stepped = base + alpha * normalized_step(grad, self.norm)
+                run.x_adv[going] = project(stepped, x[going], self.eps, self.norm)
             active = run.active
             with torch.no_grad():
                 final = model(run.x_adv[active]).argmax(dim=1) != y[active]

@@ -30,7 +30,8 @@ def convergence_words(check: dict[str, Any] | None) -> str:
         return f"nothing to check: {check['attack']} and the rest of the suite left no point robust"
     steps = check.get("probe", {}).get("steps")
     precision = f" in {check['precision']}" if check.get("precision") else ""   # set where the suite ran in another
-    return (f"{check['attack']}{precision} with {steps} steps on {check['points']} of the {check['survivors']} robust points "
+    return (f"{check['attack']}{precision} with {steps} steps on {check['points']} of the {check['survivors']} "
+            "robust points "
             f"broke {check['broken']} (robust accuracy overstated by about "
             f"{100 * check['estimated_overstatement']:.1f} points)")
 
@@ -82,7 +83,8 @@ class EvaluationResult:
     versions: dict[str, str]
     convergence: dict[str, Any] | None = None  # the more-steps probe (attacks.checks.more_steps_gain), if run
     precision: str = "fp32"  # what the attacks computed in (attacks.precision); verdicts are always float32
-    computed_with: list[str] = field(default_factory=list)  # the versions that computed its parts (a resumed one may have several)
+    # the versions that computed its parts (a resumed one may have several)
+    computed_with: list[str] = field(default_factory=list)
     caveat: str = ""   # the suite's: what its numbers must not be read as (e.g. a reduced AutoAttack)
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
 

@@ -158,7 +158,8 @@ class EvaluationRun:
         view = self.view_of(step)
         view_counter = CountingModel(view) if view is not self.counting else None
         counters = [c for c in (self.counting, view_counter) if c is not None]
-        attacker = in_precision(view if view_counter is None else view_counter, self.options.precision)   # verdicts: float32
+        # the attack's passes in the evaluation's precision; the verdicts stay float32
+        attacker = in_precision(view if view_counter is None else view_counter, self.options.precision)
         self.progress.attack_started(step.label, len(todo) + len(done))
         attacked = len(done)
         for start in range(0, len(todo), self.batch_size):

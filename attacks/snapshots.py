@@ -34,9 +34,11 @@ class SnapshotFile:
         assert self.path is not None
         found = STORE.read(self.path, self.key, FIELDS)
         if found.problem == "version":
-            self.damaged = f"'{self.path}' was written by another version of robust-kd: the batch it was made in starts over"
+            self.damaged = (f"'{self.path}' was written by another version of robust-kd: the batch it was made in "
+                            "starts over")
         elif found.problem == "damaged" or (found.data is not None and not _well_formed(found.data)):
-            self.damaged = f"'{self.path}' is damaged ({found.error or 'ValueError'}): the batch it was made in starts over"
+            self.damaged = (f"'{self.path}' is damaged ({found.error or 'ValueError'}): the batch it was made in "
+                            "starts over")
         else:
             return found.data
         return None

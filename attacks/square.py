@@ -84,7 +84,8 @@ class Square(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.forward_batch < 0:
-            raise AttackError(f"square: forward_batch must be 0 (by device) or a number of images, got {self.forward_batch}")
+            raise AttackError("square: forward_batch must be 0 (by device) or a number of images, "
+                              f"got {self.forward_batch}")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -59,8 +59,9 @@ def read_state(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     stored, wanted = found.data["key"], canonical(key)
     differ = [k for k in dict.fromkeys([*wanted, *stored]) if k != "shard" and stored.get(k) != wanted.get(k)]
     if differ:
-        raise AttackError(f"'{path}' holds the state of a different evaluation ({', '.join(KEY_WORDS.get(k, k) for k in differ)} "
-                          "differ); delete it to start over")
+        words = ", ".join(KEY_WORDS.get(k, k) for k in differ)
+        raise AttackError(f"'{path}' holds the state of a different evaluation ({words} differ); "
+                          "delete it to start over")
     return found.data
 
 

@@ -100,8 +100,10 @@ def build_suite(suite: str | Suite | Mapping[str, Any], *, eps: float, norm: str
             if attack.norm != norm or not math.isclose(float(attack.eps), eps, rel_tol=1e-9, abs_tol=1e-12):
                 raise AttackError(
                     f"suite '{suite.name}': step '{step.label}' attacks {attack.norm} eps "
-                    f"{eps_label(float(attack.eps), attack.norm)}, but the evaluation is {norm} eps {eps_label(eps, norm)}; a Suite's attacks run as built, so build them with the "
-                    "evaluation's eps and norm, or give the suite as a mapping ({'attacks': [{'attack': 'pgd', ...}]}), "
+                    f"{eps_label(float(attack.eps), attack.norm)}, but the evaluation is {norm} eps "
+                    f"{eps_label(eps, norm)}; a Suite's attacks run as built, so build them with the "
+                    "evaluation's eps and norm, or give the suite as a mapping "
+                    "({'attacks': [{'attack': 'pgd', ...}]}), "
                     "whose attacks take eps and norm from the evaluation")
         return suite
     if isinstance(suite, Mapping):
@@ -157,8 +159,8 @@ def suite_from_mapping(data: Mapping[str, Any], *, eps: float, norm: str, seed: 
         for setting, option in (("eps", "--eps"), ("norm", "--norm"), ("seed", "--seed")):
             if setting in entry:    # the results are labelled with the evaluation's: an entry may not change it
                 hint = "; seed_offset shifts one entry's seed" if setting == "seed" else ""
-                raise AttackError(f"suite entry '{label}' sets {setting}; the evaluation's {setting} ({option}) applies "
-                                  f"to every attack{hint}")
+                raise AttackError(f"suite entry '{label}' sets {setting}; the evaluation's {setting} ({option}) "
+                                  f"applies to every attack{hint}")
         if "alpha_fraction" in entry and "alpha" in entry:
             raise AttackError(f"suite entry '{label}' sets both alpha and alpha_fraction; keep one")
         targets = entry.get("targets")

@@ -124,7 +124,8 @@ def _side_by_side(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torch
     return x_adv.view(t, n, *x.shape[1:])[chosen, torch.arange(n, device=x.device)], hit
 
 
-def retire_groups(going: torch.Tensor, active: torch.Tensor, done: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+def retire_groups(going: torch.Tensor, active: torch.Tensor, done: torch.Tensor,
+                  group: torch.Tensor | None) -> torch.Tensor:
     """``going`` (over the active rows) without the rows whose point another row just broke
     (``done``, a mask over the active rows). No host sync: a count per group (the ids are point
     positions, below ``group.numel()``), not ``isin``, which sorts and finds uniques on long inputs."""

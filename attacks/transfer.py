@@ -173,8 +173,8 @@ def transfer_matrix(sources: Mapping[str, nn.Module], targets: Mapping[str, nn.M
             row[target_name] = {"points": attacked, "broken": broken,
                                 "success_rate": broken / attacked if attacked else 0.0}
         cells[source_name] = row
-    return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "precision": precision, "n_examples": len(y),
-            "sources": list(sources), "targets": list(targets), "cells": cells}
+    return {"eps": eps, "norm": norm, "steps": steps, "momentum": momentum, "precision": precision,
+            "n_examples": len(y), "sources": list(sources), "targets": list(targets), "cells": cells}
 
 
 class _MadeBatches:
@@ -188,7 +188,8 @@ class _MadeBatches:
         self.folder = None if folder is None else Path(folder)
         self.key = {"source": name, "weights": model_fingerprint(source) if folder is not None else "", **settings}
         # readable and unique: sources whose names share their first 40 characters get their own files
-        self.prefix = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:] + f"-{zlib.crc32(name.encode()):08x}"
+        readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:]
+        self.prefix = f"{readable}-{zlib.crc32(name.encode()):08x}"
 
     def _path(self, start: int) -> Path:
         assert self.folder is not None
