@@ -77,7 +77,8 @@ def main() -> None:
     eps = float(Fraction(args.eps))
     model, x, y, what = points(args.n, args.checkpoint)
     print(f"PGD benchmark: {what}, {len(y)} points, Linf eps {args.eps}, step eps/4, no random start; "
-          f"torch {torch.__version__}, torchattacks {torchattacks.__version__ if hasattr(torchattacks, '__version__') else '3.5.x'}, "
+          f"torch {torch.__version__}, "
+          f"torchattacks {torchattacks.__version__ if hasattr(torchattacks, '__version__') else '3.5.x'}, "
           f"{platform.machine()}, {torch.get_num_threads()} CPU threads")
     print("| device | steps | torchattacks img/s | ours img/s | ratio | ours channels-last img/s | ratio "
           "| ours folded + channels-last img/s | ratio "
@@ -96,7 +97,8 @@ def main() -> None:
             ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
 
             def run_reference():
-                return torch.cat([reference(xb, yb) for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+                return torch.cat([reference(xb, yb)
+                                  for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
 
             def run_ours(attacked=model):
                 return torch.cat([ours(attacked, xb, yb)

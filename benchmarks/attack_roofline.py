@@ -86,8 +86,8 @@ def main() -> None:
                 flops = counter.get_total_flops()
                 seconds = best_seconds(attack_pass, device, max(3, 200 // batch))
                 rate = flops / seconds / 1e9
-                print(f"| {device_name} | {precision} | {batch} | {flops / batch / 1e6:.0f} | {rate:.0f} | {peak:.0f} | "
-                      f"{rate / peak:.2f} | {1e3 * seconds / batch:.2f} |", flush=True)
+                print(f"| {device_name} | {precision} | {batch} | {flops / batch / 1e6:.0f} | {rate:.0f} | "
+                      f"{peak:.0f} | {rate / peak:.2f} | {1e3 * seconds / batch:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

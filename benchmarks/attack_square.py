@@ -7,7 +7,8 @@ with one proposal per point per forward pass, as the reference does, and with it
 speculative proposals (several per point in one pass while few points are left). The two search
 the same way and should give the same adversarial images: the script prints on how many points
 they differ (only a float32 near-tie that rounds differently in another batch size can do that;
-the tests check equality in float64). The ratio of their times is what speculation buys here. The reference draws other random windows, so its verdicts may
+the tests check equality in float64). The ratio of their times is what speculation buys here.
+The reference draws other random windows, so its verdicts may
 differ on a few points: both robust counts are printed.
 
     python benchmarks/attack_square.py --checkpoint CKPT [--n 100] [--eps 8/255] [--devices cpu,cuda]

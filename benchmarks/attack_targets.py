@@ -62,8 +62,8 @@ def main() -> None:
             t_together, x_together = timed(lambda: together(model, xr, yr), device)
         with torch.no_grad():
             robust = [int((model(adv).argmax(1) == yr).sum()) for adv in (x_ref, x_order, x_together)]
-        print(f"| {device_name} | {len(yr)} | {t_ref:.1f} | {t_order:.1f} | {t_together:.1f} | {t_ref / t_together:.2f} | "
-              f"{t_order / t_together:.2f} | {robust[0]} | {robust[1]} | {robust[2]} |")
+        print(f"| {device_name} | {len(yr)} | {t_ref:.1f} | {t_order:.1f} | {t_together:.1f} | "
+              f"{t_ref / t_together:.2f} | {t_order / t_together:.2f} | {robust[0]} | {robust[1]} | {robust[2]} |")
 
 
 if __name__ == "__main__":

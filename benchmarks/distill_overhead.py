@@ -33,7 +33,8 @@ from robust_kd.models import create_model
 from robust_kd.train import RunFolder, Trainer
 
 
-def images_per_s(kind: str, teacher_arch: str, student_arch: str, batch: int, steps: int, device: torch.device) -> float:
+def images_per_s(kind: str, teacher_arch: str, student_arch: str, batch: int, steps: int,
+                 device: torch.device) -> float:
     data = load_dataset("synthetic", channels=3, size=32, classes=100, train=batch * steps, test=batch)
     augmented = kind in ("plain", "live")
     augment = {"crop_padding": 4, "hflip": True} if augmented else {"crop_padding": 0, "hflip": False}
@@ -77,14 +78,16 @@ def main() -> None:
                     speeds[kind].append(images_per_s(kind, args.teacher, args.student, batch, steps, device))
             median = {k: statistics.median(v) for k, v in speeds.items()}
             row = {
-                "device": device_name(device), "pair": f"{args.teacher}->{args.student}", "batch": batch, "steps": steps,
+                "device": device_name(device), "pair": f"{args.teacher}->{args.student}", "batch": batch,
+                "steps": steps,
                 **{f"{k}_images_per_s": round(v, 1) for k, v in median.items()},
                 "live_step_ratio": round(median["plain"] / median["live"], 3),
                 "cached_step_ratio": round(median["plain_noaug"] / median["cached"], 3),
             }
             rows.append(row)
             if not args.json:
-                print(f"{row['device']:<28} {row['pair']} batch {batch:>4}: plain {row['plain_images_per_s']:>8.1f} img/s  "
+                print(f"{row['device']:<28} {row['pair']} batch {batch:>4}: "
+                      f"plain {row['plain_images_per_s']:>8.1f} img/s  "
                       f"KD live {row['live_images_per_s']:>8.1f} ({row['live_step_ratio']:.2f}×)  "
                       f"| no augmentation: plain {row['plain_noaug_images_per_s']:>8.1f}  KD cached "
                       f"{row['cached_images_per_s']:>8.1f} ({row['cached_step_ratio']:.2f}×)", flush=True)

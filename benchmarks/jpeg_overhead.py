@@ -60,7 +60,8 @@ def main() -> None:
                 rows.append(row)
                 if not args.json:
                     print(f"{row['device']:<28} {arch:<10} {row['input']:<8} batch {args.batch}: "
-                          f"plain {row['plain_images_per_s']:>8.1f} img/s  jpegdl {row['jpegdl_images_per_s']:>8.1f} img/s  "
+                          f"plain {row['plain_images_per_s']:>8.1f} img/s  "
+                          f"jpegdl {row['jpegdl_images_per_s']:>8.1f} img/s  "
                           f"step time jpegdl/plain {row['step_time_ratio']:.3f}", flush=True)
     if args.json:
         print(json.dumps({"torch": str(torch.__version__), "results": rows}, indent=2))

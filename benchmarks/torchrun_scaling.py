@@ -76,7 +76,8 @@ def main() -> None:
     device = single["evaluations"][0]["device"]
     print(f"torchrun --nproc-per-node {args.procs} vs one process; {args.model} on the embedded data; {device}; "
           f"torch {torch.__version__}; {time.strftime('%Y-%m-%d')}")
-    print(f"{'job':<28} {'1 process s':>12} {f'{args.procs} processes s':>15} {'speed-up':>9} {'efficiency':>11}  check")
+    print(f"{'job':<28} {'1 process s':>12} {f'{args.procs} processes s':>15} {'speed-up':>9} "
+          f"{'efficiency':>11}  check")
     for job, t1, tn, check in rows:
         print(f"{job:<28} {t1:>12.1f} {tn:>15.1f} {t1 / tn:>8.2f}x {100 * t1 / tn / args.procs:>10.0f}%  {check}")
     if not same:

@@ -64,7 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet8x4,resnet18")
     parser.add_argument("--batches", default="128,512")
-    parser.add_argument("--steps", type=int, default=None, help="measured steps per point (default: 4 on CPU, 50 on GPU)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="measured steps per point (default: 4 on CPU, 50 on GPU)")
     parser.add_argument("--repeats", type=int, default=2, help="alternate ours/reference this often; report medians")
     parser.add_argument("--devices", default=None, help="comma list; default: cpu, plus cuda when available")
     parser.add_argument("--json", action="store_true")
@@ -89,7 +90,8 @@ def main() -> None:
                 row["ratio"] = round(row["trainer_images_per_s"] / row["reference_images_per_s"], 3)
                 rows.append(row)
                 if not args.json:
-                    print(f"{row['device']:<32} {arch:<10} batch {batch:>4}: reference {row['reference_images_per_s']:>9.1f} img/s  "
+                    print(f"{row['device']:<32} {arch:<10} batch {batch:>4}: "
+                          f"reference {row['reference_images_per_s']:>9.1f} img/s  "
                           f"trainer {row['trainer_images_per_s']:>9.1f} img/s  ratio {row['ratio']:.3f}", flush=True)
     if args.json:
         print(json.dumps({"torch": str(torch.__version__), "results": rows}, indent=2))

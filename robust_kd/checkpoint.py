@@ -133,7 +133,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "use a checkpoint from a robust-kd run folder"
         )
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"'{path}' was written by a newer robust-kd (format {payload['format_version']}); upgrade robust-kd")
+        raise UserError(f"'{path}' was written by a newer robust-kd (format {payload['format_version']}); "
+                        "upgrade robust-kd")
     metadata = payload.get("metadata")
     missing = [k for k in REQUIRED_METADATA if not isinstance(metadata, dict) or k not in metadata]
     if missing or not isinstance(payload.get("model"), dict):
@@ -163,6 +164,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise UserError(f"'{path}': weights do not fit {payload['metadata']['arch']} ({first[:160]}); the file is corrupt") from None
+        raise UserError(f"'{path}': weights do not fit {payload['metadata']['arch']} ({first[:160]}); "
+                        "the file is corrupt") from None
     model.checkpoint_metadata = payload["metadata"]  # type: ignore[assignment]
     return model.to(device).eval()

@@ -32,7 +32,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if typing.get_origin(tp) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -57,8 +57,8 @@ def save_examples(result: attacks.EvaluationResult, x: torch.Tensor, class_names
             return class_names[c] if 0 <= c < len(class_names) else str(c)
 
         shown = slice(0, FIGURE_POINTS)
-        captions = [f"#{i}: {named(int(l))} → {named(int(p))}\n{broken_by[i]}"
-                    for i, l, p in zip(index[shown], labels[shown].tolist(), predictions[shown].tolist())]
+        captions = [f"#{i}: {named(int(label))} → {named(int(p))}\n{broken_by[i]}"
+                    for i, label, p in zip(index[shown], labels[shown].tolist(), predictions[shown].tolist())]
         png = adversarial_examples(clean[shown].numpy(), adversarial[shown].numpy(), captions, title)
         with atomic_open(figure_file) as f:
             f.write(png)

@@ -67,8 +67,8 @@ register_plan(Plan(
     description="the published setting on a GPU: CIFAR-100 (--data-root), the standard 240-epoch recipe, "
                 "resnet32x4 -> resnet8x4, AutoAttack standard on the whole test set",
     data="cifar100", recipe="standard", teacher="resnet32x4", student="resnet8x4", jpegdl="jpegdl_resnet8x4",
-    suites=(("fast", None, "2/255,4/255,8/255"), ("autoattack", None, "8/255")), transfer_n=1000, rsa_n=200, rsa_resamples=1000,
-    rsa_queries=1000, needs_data_root=True,
+    suites=(("fast", None, "2/255,4/255,8/255"), ("autoattack", None, "8/255")), transfer_n=1000, rsa_n=200,
+    rsa_resamples=1000, rsa_queries=1000, needs_data_root=True,
 ))
 register_plan(Plan(
     name="smoke",
@@ -76,7 +76,8 @@ register_plan(Plan(
     data="synthetic", recipe="quick", teacher="resnet8", student="resnet8", jpegdl="jpegdl_resnet8",
     train_overrides=("epochs=1", "batch_size=32", "data.options.size=16", "data.options.train=96",
                      "data.options.test=48", "data.options.classes=4"),
-    suites=(("fast", 16, "2/255,8/255"), ("autoattack_quick", 8, "8/255")), transfer_n=16, rsa_n=12, rsa_resamples=20, rsa_queries=50,
+    suites=(("fast", 16, "2/255,8/255"), ("autoattack_quick", 8, "8/255")), transfer_n=16, rsa_n=12, rsa_resamples=20,
+    rsa_queries=50,
 ))
 
 

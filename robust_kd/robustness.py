@@ -57,7 +57,8 @@ def parse_eps(text: str | None) -> list[float] | None:
         except ZeroDivisionError:
             raise UserError(f"--eps: '{part}' divides by zero; write e.g. 8/255 or 0.5") from None
         except (ValueError, OverflowError):     # OverflowError: a number beyond float's range, e.g. 1e400
-            raise UserError(f"--eps: '{part}' is not a number; write e.g. 8/255 or 0.5, or a list 2/255,4/255,8/255") from None
+            raise UserError(f"--eps: '{part}' is not a number; write e.g. 8/255 or 0.5, "
+                            "or a list 2/255,4/255,8/255") from None
         twin = next((v for v in values if v == value), None)
         if twin is not None:
             raise UserError(f"--eps lists {twin.typed} and {part}, the same value; give each eps once")
@@ -69,8 +70,8 @@ def check_eps(values: list[float], norm: str, image_numel: int) -> None:
     limit = MAX_LINF_EPS if norm == "Linf" else image_numel ** 0.5
     for value in values:
         if not 0 < value <= limit:
-            raise UserError(f"--eps {getattr(value, 'typed', f'{value:g}')} is out of range for {norm} on [0, 1] images: use a value in (0, {limit:g}] "
-                            f"(e.g. {'8/255' if norm == 'Linf' else '0.5'})")
+            raise UserError(f"--eps {getattr(value, 'typed', f'{value:g}')} is out of range for {norm} on [0, 1] "
+                            f"images: use a value in (0, {limit:g}] (e.g. {'8/255' if norm == 'Linf' else '0.5'})")
 
 
 def shipped_suites() -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -111,7 +112,8 @@ def suite_source(suite: str) -> str | dict[str, Any]:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}{where}; check that it is YAML text") from None
+        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}{where}; "
+                        "check that it is YAML text") from None
     if not isinstance(data, dict):
         raise UserError(f"suite file '{path}' must hold a mapping with 'name' and 'attacks'")
     data.setdefault("name", path.stem)
@@ -272,8 +274,9 @@ class AttackRun:
         check_eps(self.eps, self.norm, int(points.x[0].numel()))
         per_pixel = [e.typed for e in self.eps if "/255" in getattr(e, "typed", "")]
         if self.norm == "L2" and per_pixel:     # a Linf habit: 8/255 as an L2 radius is a tiny ball
-            notify(f"--eps {', '.join(per_pixel)} with --norm L2 bounds the whole image's perturbation, not each pixel's "
-                   "(L2 radii are usually 0.5 on CIFAR-10); if you meant a per-pixel bound, use --norm Linf")
+            notify(f"--eps {', '.join(per_pixel)} with --norm L2 bounds the whole image's perturbation, "
+                   "not each pixel's (L2 radii are usually 0.5 on CIFAR-10); if you meant a per-pixel bound, "
+                   "use --norm Linf")
         device = resolve_device(self.device)
         name = suite_name(self.suite)
         other_data = points.data if self.data is not None and self.data != self.target.data else ""
@@ -309,10 +312,13 @@ class AttackRun:
         for k, variant in enumerate(variants):
             model = variant.to(device).model
             on_variant(variant.label, variant.note)
-            results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress, notify)
+            results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress,
+                                     notify)
             for result in results if isinstance(results, list) else [results]:
-                saved = self._save_examples(result, points, model, device, out_dir, f"{stem}.{variant.label}", notify)
-                evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict(), **saved})
+                saved = self._save_examples(result, points, model, device, out_dir, f"{stem}.{variant.label}",
+                                            notify)
+                evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict(),
+                                    **saved})
             content = self._content(points, evaluations, time.perf_counter() - started, device,
                                     pending=[v.label for v in variants[k + 1:]])
             if distributed.is_main():
@@ -339,9 +345,11 @@ class AttackRun:
         while True:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
-                return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm, seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, keep_examples=self.save_examples, convergence_check=self.convergence_check,
-                                        precision=self.precision, **({"eot": self.eot} if self.eot else {}), **variant.context)
+                return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm,
+                                        seed=self.seed, batch_size=batch_size, state_path=state_path,
+                                        progress=progress, keep_examples=self.save_examples,
+                                        convergence_check=self.convergence_check, precision=self.precision,
+                                        **({"eot": self.eot} if self.eot else {}), **variant.context)
             except RuntimeError as err:
                 if not out_of_device_memory(err):
                     raise

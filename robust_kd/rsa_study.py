@@ -216,7 +216,8 @@ def match_conditions(stimuli: Stimuli, brain: Brain) -> Stimuli:
 
 # ------------------------------------------------------------------------------------------ network side
 def network_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | str, device: torch.device,
-                        batch_size: int, progress: ProgressFn = None, label: str = "activations") -> dict[str, np.ndarray]:
+                        batch_size: int, progress: ProgressFn = None,
+                        label: str = "activations") -> dict[str, np.ndarray]:
     cb = (lambda d, t: progress(label, d, t)) if progress else None
     try:
         return neuro.activations(model.to(device), x, layers=layers, batch_size=batch_size, device=device,
@@ -394,8 +395,8 @@ def adversarial_stimuli(model: nn.Module, x: torch.Tensor, settings: Adversarial
         raise UserError(str(err)) from None
     if not cached:
         # made as attacks.evaluate makes them (folded, channels-last copies); the verdicts are the model's own
-        views = {"BPDA-identity": soft_model_bpda(model).to(device).eval()} if "bpda-identity" in white_box_views(model) \
-            else {}
+        views = ({"BPDA-identity": soft_model_bpda(model).to(device).eval()}
+                 if "bpda-identity" in white_box_views(model) else {})
         cached["white"] = attacks.adversarial_examples(white_attack, model, x, labels, batch_size=batch_size,
                                                        retry_views=views, progress=progress, label="white-box PGD")
         cached["black"] = attacks.adversarial_examples(black_attack, model, x, labels, batch_size=batch_size,

@@ -96,7 +96,8 @@ class TransferRun:
         was differentiated."""
         as_crafted = {name: transfer_source(models[name], self.jpeg_gradient) for name in self.sources}
         if self.jpeg_gradient == "soft" and not any(is_jpegdl(models[name]) for name in self.sources):
-            raise UserError("--jpeg-gradient soft applies to jpegdl_* sources only, and none is among --source; drop it")
+            raise UserError("--jpeg-gradient soft applies to jpegdl_* sources only, and none is among --source; "
+                            "drop it")
         for name in self.sources:
             if is_jpegdl(models[name]):
                 how = ("its JPEG layer differentiated as the identity (BPDA)" if self.jpeg_gradient == "identity"

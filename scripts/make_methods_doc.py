@@ -35,7 +35,8 @@ combine with the other methods, as that paper says:
 
 | option | default | meaning |
 |---|---|---|
-| `ka` | `none` | knowledge adjustment where the teacher is wrong: `ps` swaps the teacher's scores of the true and the predicted class (probability shift), `lsr` replaces the target by label smoothing |
+| `ka` | `none` | knowledge adjustment where the teacher is wrong: `ps` swaps the teacher's scores of the true and the \
+predicted class (probability shift), `lsr` replaces the target by label smoothing |
 | `ka_epsilon` | `0.1` | `ka=lsr`: mass spread over the wrong classes |
 | `dtd` | `false` | dynamic temperature: τ_x = τ₀ + β·(mean w − w_x) per sample (methods with a temperature) |
 | `dtd_weight` | `flsw` | `flsw`: w = (1 − cos(z_s, z_t))^γ; `cwsm`: w = 1 / max softmax(z_s) |

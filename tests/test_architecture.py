@@ -27,9 +27,11 @@ def _reaches(tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             top, _, rest = node.module.partition(".")
             if top in LIBRARIES:
-                found += [(node.lineno, node.module)] if rest else [(node.lineno, f"{top}.{a.name}") for a in node.names]
+                found += ([(node.lineno, node.module)] if rest else
+                          [(node.lineno, f"{top}.{a.name}") for a in node.names])
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.partition(".")[0] in LIBRARIES and "." in a.name]
+            found += [(node.lineno, a.name) for a in node.names
+                      if a.name.partition(".")[0] in LIBRARIES and "." in a.name]
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in LIBRARIES:
             found.append((node.lineno, f"{node.value.id}.{node.attr}"))
     return found

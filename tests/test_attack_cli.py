@@ -92,9 +92,9 @@ def test_sigterm_keeps_the_finished_batches_and_a_rerun_resumes(trained_runs, tm
 
     suite = tmp_path / "slow.yaml"
     suite.write_text("name: slow\nattacks:\n  - {attack: pgd, label: pgd-slow, steps: 1500, alpha_fraction: 0.001}\n")
-    command = [sys.executable, "-m", "robust_kd.cli", "attack", "--model", "resnet8", "--suite", str(suite), "--n", "32",
-               "--batch-size", "1", "--eps", "1/255", "--runs-dir", str(trained_runs), "--device", "cpu",
-               "--no-convergence-check", "--json"]
+    command = [sys.executable, "-m", "robust_kd.cli", "attack", "--model", "resnet8", "--suite", str(suite),
+               "--n", "32", "--batch-size", "1", "--eps", "1/255", "--runs-dir", str(trained_runs),
+               "--device", "cpu", "--no-convergence-check", "--json"]
     states = trained_runs / "resnet8_synthetic_quick_seed0" / "attacks" / ".state"
 
     def batches() -> int:
@@ -132,7 +132,8 @@ def test_eps_list_gives_a_curve_in_one_file(capsys, trained_runs):
 
 def test_yaml_suite_file(capsys, trained_runs, tmp_path):
     suite = tmp_path / "mine.yaml"
-    suite.write_text("name: mine\nattacks:\n  - {attack: pgd, label: pgd-3, steps: 3}\n  - {attack: square, queries: 5}\n")
+    suite.write_text("name: mine\nattacks:\n  - {attack: pgd, label: pgd-3, steps: 3}\n"
+                     "  - {attack: square, queries: 5}\n")
     code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(suite), "--n", "8", "--runs-dir",
                          str(trained_runs), "--json")
     assert code == 0, err
@@ -148,7 +149,7 @@ def test_convergence_check_is_printed_and_can_be_skipped(capsys, trained_runs, t
             str(trained_runs)]
     code, out, err = run(capsys, *args)
     assert code == 0, err
-    line = next(l for l in out.splitlines() if l.startswith("convergence [model, eps 1/255]: "))
+    line = next(text for text in out.splitlines() if text.startswith("convergence [model, eps 1/255]: "))
     evaluation = json.loads(Path(out.strip().splitlines()[-1].removeprefix("results: ")).read_text())["evaluations"][0]
     assert line.endswith(attacks.convergence_words(evaluation["convergence"]))
     # --fresh also removes what a write killed in the middle left behind
@@ -200,7 +201,8 @@ def test_a_run_stopped_between_variants_says_what_it_lacks_and_n_beyond_the_data
     # --n beyond the test split: said, and the file is named by the points used
     tested = re.search(r"--n 100000: synthetic has (\d+) test points; using all \1", err)
     assert tested, err
-    path = trained_runs / "jpegdl_resnet8_synthetic_quick_seed0" / "attacks" / f"fast-Linf-1-255-n{tested[1]}-seed7.json"
+    path = (trained_runs / "jpegdl_resnet8_synthetic_quick_seed0" / "attacks"
+            / f"fast-Linf-1-255-n{tested[1]}-seed7.json")
     stopped = json.loads(path.read_text())
     assert stopped["complete"] is False and stopped["variants_pending"] == ["hard"]
     assert [e["variant"] for e in stopped["evaluations"]] == ["soft"]
@@ -231,7 +233,8 @@ def test_transfer_matrix_command(capsys, trained_runs, tmp_path):
     assert matrix["source_gradients"] == {"resnet8": "model", "jpegdl_resnet8": "bpda-identity"}
     assert "jpegdl_resnet8 as a source: its JPEG layer differentiated as the identity" in err
     code, out, err = run(capsys, "transfer", "--source", "jpegdl_resnet8", "--target", "resnet8", "--n", "16",
-                         "--runs-dir", str(trained_runs), "--out", str(tmp_path / "soft.json"), "--jpeg-gradient", "soft")
+                         "--runs-dir", str(trained_runs), "--out", str(tmp_path / "soft.json"),
+                         "--jpeg-gradient", "soft")
     assert code == 0, err
     assert json.loads((tmp_path / "soft.json").read_text())["source_gradients"] == {"jpegdl_resnet8": "model"}
 
@@ -284,17 +287,19 @@ def test_a_run_is_named_by_its_folder_name_under_the_runs_dir(capsys, trained_ru
     import shutil
 
     runs = tmp_path / "runs"
-    shutil.copytree(trained_runs / "resnet8_synthetic_quick_seed0", runs / "my_run", ignore=shutil.ignore_patterns("attacks"))
+    shutil.copytree(trained_runs / "resnet8_synthetic_quick_seed0", runs / "my_run",
+                    ignore=shutil.ignore_patterns("attacks"))
     code, out, err = run(capsys, "attack", "--model", "my_run", "--suite", "fast", "--n", "4", "--eps", "1/255",
                          "--runs-dir", str(runs), "--no-convergence-check")
     assert code == 0, err
     assert Path(out.strip().splitlines()[-1].removeprefix("results: ")).parent == runs / "my_run" / "attacks"
-    code, _, err = run(capsys, "transfer", "--source", "my_run", "--target", "my_run", "--n", "4", "--runs-dir", str(runs))
+    code, _, err = run(capsys, "transfer", "--source", "my_run", "--target", "my_run", "--n", "4",
+                       "--runs-dir", str(runs))
     assert code == 0, err
     # a Linf habit under L2 gets a hint, a usual L2 radius none
     for eps, hinted in (("8/255", True), ("0.5", False)):
-        code, _, err = run(capsys, "attack", "--model", "my_run", "--suite", "fast", "--n", "4", "--eps", eps, "--norm", "L2",
-                           "--runs-dir", str(runs), "--no-convergence-check")
+        code, _, err = run(capsys, "attack", "--model", "my_run", "--suite", "fast", "--n", "4", "--eps", eps,
+                           "--norm", "L2", "--runs-dir", str(runs), "--no-convergence-check")
         assert code == 0, err
         assert ("--eps 8/255 with --norm L2 bounds the whole image's perturbation" in err) == hinted, err
 
@@ -352,11 +357,13 @@ def test_norm_is_shown_and_taken_in_its_own_spelling_and_any_case(capsys):
 def test_attack_list_shows_suites_and_attacks(capsys):
     code, out, _ = run(capsys, "attack", "--list")
     assert code == 0
-    for name in ("autoattack", "autoattack_quick", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t", "square"):
+    for name in ("autoattack", "autoattack_quick", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t",
+                 "square"):
         assert name in out
     assert "white_box" not in out and "``" not in out
     pgd_row = next(line for line in out.splitlines() if re.match(r"\W*pgd\s+Linf/L2\s", line))
-    assert all(s in pgd_row for s in ("steps", "alpha_fraction", "label", "seed_offset")) and "norm," not in pgd_row, pgd_row
+    assert (all(s in pgd_row for s in ("steps", "alpha_fraction", "label", "seed_offset"))
+            and "norm," not in pgd_row), pgd_row
 
 
 # ---------------------------------------------------------------- the pretrained model and its data
@@ -407,7 +414,8 @@ def test_shipped_suite_yaml_files_match_the_registry():
         context = dict(eps=8 / 255, norm="Linf", seed=3, num_classes=10, surrogates={"twin": surrogate})
         from_yaml = attacks.build_suite(data, **context)
         from_registry = attacks.build_suite(name, **context)
-        assert sorted((s.label, s.kind) for s in from_yaml.steps) == sorted((s.label, s.kind) for s in from_registry.steps)
+        assert (sorted((s.label, s.kind) for s in from_yaml.steps)
+                == sorted((s.label, s.kind) for s in from_registry.steps))
         registry = {s.label: s.attack.describe() for s in from_registry.steps}
         for step in from_yaml.steps:
             assert step.attack.describe() == registry[step.label], step.label
@@ -445,7 +453,8 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
      r"data set 'synthetic' comes with the installed packages and reads no folder; drop --data-root 'elsewhere'"),
     (["--model", "resnet8", "--eps", "8/0"], r"--eps: '8/0' divides by zero"),
     (["--model", "resnet8", "--eps", "1e400"], r"--eps: '1e400' is not a number"),
-    (["--model", "resnet8", "--eps", "8/255,0.0313725490196078431372549"], r"--eps lists 8/255 and 0.03137.*give each eps once"),
+    (["--model", "resnet8", "--eps", "8/255,0.0313725490196078431372549"],
+     r"--eps lists 8/255 and 0.03137.*give each eps once"),
     (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
     (["--model", "resnet8", "--norm", "linf", "--eps", "3"], r"--eps 3 is out of range for Linf"),   # any case
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
@@ -455,7 +464,8 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet32x4"], r"no trained resnet32x4 under .*robust-kd train --model resnet32x4"),
     (["--model", "missing.pt"], r"checkpoint 'missing.pt' does not exist"),
     (["--model", "missing.pth"], r"checkpoint 'missing.pth' does not exist"),
-    (["--model", "resnet8", "--suite", "transfer"], r"suite 'transfer' attacks a jpegdl_\* model .* robust-kd transfer"),
+    (["--model", "resnet8", "--suite", "transfer"],
+     r"suite 'transfer' attacks a jpegdl_\* model .* robust-kd transfer"),
     (["--model", "resnet8", "--suite", "autoattack_quik"], r"did you mean 'autoattack_quick'"),
     (["--model", "resnet8", "--suite", "missing.yaml"], r"suite file 'missing.yaml' does not exist; check the path"),
     (["--model", "resnet8", "--suite", "fast", "--eot", "2"], r"--eot applies to suite 'adaptive' only"),
@@ -591,7 +601,8 @@ def test_save_examples_writes_the_broken_points_examples_and_a_figure(capsys, tr
         examples = evaluation["examples"]
         broken = [i for i, b in enumerate(evaluation["points"]["broken_by"]) if b not in (None, "clean")]
         assert examples["points"] == len(broken) and examples["missing"] == 0
-        assert examples["file"] == f"{path.stem}.{evaluation['variant']}.{evaluation['eps'].replace('/', '-')}.examples.npz"
+        assert examples["file"] == (f"{path.stem}.{evaluation['variant']}."
+                                    f"{evaluation['eps'].replace('/', '-')}.examples.npz")
         saved = np.load(path.parent / examples["file"], allow_pickle=False)
         assert saved["index"].tolist() == broken and saved["adversarial"].shape == (len(broken), 3, 16, 16)
         assert (saved["prediction"] != saved["label"]).all()

@@ -139,7 +139,8 @@ def test_a_module_in_training_mode_or_with_hooks_is_left_alone():
     training[4].train()   # no buffers: nothing for the probe to change
     assert _batch_norms(folded_copy(training)) == 0
     seen = []
-    watched = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+    watched = _with_statistics(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1),
+                                             nn.BatchNorm2d(4)))
     handle = watched[2].register_forward_hook(lambda module, inputs, output: seen.append(type(output).__name__))
     assert folded_copy(watched) is watched and seen == []   # tracing would have called the hook with a Proxy
     handle.remove()

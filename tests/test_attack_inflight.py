@@ -69,7 +69,8 @@ class MomentumPGD(attacks.IterativeAttack):
         current = state.x_adv.detach().requires_grad_(True)
         loss = F.cross_entropy(model(current).float(), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, current)
-        state.velocity = self.decay * state.velocity + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        state.velocity = (self.decay * state.velocity
+                          + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12))
         step_size = 2.5 * self.eps / self.steps
         state.x_adv = attacks.project(current.detach() + step_size * state.velocity.sign(), x, self.eps, self.norm)
 
@@ -85,7 +86,8 @@ def momentum_pgd():
 SUITES = {
     "square-linf": ({"attacks": [{"attack": "square", "queries": 300}]}, "Linf", EPS),
     "square-l2": ({"attacks": [{"attack": "square", "queries": 300}]}, "L2", 1.0),
-    "apgd-t-in-order": ({"attacks": [{"attack": "apgd-t", "steps": 8, "targets": 4, "rows_per_pass": 1}]}, "Linf", 0.03),
+    "apgd-t-in-order": ({"attacks": [{"attack": "apgd-t", "steps": 8, "targets": 4, "rows_per_pass": 1}]},
+                        "Linf", 0.03),
     "fab-t-side-by-side-restarts": ({"attacks": [{"attack": "fab-t", "steps": 6, "targets": 3, "restarts": 2,
                                                   "rows_per_pass": 4096}]}, "Linf", 0.03),
     "apgd-restarts": ({"attacks": [{"attack": "apgd", "steps": 8, "restarts": 3}]}, "Linf", 0.02),

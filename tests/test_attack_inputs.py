@@ -40,9 +40,11 @@ def _case(classes: int = 10, n: int = 12):
 def test_numpy_arrays_lists_and_other_dtypes_give_the_tensors_answer():
     model, x, y = _case()
     reference = attacks.evaluate(model, x, y, FAST, eps=0.03, sanity_checks=False)
-    for xs, ys in [(x.numpy(), y.numpy()), (x, y.tolist()), (x.double(), y.int()), (x.numpy().astype(np.float64), y.float())]:
+    for xs, ys in [(x.numpy(), y.numpy()), (x, y.tolist()), (x.double(), y.int()),
+                   (x.numpy().astype(np.float64), y.float())]:
         result = attacks.evaluate(model, xs, ys, FAST, eps=0.03, sanity_checks=False)
-        assert result.points["robust"] == reference.points["robust"], (type(xs), ys.dtype if hasattr(ys, "dtype") else ys)
+        assert result.points["robust"] == reference.points["robust"], (
+            type(xs), ys.dtype if hasattr(ys, "dtype") else ys)
     x_adv = attacks.PGD(eps=0.03, steps=3)(model, x.numpy(), y.numpy())
     assert isinstance(x_adv, torch.Tensor) and x_adv.dtype == torch.float32
 
@@ -193,7 +195,8 @@ def test_partial_progress_objects_surrogate_lists_and_a_short_repr():
 
 def test_views_gradient_views_and_suite_files_are_told_apart():
     model, x, y = _case()
-    with pytest.raises(AttackError, match=r"gradient_views\['eot'\] must map images to the model's B×10 logits, got a EOT"):
+    with pytest.raises(AttackError,
+                       match=r"gradient_views\['eot'\] must map images to the model's B×10 logits, got a EOT"):
         attacks.evaluate(model, x, y, FAST, eps=0.03, gradient_views={"eot": lambda m: attacks.EOT(m, 2)})
     with pytest.raises(AttackError, match=r"views\['eot'\] must be a function from the model"):
         attacks.evaluate(model, x, y, "adaptive", eps=0.03, views={"eot": attacks.EOT(model, 2)})

@@ -123,8 +123,9 @@ def test_apgd_equals_autoattack_point_for_point(tiny_classifier, autoattack_star
 
 
 def _attack_settings(name):
-    small = {"pgd": {"steps": 3}, "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2}, "square": {"queries": 200},
-             "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 50, "lr": 0.05}, "transfer": {"steps": 3}}
+    small = {"pgd": {"steps": 3}, "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2},
+             "square": {"queries": 200}, "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 50, "lr": 0.05},
+             "transfer": {"steps": 3}}
     return small.get(name, {})
 
 
@@ -152,7 +153,8 @@ def test_randomness_belongs_to_the_point_not_the_batch(tiny_classifier):
     model, x, y = _points(tiny_classifier, 40)
     pgd = attacks.PGD(eps=EPS, steps=5)
     whole = pgd(model, x, y, torch.arange(len(y)))
-    halves = torch.cat([pgd(model, x[:17], y[:17], torch.arange(17)), pgd(model, x[17:], y[17:], torch.arange(17, len(y)))])
+    halves = torch.cat([pgd(model, x[:17], y[:17], torch.arange(17)),
+                        pgd(model, x[17:], y[17:], torch.arange(17, len(y)))])
     assert torch.allclose(whole, halves, atol=1e-6)
     square = attacks.make_attack("square", eps=EPS, queries=30)
     assert torch.equal(square(model, x, y, torch.arange(len(y)))[5:6], square(model, x[5:6], y[5:6], torch.tensor([5])))
@@ -189,7 +191,8 @@ def test_targets_side_by_side_keep_every_verdict(tiny_classifier, attack, norm, 
         together = make(eps=eps, norm=norm, steps=20, rows_per_pass=rows)(wide, x, y)
         assert torch.equal(_robust(model, together, y), robust)
         assert torch.equal(together[robust], in_order[robust])
-        assert bool((flat_norm(together - x, norm) <= eps * (1 + 1e-6)).all()) and 0 <= together.min() <= together.max() <= 1
+        assert (bool((flat_norm(together - x, norm) <= eps * (1 + 1e-6)).all())
+                and 0 <= together.min() <= together.max() <= 1)
         assert wide.calls < calls.calls
     too_many = _CallCounter(model)                                    # 540 rows do not fit in 539: in order
     assert torch.equal(make(eps=eps, norm=norm, steps=20, rows_per_pass=539)(too_many, x, y), in_order)
@@ -397,7 +400,8 @@ def test_a_state_is_not_reused_for_other_weights_or_other_attack_settings(tiny_c
 
     def suite(steps, rows_per_pass=0):
         return {"name": "s", "attacks": [{"attack": "pgd", "label": "p", "steps": steps},
-                                         {"attack": "apgd-t", "steps": 2, "targets": 2, "rows_per_pass": rows_per_pass}]}
+                                         {"attack": "apgd-t", "steps": 2, "targets": 2,
+                                          "rows_per_pass": rows_per_pass}]}
 
     first = attacks.evaluate(model, x, y, suite(2), eps=EPS, state_path=state, sanity_checks=False)
     with pytest.raises(attacks.AttackError, match=r"different evaluation \(the attacks' settings differ\)"):
@@ -565,7 +569,8 @@ def test_an_interrupted_transfer_matrix_resumes_with_the_batches_it_lacks(tiny_c
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        attacks.transfer_matrix(sources, {"self": model}, x, y, **settings, made_dir=made, progress=stop_in_second_source)
+        attacks.transfer_matrix(sources, {"self": model}, x, y, **settings, made_dir=made,
+                                progress=stop_in_second_source)
     assert len(list(made.glob("*.pt"))) == 4 + 2          # every finished batch of both sources
     (damaged,) = made.glob("other-*-00000016.pt")
     damaged.write_bytes(b"truncated")                         # a damaged one is made again
@@ -575,7 +580,8 @@ def test_an_interrupted_transfer_matrix_resumes_with_the_batches_it_lacks(tiny_c
     assert counted["self"].backwards == 0                   # all four of its batches were on disk
     assert counted["other"].backwards == 5 * (16 + len(y) - 32)   # the damaged batch and those never made
     again = attacks.transfer_matrix(sources, {"self": model}, x, y, **{**settings, "eps": 0.05}, made_dir=made)
-    assert again["cells"] == attacks.transfer_matrix(sources, {"self": model}, x, y, **{**settings, "eps": 0.05})["cells"]
+    assert again["cells"] == attacks.transfer_matrix(sources, {"self": model}, x, y,
+                                                     **{**settings, "eps": 0.05})["cells"]
 
 
 def test_transfer_attack_and_matrix(tiny_classifier):
@@ -656,7 +662,8 @@ def test_flag_non_deterministic(tiny_classifier):
 
 def test_flags_masked_gradients_and_black_box_beating_white_box(tiny_classifier):
     model, x, y = tiny_classifier
-    suite = {"name": "pgd-then-square", "attacks": [{"attack": "pgd", "steps": 10}, {"attack": "square", "queries": 300}]}
+    suite = {"name": "pgd-then-square",
+             "attacks": [{"attack": "pgd", "steps": 10}, {"attack": "square", "queries": 300}]}
     result = attacks.evaluate(Quantized(model), x[:64], y[:64], suite, eps=0.2)
     codes = _codes(result)
     assert {"zero_or_nan_gradients", "large_eps_not_zero", "black_box_beats_white_box"} <= codes

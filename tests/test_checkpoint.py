@@ -76,7 +76,8 @@ def test_a_checkpoint_carrying_code_is_refused_not_run(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
     whole = tmp_path / "whole_model.pt"          # torch.save(model): a common mistake, named as such
     torch.save(_model(), whole)
-    with pytest.raises(UserError, match=r"pickled Python objects \(robust_kd\.models\.normalize\.NormalizedClassifier\)"):
+    with pytest.raises(UserError,
+                       match=r"pickled Python objects \(robust_kd\.models\.normalize\.NormalizedClassifier\)"):
         read_checkpoint(whole)
 
 

@@ -55,7 +55,8 @@ def test_train_prints_the_final_accuracy_and_json(capsys, runs_dir):
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "resnet9"], "unknown model 'resnet9'"),
     (["train", "--data", "cifar11"], "unknown data set 'cifar11'"),
-    (["train", "--data", "mnist", "--data-root", "nonexistent/mnist"], "data folder 'nonexistent/mnist' does not exist"),
+    (["train", "--data", "mnist", "--data-root", "nonexistent/mnist"],
+     "data folder 'nonexistent/mnist' does not exist"),
     (["train", "--data", "cifar10"], "needs a folder: pass --data-root"),
     (["train", "--data", "synthetic", "data.options.size=4"], r"need 8 ≤ size"),
     (["train", "optimizer.lrr=0.1"], "unknown config key 'optimizer.lrr'"),
@@ -79,6 +80,7 @@ def test_the_installed_command_and_module_entry_points(tmp_path):
     assert exe is not None, "the robust-kd console script is not installed next to this Python"
     result = subprocess.run([exe, "train", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Example: robust-kd train" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "robust_kd.cli", "train", "--model", "nope", "--runs-dir", str(tmp_path)],
+    bad = subprocess.run([sys.executable, "-m", "robust_kd.cli", "train", "--model", "nope",
+                          "--runs-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

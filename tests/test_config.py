@@ -17,7 +17,8 @@ def test_standard_recipe_is_the_cifar100_kd_benchmark_recipe():
     config = resolve_train_config("standard", {}, [])
     assert (config.epochs, config.batch_size) == (240, 64)
     assert config.optimizer.lr == 0.05 and config.optimizer.momentum == 0.9 and config.optimizer.weight_decay == 5e-4
-    assert config.schedule.name == "step" and config.schedule.milestones == [150, 180, 210] and config.schedule.gamma == 0.1
+    assert (config.schedule.name == "step" and config.schedule.milestones == [150, 180, 210]
+            and config.schedule.gamma == 0.1)
     assert config.augment.crop_padding == 4
     assert resolve_train_config("standard", {"model": "shufflev2"}, []).base_lr() == 0.01
     assert resolve_train_config("standard", {"model": "mobilenetv2"}, []).base_lr() == 0.01

@@ -230,7 +230,8 @@ def test_imagefolder_bad_inputs(tmp_path):
 
 def test_synthetic_is_deterministic_and_checks_its_options():
     a, b = load_dataset("synthetic", seed=3), load_dataset("synthetic", seed=3)
-    assert torch.equal(a.train_images, b.train_images) and not torch.equal(a.train_images, load_dataset("synthetic", seed=4).train_images)
+    assert (torch.equal(a.train_images, b.train_images)
+            and not torch.equal(a.train_images, load_dataset("synthetic", seed=4).train_images))
     assert load_dataset("synthetic", channels=1, size=28).image_shape == (1, 28, 28)
     with pytest.raises(UserError, match="size"):
         load_dataset("synthetic", size=4)
@@ -271,7 +272,8 @@ def test_batch_loader_covers_every_sample_once_and_is_seeded():
     again = torch.cat([b[0] for b in loader.epoch(0)])
     other_epoch = torch.cat([b[0] for b in loader.epoch(1)])
     assert torch.equal(x, again) and not torch.equal(x, other_epoch)
-    same_seed = BatchLoader(data.train_images, data.train_labels, batch_size=32, shuffle=True, augment=Augment(4, True), seed=7)
+    same_seed = BatchLoader(data.train_images, data.train_labels, batch_size=32, shuffle=True, augment=Augment(4, True),
+                            seed=7)
     assert torch.equal(torch.cat([b[0] for b in same_seed.epoch(1)]), other_epoch)
 
 
@@ -290,7 +292,8 @@ def test_image_dataset_rejects_wrong_shapes():
     good = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
     labels = torch.zeros(4, dtype=torch.long)
     with pytest.raises(UserError, match="2 channels"):
-        ImageDataset("x", torch.zeros(4, 2, 16, 16, dtype=torch.uint8), labels, good, labels, ("a", "b"), (0.5,) * 2, (0.2,) * 2)
+        ImageDataset("x", torch.zeros(4, 2, 16, 16, dtype=torch.uint8), labels, good, labels, ("a", "b"), (0.5,) * 2,
+                     (0.2,) * 2)
     with pytest.raises(UserError, match="uint8"):
         ImageDataset("x", good.float(), labels, good, labels, ("a", "b"), (0.5,) * 3, (0.2,) * 3)
     with pytest.raises(UserError, match="labels must lie"):

@@ -189,7 +189,8 @@ def test_training_under_torchrun_equals_one_process(tmp_path, capsys, verb, meth
     assert one.keys() == two.keys()
     for key in one:
         if one[key].is_floating_point():
-            assert torch.allclose(one[key], two[key], atol=2e-4, rtol=1e-3), (key, float((one[key] - two[key]).abs().max()))
+            assert torch.allclose(one[key], two[key], atol=2e-4, rtol=1e-3), (
+                key, float((one[key] - two[key]).abs().max()))
         else:
             assert torch.equal(one[key], two[key]), key
     summary_one = json.loads((single_dir / "run" / "summary.json").read_text())

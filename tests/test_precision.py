@@ -126,8 +126,8 @@ def test_transfer_surrogates_compute_in_the_evaluations_precision(tiny_classifie
 
     def surrogate_passes(precision: str) -> list[bool]:
         surrogate = _Recorder(model)
-        attacks.evaluate(model, x[:24], y[:24], "transfer", eps=0.05, surrogates={"twin": surrogate}, precision=precision,
-                         sanity_checks=False, fold_batchnorm=False)
+        attacks.evaluate(model, x[:24], y[:24], "transfer", eps=0.05, surrogates={"twin": surrogate},
+                         precision=precision, sanity_checks=False, fold_batchnorm=False)
         return [autocast for autocast, grad in surrogate.calls if grad]
 
     assert surrogate_passes("bf16") and all(surrogate_passes("bf16"))
@@ -140,6 +140,7 @@ def test_transfer_surrogates_compute_in_the_evaluations_precision(tiny_classifie
     assert matrix["precision"] == "bf16"
     fp32 = attacks.transfer_matrix({"source": model}, {"target": model}, x[:24], y[:24], eps=0.05)
     # the rounding may move a point near the boundary, not the success rate as a whole
-    assert abs(matrix["cells"]["source"]["target"]["success_rate"] - fp32["cells"]["source"]["target"]["success_rate"]) <= 0.15
+    assert abs(matrix["cells"]["source"]["target"]["success_rate"]
+               - fp32["cells"]["source"]["target"]["success_rate"]) <= 0.15
     with pytest.raises(attacks.AttackError, match="precision must be one of"):
         attacks.transfer_matrix({"source": model}, {"target": model}, x[:4], y[:4], eps=0.05, precision="fp16")

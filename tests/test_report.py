@@ -214,7 +214,8 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
              "attacks_null": {**good, "evaluations": [{**evaluation, "attacks": None}]},
              "flag_text": {**good, "evaluations": [{**evaluation, "flags": ["bogus_flag"]}]},
              "convergence_text": {**good, "evaluations": [{**evaluation, "convergence": "x"}]},
-             "convergence_empty": {**good, "evaluations": [{**evaluation, "convergence": {"attack": "pgd", "points": 3}}]},
+             "convergence_empty": {**good, "evaluations": [{**evaluation,
+                                                            "convergence": {"attack": "pgd", "points": 3}}]},
              "norm_list": {**good, "evaluations": [{**evaluation, "norm": ["Linf"]}]},
              "flag_code_number": {**good, "evaluations": [{**evaluation, "flags": [{"code": 3}]}]},
              "no_evaluations": {**good, "evaluations": {}}}
@@ -228,7 +229,8 @@ def test_broken_attack_results_are_left_out_with_their_reason_and_one_file_can_b
     assert len(left_out) == len(edits) + 1, captured.out
     for reason in ("'robust_acc' is not a number", "'attacks' is not a list of objects", "'flags' is not a list",
                    "'convergence' is not an object", "'evaluations' is not a list", "not a readable JSON object",
-                   "'convergence' lacks the fields", "'norm' is not a number or a text", "a flag's 'code' or 'message'"):
+                   "'convergence' lacks the fields", "'norm' is not a number or a text",
+                   "a flag's 'code' or 'message'"):
         assert any(reason in line for line in left_out), (reason, left_out)
 
     # two files whose rows would look the same (e.g. last.pt and best.pt): each row names its file
@@ -266,7 +268,8 @@ def test_runs_are_found_in_subfolders_such_as_runs_quickstart(runs, tmp_path):
 
     outer = tmp_path / "outer"
     outer.mkdir()
-    (outer / "quickstart").symlink_to(runs, target_is_directory=True)   # runs/quickstart/<run>, as the quickstart writes
+    # runs/quickstart/<run>, as the quickstart writes
+    (outer / "quickstart").symlink_to(runs, target_is_directory=True)
     flat, nested = collect([runs]), collect([outer])
     assert len(flat.runs) >= 3 and [r.name for r in nested.runs] == [r.name for r in flat.runs]
     assert len(nested.transfers) == len(flat.transfers) == 1 and len(nested.rsa_models) == len(flat.rsa_models) == 1
@@ -282,7 +285,8 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
 def test_report_renders_in_a_real_headless_browser(runs, tmp_path):
     """The page opens from disk in Chromium with no network, and its embedded plots are drawn: the
     screenshot holds coloured pixels (plots) besides the black and grey of text and tables."""

@@ -131,12 +131,13 @@ def test_rsa_adversarial_white_vs_black_on_92_images(capsys, tmp_path, checkpoin
     result = json.loads((out / "rsa_adversarial.json").read_text())
     effect = result["attack_effect"]
     assert effect["clean"]["prediction_changed"] == 0
-    assert effect["white"]["max_perturbation"] <= 8 / 255 + 1e-6 and effect["black"]["max_perturbation"] <= 8 / 255 + 1e-6
+    assert (effect["white"]["max_perturbation"] <= 8 / 255 + 1e-6
+            and effect["black"]["max_perturbation"] <= 8 / 255 + 1e-6)
     rows = result["white_vs_black"]
     assert [r["layer"] for r in rows] == ["net.layer2.0", "logits"]
     for r in rows:
         assert 0 < r["p_wilcoxon"] <= 1 and np.isclose(r["difference"], r["similarity_a"] - r["similarity_b"])
-    assert {r["model"] for r in result["brain_rows"]} == {f"{l}/{v}" for l in ("net.layer2.0", "logits")
+    assert {r["model"] for r in result["brain_rows"]} == {f"{layer}/{v}" for layer in ("net.layer2.0", "logits")
                                                           for v in ("clean", "white", "black")}
     white = np.load(out / "stimuli" / "white.npy")
     # a rerun reuses the saved adversarial stimuli

@@ -146,7 +146,8 @@ class _VariantProgress:
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
 @click.option("--eot", type=int, default=0, show_default=True,
               help="Suite 'adaptive': also attack through the mean over N forward passes (for randomised models).")
-@click.option("--fresh", is_flag=True, help="Start over instead of resuming an earlier evaluation of the same settings.")
+@click.option("--fresh", is_flag=True,
+              help="Start over instead of resuming an earlier evaluation of the same settings.")
 @click.option("--convergence-check/--no-convergence-check", default=True, show_default=True,
               help="After the suite, run its first iterative attack with 5x the steps on up to 32 points it left "
                    "robust, and flag the result if that breaks more than 0.5% of all points.")
@@ -184,8 +185,8 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     if eot < 0:
         raise UserError(f"--eot must be 0 or a number of samples, got {eot}")
     if eot and suite != "adaptive":
-        raise UserError(f"--eot applies to suite 'adaptive' only (suite '{suite}' would ignore it); add --suite adaptive "
-                        "or drop --eot")
+        raise UserError(f"--eot applies to suite 'adaptive' only (suite '{suite}' would ignore it); "
+                        "add --suite adaptive or drop --eot")
     source, eps_values = suite_source(suite), parse_eps(eps)
     if not isinstance(source, str):     # a suite file: its mistakes are said before the model loads
         try:
@@ -243,7 +244,8 @@ def _print_results(content: dict[str, Any]) -> None:
                                 _pct(100 * a["robust_accuracy_after"]), a["forwards"], a["backwards"],
                                 f"{a['seconds']:.1f}"))
     print_table("per attack (each on the points the earlier ones left robust)",
-                ["variant", "eps", "attack", "attacked", "broken", "robust after %", "forwards", "backwards", "seconds"],
+                ["variant", "eps", "attack", "attacked", "broken", "robust after %", "forwards", "backwards",
+                 "seconds"],
                 attack_rows, right=("attacked", "broken", "robust after %", "forwards", "backwards", "seconds"))
     for e in content["evaluations"]:
         line = attacks.convergence_words(e.get("convergence"))
@@ -286,7 +288,8 @@ def _print_catalogue() -> None:
 @click.option("--batch-size", type=int, help="Default: 64 on CPU, 256 on CUDA.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True)
-@click.option("--out", metavar="JSON", help="Where to write the matrix; default: runs/transfer/<sources>-to-<targets>.json")
+@click.option("--out", metavar="JSON",
+              help="Where to write the matrix; default: runs/transfer/<sources>-to-<targets>.json")
 @click.option("--jpeg-gradient", type=click.Choice(["identity", "soft"]), default="identity", show_default=True,
               help="How a JPEG-DL source is differentiated: its JPEG layer as the identity (BPDA), or through the "
                    "soft quantizer, whose gradients mislead (2-3x lower success measured).")
@@ -295,8 +298,8 @@ def _print_catalogue() -> None:
                    "hardware has bf16 units); the targets judge them in fp32.")
 @click.option("--json", "as_json", is_flag=True)
 def transfer(sources: str, targets: str, eps: str | None, norm: str, steps: int, n: int, data: str | None,
-             data_root: str | None, batch_size: int | None, device: str, runs_dir: str, out: str | None, jpeg_gradient: str,
-             precision: str, as_json: bool) -> None:
+             data_root: str | None, batch_size: int | None, device: str, runs_dir: str, out: str | None,
+             jpeg_gradient: str, precision: str, as_json: bool) -> None:
     """Transfer matrix: success rate of examples made on each source against each target.
 
     Example: robust-kd transfer --source resnet32x4,resnet8x4 --target resnet8x4,jpegdl_resnet8x4 --n 200

@@ -29,7 +29,8 @@ def data(show: str | None, data_root: str | None, as_json: bool) -> None:
             print_json(info)
             return
         print_line(f"{info['name']}: {info['train_size']} train / {info['test_size']} test images, "
-                   f"{info['channels']}×{info['size']}×{info['size']}, {info['num_classes']} classes, from {info['source']}")
+                   f"{info['channels']}×{info['size']}×{info['size']}, {info['num_classes']} classes, "
+                   f"from {info['source']}")
         print_line(f"mean {info['mean']}  std {info['std']}  horizontal flip {'on' if info['hflip'] else 'off'}")
         classes = ", ".join(f"{n} ({c})" for n, c in zip(info["class_names"][:20], counts))
         print_line(f"classes (train images): {classes}{' …' if dataset.num_classes > 20 else ''}")
@@ -50,5 +51,6 @@ def data(show: str | None, data_root: str | None, as_json: bool) -> None:
     print_table(
         "robust-kd data sets",
         ["name", "channels", "size", "classes", "where", "description"],
-        [(r["name"], r["channels"] or "any", r["size"] or "any", r["classes"] or "any", r["where"], r["description"]) for r in rows],
+        [(r["name"], r["channels"] or "any", r["size"] or "any", r["classes"] or "any", r["where"], r["description"])
+         for r in rows],
     )

@@ -12,14 +12,17 @@ from .output import print_json, print_line
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--teacher", "-t", metavar="CHECKPOINT|RUN", help="The teacher's .pt, or its run folder; required.")
-@click.option("--student", "-s", metavar="ARCH", help="Student architecture (see 'robust-kd models'); default resnet8x4.")
+@click.option("--student", "-s", metavar="ARCH",
+              help="Student architecture (see 'robust-kd models'); default resnet8x4.")
 @click.option("--method", default="kd", show_default=True, help="Distillation method (see 'robust-kd distill --list').")
 @click.option("--data", "-d", metavar="NAME", help="Data set (see 'robust-kd data'); default: embedded.")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set.")
-@click.option("--recipe", "-r", default="quick", show_default=True, help="Training recipe in configs/recipes, or a YAML path.")
+@click.option("--recipe", "-r", default="quick", show_default=True,
+              help="Training recipe in configs/recipes, or a YAML path.")
 @click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default auto).")
-@click.option("--name", metavar="NAME", help="Run folder name (default: STUDENT_from_TEACHER_METHOD_DATA_RECIPE_seedN).")
+@click.option("--name", metavar="NAME",
+              help="Run folder name (default: STUDENT_from_TEACHER_METHOD_DATA_RECIPE_seedN).")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders live.")
 @click.option("--fresh", is_flag=True, help="Delete this run's folder and start over.")
 @click.option("--list", "list_methods", is_flag=True, help="List the methods with their default options and exit.")
@@ -32,7 +35,8 @@ def distill(overrides: tuple[str, ...], teacher: str | None, student: str | None
     Method options are set as distill.options.KEY=VALUE (e.g. distill.options.beta=2); any
     other config key as KEY=VALUE (e.g. epochs=3).
 
-    Example: robust-kd distill --teacher runs/resnet32x4_embedded_quick_seed0/checkpoints/last.pt --student resnet8x4 --method wttm
+    Example: robust-kd distill --teacher runs/resnet32x4_embedded_quick_seed0/checkpoints/last.pt
+    --student resnet8x4 --method wttm
     """
     from ..distill.setup import prepare_distillation
     from ..errors import UserError

@@ -11,9 +11,11 @@ from .output import print_json, print_line, print_table
 
 
 @click.command()
-@click.option("--num-classes", type=int, default=100, show_default=True, help="Classes of the head used for the counts.")
+@click.option("--num-classes", type=int, default=100, show_default=True,
+              help="Classes of the head used for the counts.")
 @click.option("--show", metavar="NAME|CHECKPOINT",
-              help="Describe one model; for jpegdl_* models, draw its quantization tables (the newest run's when there is one).")
+              help="Describe one model; for jpegdl_* models, draw its quantization tables "
+                   "(the newest run's when there is one).")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where --show looks for runs of a model name.")
 @click.option("--out", metavar="PNG", help="With --show: where to write the tables' heatmap.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -91,7 +93,8 @@ def show_model(show: str, num_classes: int, runs_dir: str, out: str | None, as_j
         return
     print_line(f"{info['arch']}: {params / 1e6:.3f} M parameters, {macs / 1e6:.1f} M MACs at "
                f"{model.in_channels}×32×32, {model.num_classes} classes; {source}")
-    print_line(f"layers: {'input_layer (JPEG) → ' if 'jpeg' in info else ''}normalize → net[{', '.join(info['children'])}]")
+    print_line(f"layers: {'input_layer (JPEG) → ' if 'jpeg' in info else ''}"
+               f"normalize → net[{', '.join(info['children'])}]")
     if "jpeg" in info:
         for kind, table in learned.items():
             ratio = float((table / standard[kind]).mean())

@@ -12,7 +12,8 @@ from rich.table import Table
 from .. import console
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[str] = ()) -> None:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                right: Sequence[str] = ()) -> None:
     out = console.stdout()
     if not out.is_terminal:
         _print_plain_table(title, columns, rows, right)

@@ -92,8 +92,8 @@ Examples:
               type=click.Choice(["conditions", "subjects", "both"]))
 def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_method: str, comparator: str,
         n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
-        as_json: bool, fmri: tuple[str, ...], rois: tuple[str, ...], conditions: str | None, brain_rdms: tuple[str, ...],
-        brain_method: str, noise: str | None, bootstrap_over: str) -> None:
+        as_json: bool, fmri: tuple[str, ...], rois: tuple[str, ...], conditions: str | None,
+        brain_rdms: tuple[str, ...], brain_method: str, noise: str | None, bootstrap_over: str) -> None:
     """Compare a network's layer RDMs with brain RDMs (per ROI), with CIs, p-values and noise ceiling."""
     from ..device import resolve_device
     from ..rsa_study import load_brain, load_stimuli, run_rsa
@@ -148,8 +148,8 @@ Examples:
 @click.option("--n", "n_test", type=int, default=100, show_default=True,
               help="Number of test images for --stimuli test (the model's own test split).")
 def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_method: str, comparator: str,
-                    n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str, out: str | None,
-                    as_json: bool, eps: str, norm: str, white_steps: int, black: str, queries: int,
+                    n_bootstrap: int, n_permutations: int, seed: int, batch_size: int, device: str, runs_dir: str,
+                    out: str | None, as_json: bool, eps: str, norm: str, white_steps: int, black: str, queries: int,
                     surrogate: str | None, brain_rdms: tuple[str, ...], n_test: int) -> None:
     """Clean vs white-box vs black-box adversarial stimuli: per-layer RDMs, the white- vs black-box test,
     and (with brain RDMs) their similarity to the brain (the design of Han et al. 2019).
@@ -267,7 +267,8 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
         else:
             fitted[label] = load_stimuli(stimuli, channels, size)
     layer_list = [x.strip() for x in layers.split(",") if x.strip()]
-    folder = Path(out) if out else Path(runs_dir) / "rsa-models" / f"{'-'.join(t.name for t in targets)}-{Path(stimuli).name}"
+    folder = (Path(out) if out else
+              Path(runs_dir) / "rsa-models" / f"{'-'.join(t.name for t in targets)}-{Path(stimuli).name}")
     progress = StepProgress()
     try:
         payload = run_rsa_models({lab: (t.model, t.source) for lab, t in zip(labels, targets)}, fitted, folder,

@@ -44,10 +44,11 @@ def train(overrides: tuple[str, ...], model: str | None, data: str | None, data_
         return
     print_line(
         f"{summary['model']} on {summary['data']}: test accuracy {100 * summary['final_test_accuracy']:.2f}% "
-        f"after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} (best {100 * summary['best_test_accuracy']:.2f}% at epoch "
+        f"after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} "
+        f"(best {100 * summary['best_test_accuracy']:.2f}% at epoch "
         f"{summary['best_epoch']}); {summary['images_per_s']:.0f} img/s on {summary['device']}"
     )
     if "jpeg_table_shift" in summary:
-        print_line(f"JPEG tables moved from their initial values by {100 * summary['jpeg_table_shift']:.1f}% on average "
-                   f"(largest entry {100 * summary['jpeg_table_shift_max']:.1f}%)")
+        print_line(f"JPEG tables moved from their initial values by {100 * summary['jpeg_table_shift']:.1f}% "
+                   f"on average (largest entry {100 * summary['jpeg_table_shift_max']:.1f}%)")
     print_line(f"run folder: {summary['run']}  checkpoint: {summary['checkpoint']}")

@@ -107,7 +107,8 @@ class _CifarLayout:
                 raise UserError(f"{self.name}: missing '{path}'; {self.how_to_get()}")
             batch = read_cifar_batch(path)
             if "data" not in batch or self.label_key not in batch:
-                raise UserError(f"{self.name}: '{path}' lacks the 'data' or '{self.label_key}' entry; the file is corrupt")
+                raise UserError(f"{self.name}: '{path}' lacks the 'data' or '{self.label_key}' entry; "
+                                "the file is corrupt")
             data = np.asarray(batch["data"])
             if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
                 raise UserError(
@@ -167,7 +168,8 @@ CIFAR100 = _CifarLayout(
 )
 
 
-def _load(layout: _CifarLayout, root: Path, download: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> ImageDataset:
+def _load(layout: _CifarLayout, root: Path, download: bool, mean: tuple[float, ...],
+          std: tuple[float, ...]) -> ImageDataset:
     if download:
         try:
             layout.resolve(root)

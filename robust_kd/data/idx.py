@@ -112,7 +112,8 @@ def load_idx_dataset(
         images, labels = arrays[split, "images"], arrays[split, "labels"]
         if images.ndim != 3 or labels.ndim != 1:
             raise UserError(
-                f"{name}: {split} files have shapes {images.shape} and {labels.shape}, expected N×H×W images and N labels"
+                f"{name}: {split} files have shapes {images.shape} and {labels.shape}, "
+                "expected N×H×W images and N labels"
             )
         tensors[split] = (torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
     return ImageDataset(

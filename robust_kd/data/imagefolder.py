@@ -89,7 +89,8 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
 def imagefolder(root: Path, size: int = 32, grayscale: bool | None = None, test_fraction: float = 0.2,
                 seed: int = 0) -> ImageDataset:
     if not root.is_dir():
-        raise UserError(f"imagefolder: folder '{root}' does not exist; pass --data-root <folder with one sub-folder per class>")
+        raise UserError(f"imagefolder: folder '{root}' does not exist; "
+                        "pass --data-root <folder with one sub-folder per class>")
     if not 8 <= int(size) <= 512:
         raise UserError(f"imagefolder: size must be between 8 and 512 pixels, got {size}")
     if not 0.0 < float(test_fraction) < 1.0:

@@ -26,7 +26,8 @@ class Augment:
         return self.crop_padding > 0 or self.hflip
 
 
-def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | None, padding: int) -> torch.Tensor:
+def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | None,
+                  padding: int) -> torch.Tensor:
     """Crop each padded image at its (row, col) offset and mirror the flagged ones, as one gather.
 
     ``images`` is B×C×H×W (any dtype), ``offsets`` B×2 integers in [0, 2·padding], ``flips`` B bools.

@@ -103,7 +103,8 @@ def load_dataset(
     root = root if root is not None else entry.default_root
     if entry.needs_root and root is None:
         raise UserError(
-            f"data set '{name}' needs a folder: pass --data-root <folder> (robust-kd train also takes data.root=<folder>)"
+            f"data set '{name}' needs a folder: pass --data-root <folder> "
+            "(robust-kd train also takes data.root=<folder>)"
         )
     kwargs: dict[str, Any] = dict(options)
     params = inspect.signature(entry.loader).parameters

@@ -14,7 +14,8 @@ from .dataset import ImageDataset
 from .registry import register_dataset
 
 
-def _make_split(prototypes: torch.Tensor, n: int, noise: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _make_split(prototypes: torch.Tensor, n: int, noise: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     num_classes, _, size, _ = prototypes.shape
     labels = torch.arange(n) % num_classes
     labels = labels[torch.randperm(n, generator=generator)]
@@ -31,7 +32,8 @@ def _make_split(prototypes: torch.Tensor, n: int, noise: float, generator: torch
 
 @register_dataset(
     "synthetic",
-    description="generated class prototypes with noise (for tests and demos; options: channels, size, classes, train, test)",
+    description="generated class prototypes with noise "
+                "(for tests and demos; options: channels, size, classes, train, test)",
     channels=None, size=None, num_classes=None, licence="generated",
 )
 def synthetic(channels: int = 3, size: int = 32, classes: int = 4, train: int = 256, test: int = 64,

@@ -15,10 +15,12 @@ from .collect import ReportData, RunRecord
 from .document import Figure, Report, Section, Table, table
 
 FLAG_WORDS = {
-    "iterative_weaker_than_single_step": "an iterative attack did worse than a single-step one: gradients may be masked",
+    "iterative_weaker_than_single_step":
+        "an iterative attack did worse than a single-step one: gradients may be masked",
     "accuracy_not_monotone_in_eps": "robust accuracy rose with a larger eps: the attack is not converging",
     "large_eps_not_zero": "robust accuracy stays well above 0% at a very large eps: gradients may be masked",
-    "black_box_beats_white_box": "a black-box attack broke points the white-box attacks missed: gradients may be masked",
+    "black_box_beats_white_box":
+        "a black-box attack broke points the white-box attacks missed: gradients may be masked",
     "zero_or_nan_gradients": "gradients were zero or NaN on some points: the model may mask gradients",
     "probabilities_not_logits": "the model seems to return probabilities, not logits",
     "non_deterministic": "the model gave different outputs for the same input",
@@ -126,8 +128,9 @@ def _precision_note(ev: dict) -> str:
 
 
 def _row_key(run: RunRecord, result: dict[str, Any], ev: dict[str, Any]) -> tuple:
-    return (run.name, ev.get("variant", "model"), str(result.get("suite", "")), ev.get("norm", ""), str(ev.get("eps", "")),
-            str(result.get("data", {}).get("name", "")), ev.get("n_examples", ""), ev.get("seed", ""))
+    return (run.name, ev.get("variant", "model"), str(result.get("suite", "")), ev.get("norm", ""),
+            str(ev.get("eps", "")), str(result.get("data", {}).get("name", "")), ev.get("n_examples", ""),
+            ev.get("seed", ""))
 
 
 def _row_names(data: ReportData) -> dict[tuple[int, int], str]:
@@ -162,7 +165,8 @@ def robustness_section(data: ReportData) -> Section | None:
                 code = flag.get("code", "")
                 words = FLAG_WORDS.get(code, code.replace("_", " "))
                 detail = f" ({flag['message']})" if flag.get("message") else ""
-                flags.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: {words}{detail}")
+                flags.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
+                             f"{words}{detail}")
     if not rows:
         return None
     paragraphs = ["Clean and robust accuracy in % over the points shown; robust accuracy is the per-point worst case "
@@ -209,7 +213,8 @@ def _breakdown_tables(evaluations: list[tuple]) -> list[Table]:
         for run_name, variant, _, eps, attacks, robust in rows:
             broken = {a.get("label", ""): a.get("points_broken", 0) for a in attacks}
             attacked = attacks[0].get("points_attacked", 0) if attacks else ""
-            body.append([run_name, variant, suite, eps, attacked, *(broken.get(label, "—") for label in labels), robust])
+            body.append([run_name, variant, suite, eps, attacked, *(broken.get(label, "—") for label in labels),
+                         robust])
         tables.append(table(["run", "variant", "suite", "eps", "attacked", *labels, "robust acc"], body,
                             f"{suite}: points broken by each attack, in suite order (each attack runs on the points "
                             "still robust; attacked: the points correct on clean input; —: not in that evaluation)"))
@@ -346,13 +351,14 @@ def _rsa_blocks(run_name: str, k: int, res: dict[str, Any], paragraphs: list[str
                               f"(black-box) of the {res.get('n_stimuli')} stimuli; labels: {res.get('labels', '')}.")
         blocks.append(table(["layer", "sim. to clean, white", "sim. to clean, black", "difference", "CI low",
                              "CI high", "p boot FDR", "displ. white", "displ. black", "p Wilcoxon FDR"],
-                            [[r.get("layer", r.get("model", "")), num(r.get("similarity_a")), num(r.get("similarity_b")),
-                              num(r.get("difference")), num(r.get("ci_low")), num(r.get("ci_high")),
-                              pval(r.get("p_bootstrap_fdr")), num(r.get("displacement_a")),
+                            [[r.get("layer", r.get("model", "")), num(r.get("similarity_a")),
+                              num(r.get("similarity_b")), num(r.get("difference")), num(r.get("ci_low")),
+                              num(r.get("ci_high")), pval(r.get("p_bootstrap_fdr")), num(r.get("displacement_a")),
                               num(r.get("displacement_b")), pval(r.get("p_wilcoxon_fdr"))]
                              for r in res.get("white_vs_black", [])], caption))
         if res.get("brain_rows"):
-            blocks.append(_brain_table(res["brain_rows"], f"{run_name}: every layer × stimulus type vs {res.get('brain')}"))
+            blocks.append(_brain_table(res["brain_rows"],
+                                       f"{run_name}: every layer × stimulus type vs {res.get('brain')}"))
         for key in ("rsa_bars", "network_rdms"):
             fig = _embed(folder, figs.get(key), f"{run_name}: adversarial RSA, {key.replace('_', ' ')}",
                          f"{prefix}_{key}.png")

@@ -103,7 +103,8 @@ def attack_problem(result: dict[str, Any]) -> str | None:
         for name in ("attacks", "flags"):
             if not isinstance(ev.get(name, []), list) or not all(isinstance(a, dict) for a in ev.get(name, [])):
                 return f"{where}: '{name}' is not a list of objects"
-        if not all(isinstance(f.get("code", ""), str) and isinstance(f.get("message", ""), str) for f in ev.get("flags", [])):
+        if not all(isinstance(f.get("code", ""), str) and isinstance(f.get("message", ""), str)
+                   for f in ev.get("flags", [])):
             return f"{where}: a flag's 'code' or 'message' is not a text"
         if not isinstance(ev.get("convergence") or {}, dict):
             return f"{where}: 'convergence' is not an object"
@@ -123,7 +124,8 @@ def read_run(path: Path) -> RunRecord:
     record = RunRecord(path=path, name=path.name, summary=_json(path / "summary.json"),
                        metrics=_metrics(path / "metrics.jsonl"))
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) if (path / "config.yaml").is_file() else {}
+        config = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+                  if (path / "config.yaml").is_file() else {})
         record.config = config if isinstance(config, dict) else {}
     except (OSError, ValueError, yaml.YAMLError):
         record.config = {}
@@ -149,7 +151,8 @@ def read_run(path: Path) -> RunRecord:
 def _transfer_problem(result: dict[str, Any]) -> str | None:
     """Why a transfer matrix cannot be drawn, or None when it is complete."""
     sources, targets, cells = result.get("sources"), result.get("targets"), result.get("cells")
-    if not (isinstance(sources, list) and isinstance(targets, list) and isinstance(cells, dict) and sources and targets):
+    if not (isinstance(sources, list) and isinstance(targets, list) and isinstance(cells, dict)
+            and sources and targets):
         return "it lacks sources, targets or cells"
     for s in sources:
         for t in targets:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -42,7 +41,8 @@ class Report:
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } \
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 .subtitle { color: #666; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; }
@@ -86,7 +86,8 @@ def render_html(report: Report) -> str:
                 out.append("</table>")
             else:
                 data = base64.b64encode(block.png).decode("ascii")
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption or block.name)}'>"
+                out.append(f"<figure><img src='data:image/png;base64,{data}' "
+                           f"alt='{html.escape(block.caption or block.name)}'>"
                            f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

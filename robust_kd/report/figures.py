@@ -49,7 +49,8 @@ def eps_curves(curves: dict[str, list[tuple[float, float]]], norm: str) -> bytes
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, points in curves.items():
         points = sorted(points)
-        ax.plot([p[0] * (255 if norm == "Linf" else 1) for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.plot([p[0] * (255 if norm == "Linf" else 1) for p in points], [p[1] for p in points], marker="o",
+                label=label)
     ax.set_xlabel("eps (×1/255)" if norm == "Linf" else "eps (L2)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
@@ -116,7 +117,8 @@ def adversarial_examples(clean: np.ndarray, adversarial: np.ndarray, captions: S
     fig, axes = plt.subplots(3, n, figsize=(1.35 * n + 0.9, 5.0), squeeze=False, layout="constrained")
     delta = adversarial - clean
     scale = np.abs(delta).reshape(n, -1).max(axis=1).clip(min=1e-12)
-    rows = {"clean": clean, "adversarial": adversarial, "perturbation\n(stretched)": 0.5 + 0.5 * delta / scale[:, None, None, None]}
+    rows = {"clean": clean, "adversarial": adversarial,
+            "perturbation\n(stretched)": 0.5 + 0.5 * delta / scale[:, None, None, None]}
     for r, (name, images) in enumerate(rows.items()):
         for i in range(n):
             ax = axes[r][i]
