@@ -9,7 +9,7 @@ from torch import nn
 
 from ..data import Batch
 from ..device import autocast, uses_channels_last
-from ..train.objective import StepInfo
+from ..train.objective import Objective, StepInfo
 from ..train.parallel import global_batch
 from .base import DistillSetup, Distiller, StepContext
 
@@ -41,7 +41,7 @@ class TeacherCache:
         return float(self.filled.float().mean())
 
 
-class DistillationObjective:
+class DistillationObjective(Objective):
     """The trainer's objective for distillation: ``(student, batch, step) -> (logits, terms)``."""
 
     def __init__(self, distiller: Distiller, teacher: nn.Module, *, device: torch.device,

@@ -130,8 +130,7 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise UserError(f"the training split has no images; check the data set '{dataset.name}'")
-        if hasattr(self.objective, "bind"):
-            self.objective.bind(self)
+        self.objective.bind(self)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """SGD for the network; Adam without weight decay for JPEG tables (JPEG-DL's split)."""
@@ -163,12 +162,10 @@ class Trainer:
         """Before the first epoch of a new run: the objective's preparation (e.g. a distiller's
         thresholds) and the data-driven initialisation of JPEG tables. On resume, restore them."""
         if state.epochs_done > 0:
-            if hasattr(self.objective, "load_state_dict"):
-                self.objective.load_state_dict(state.objective_state)
+            self.objective.load_state_dict(state.objective_state)
             return
-        if hasattr(self.objective, "prepare"):
-            self.objective.prepare(self)
-            state.objective_state = self.objective.state_dict()
+        self.objective.prepare(self)
+        state.objective_state = self.objective.state_dict()
         if not self.jpeg_layers:
             return
         jpeg = self.config.jpeg
@@ -332,8 +329,7 @@ class Trainer:
                 with autocast(self.device):
                     record.update(evaluate(self.model, self.test_loader, prefix="test_"))
                 record.update(self.jpeg_table_shift(state))
-                if hasattr(self.objective, "epoch_metrics"):
-                    record.update(self.objective.epoch_metrics())
+                record.update(self.objective.epoch_metrics())
                 state.epochs_done = epoch + 1
                 state.train_seconds += record["train_seconds"]
                 improved = record["test_accuracy"] > state.best_accuracy
