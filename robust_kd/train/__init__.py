@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .context import TrainingContext
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective, StepInfo
 from .progress import PlainReporter, Reporter, RichReporter, default_reporter
@@ -16,7 +17,7 @@ from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
     "CrossEntropy", "Objective", "StepInfo", "PlainReporter", "Reporter", "RichReporter", "RunFolder", "TrainConfig",
-    "Trainer", "TrainingDiverged", "default_reporter", "default_run_name", "evaluate", "list_recipes",
+    "Trainer", "TrainingContext", "TrainingDiverged", "default_reporter", "default_run_name", "evaluate", "list_recipes",
     "prepare_training", "resolve_train_config", "train",
 ]
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import Batch
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .context import TrainingContext
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,10 @@ class Objective:
     def __call__(self, model: nn.Module, batch: Batch, step: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def bind(self, trainer: "Trainer") -> None:
+    def bind(self, context: TrainingContext) -> None:
         """Called when the trainer is built, for a new run and a resumed one alike."""
 
-    def prepare(self, trainer: "Trainer") -> None:
+    def prepare(self, context: TrainingContext) -> None:
         """Called once before the first epoch of a new run (a resume restores :meth:`state_dict` instead)."""
 
     def epoch_metrics(self) -> dict[str, float]:

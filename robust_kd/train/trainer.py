@@ -18,6 +18,7 @@ from ..device import autocast, device_name, resolve_device, uses_channels_last
 from ..errors import UserError
 from ..jpeg import initialize_tables, jpeg_layers
 from . import parallel
+from .context import TrainingContext
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective, StepInfo
 from .progress import Reporter
@@ -130,7 +131,9 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise UserError(f"the training split has no images; check the data set '{dataset.name}'")
-        self.objective.bind(self)
+        # what the objective (and the training parts) may use of this run: not the trainer itself
+        self.context = TrainingContext(self.device, dataset, self.train_loader)
+        self.objective.bind(self.context)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """SGD for the network; Adam without weight decay for JPEG tables (JPEG-DL's split)."""
@@ -164,7 +167,7 @@ class Trainer:
         if state.epochs_done > 0:
             self.objective.load_state_dict(state.objective_state)
             return
-        self.objective.prepare(self)
+        self.objective.prepare(self.context)
         state.objective_state = self.objective.state_dict()
         if not self.jpeg_layers:
             return
