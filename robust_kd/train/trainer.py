@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,62 +22,13 @@ from .objective import CrossEntropy, Objective, StepInfo
 from .progress import Reporter
 from .recipe import TrainConfig
 from .run import RunFolder
+from .running_stats import RunningStats
 from .schedule import lr_at
+from .state import TrainState
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    epochs_done: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_accuracy: float = -1.0
-    best_epoch: int = 0
-    train_seconds: float = 0.0
-    jpeg_initial_tables: list[dict[str, Any]] = field(default_factory=list)
-    objective_state: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainState":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-class _RunningStats:
-    """Sums kept on the device; read (one sync) only when the progress display refreshes."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.terms: dict[str, torch.Tensor] = {}
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen = 0
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        n = labels.shape[0]
-        for name, value in terms.items():
-            weighted = value.detach().float() * n
-            self.terms[name] = self.terms[name] + weighted if name in self.terms else weighted
-        self.correct += (logits.detach().argmax(dim=1) == labels).sum()
-        self.seen += n
-
-    def reduce(self) -> None:
-        """Sum over the processes of a torchrun group (every rank then reads the global numbers)."""
-        names = sorted(self.terms)
-        packed = torch.stack([self.terms[n].float() for n in names]
-                             + [self.correct.float(), torch.tensor(float(self.seen), device=self.device)])
-        packed = parallel.all_reduce_sum(packed)
-        self.terms = {n: packed[i] for i, n in enumerate(names)}
-        self.correct = packed[-2].round().long()
-        self.seen = int(packed[-1].round())
-
-    def read(self) -> tuple[dict[str, float], float]:
-        terms = {k: float(v) / max(self.seen, 1) for k, v in self.terms.items()}
-        return terms, int(self.correct) / max(self.seen, 1)
 
 
 class Trainer:
@@ -254,7 +203,7 @@ class Trainer:
         """One pass over the training split (0-based ``epoch`` picks its shuffle and augmentation)."""
         self.model.train()
         steps = len(self.train_loader)
-        stats = _RunningStats(self.device)
+        stats = RunningStats(self.device)
         self.reporter.start_epoch(epoch + 1, steps)
         check_every = 1 if self.device.type == "cpu" else 25
         started = time.perf_counter()
