@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import metrics_history, wait_for_epochs
 from robust_kd.checkpoint import load_model, read_checkpoint
 from robust_kd.data import BatchLoader, load_dataset
 from robust_kd.errors import UserError
-from robust_kd.train import Reporter, TrainingDiverged, evaluate, train
+from robust_kd.models import create_model
+from robust_kd.train import (
+    Objective, Reporter, RunFolder, Trainer, TrainingDiverged, evaluate, resolve_train_config, train,
+)
+from robust_kd.train.state import TrainState
 
 SMALL = ["data.options.size=16", "data.options.classes=4", "data.options.train=256", "data.options.test=64",
          "batch_size=32", "eval_batch_size=64", "device=cpu"]
@@ -101,6 +106,33 @@ def test_a_damaged_run_config_is_one_clear_error(runs_dir):
     config.write_bytes(bytes(range(128, 256)))
     with pytest.raises(UserError, match="repair it or start over with --fresh"):
         train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir)
+
+
+def test_an_objective_defines_only_its_loss_and_the_base_class_gives_the_hooks(runs_dir):
+    class HalfCrossEntropy(Objective):
+        def __call__(self, model, batch, step):
+            logits = model(batch.images)
+            return logits, {"half_ce": 0.5 * F.cross_entropy(logits.float(), batch.labels)}
+
+    config = resolve_train_config("quick", {"model": "resnet8", "data": {"name": "synthetic"}}, SMALL + ["epochs=1"])
+    data = load_dataset("synthetic", size=16, classes=4, train=256, test=64)
+    model = create_model("resnet8", 4, image_size=16, mean=data.mean, std=data.std)
+    run = RunFolder.prepare(runs_dir, "half", config.as_dict())
+    summary = Trainer(config, model, data, run, objective=HalfCrossEntropy()).fit()
+    record = json.loads((run.path / "metrics.jsonl").read_text())
+    assert set(record["train_loss"]) == {"half_ce"} and summary["epochs"] == 1
+    assert read_checkpoint(run.last_checkpoint)["trainer"]["objective_state"] == {}
+
+
+def test_the_train_state_keeps_each_part_state_under_its_own_key():
+    state = TrainState(epochs_done=2, part_states={"jpeg_initial_tables": [{"luma": [[1.0]]}]},
+                       objective_state={"thresholds": [1, 2]})
+    data = state.as_dict()
+    assert list(data) == ["epochs_done", "history", "best_accuracy", "best_epoch", "train_seconds",
+                          "jpeg_initial_tables", "objective_state"]  # where checkpoints have always kept it
+    assert TrainState.from_dict(data, {"jpeg_initial_tables": []}) == state
+    older = {k: v for k, v in data.items() if k != "jpeg_initial_tables"}  # written before the part existed
+    assert TrainState.from_dict(older, {"jpeg_initial_tables": []}).part_states == {"jpeg_initial_tables": []}
 
 
 # ---------------------------------------------------------------- kill and resume

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
+from ..checkpoint import load_model
 from ..data import BatchLoader, ImageDataset
 
 
@@ -17,3 +20,6 @@ class TrainingContext:
     dataset: ImageDataset
     train_batches: BatchLoader
 
+    def load_model(self, path: str | Path) -> nn.Module:
+        """The model of a checkpoint (e.g. a pretrained one a part starts from), on this run's device, in eval mode."""
+        return load_model(path, self.device)
