@@ -1,4 +1,8 @@
-"""One training loop for plain training and, through other objectives, distillation."""
+"""One training loop for plain training and, through other objectives, distillation.
+
+What trains beside the network's weights by rules of its own (JPEG-DL's quantization tables) is a
+training part (:mod:`robust_kd.train.parts`): the loop calls its hooks and knows nothing more of it.
+"""
 
 from __future__ import annotations
 
