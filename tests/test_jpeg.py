@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import foolbox_images
 from PIL import Image
 
 from robust_kd.checkpoint import load_model, read_checkpoint
@@ -24,8 +25,6 @@ from robust_kd.jpeg.quantize import hard_quantize, index_range, soft_quantize
 from robust_kd.jpeg.training import JpegTableTraining
 from robust_kd.models import create_model, list_models
 from robust_kd.train import prepare_training, resolve_train_config, train
-
-from conftest import foolbox_images
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -55,7 +54,7 @@ def through_layer(array: np.ndarray, quality: int) -> np.ndarray:
 def _real_images() -> list[np.ndarray]:
     cifar, _ = foolbox_images("cifar10")
     images = [cifar[i].transpose(1, 2, 0) for i in range(4)]
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     for path in sorted(folder.glob("imagenet_0[0-2]_*.jpg")):
         images.append(np.asarray(Image.open(path).convert("RGB"))[100:161, 50:127])  # 61×77: not multiples of 8
     return images

@@ -12,7 +12,7 @@ from ..device import autocast, uses_channels_last
 from ..train.context import TrainingContext
 from ..train.objective import Objective, StepInfo
 from ..train.parallel import global_batch
-from .base import DistillSetup, Distiller, StepContext
+from .base import Distiller, DistillSetup, StepContext
 
 CACHE_BUDGET_BYTES = {"cpu": 512 * 2**20, "cuda": 2 * 2**30}
 

@@ -37,6 +37,6 @@ class JpegConfig:
             (self.lr > 0 and self.q_max > 0 and self.init_images >= 1,
              "jpeg.lr, jpeg.q_max and jpeg.init_images must be positive"),
             (self.init != "sensitivity" or bool(self.init_checkpoint),
-             "jpeg.init=sensitivity needs jpeg.init_checkpoint=<a pretrained plain model's .pt>; "
-             "or use jpeg.init=abs_avg"),
+             ("jpeg.init=sensitivity needs jpeg.init_checkpoint=<a pretrained plain model's .pt>; "
+              "or use jpeg.init=abs_avg")),
         ]
