@@ -6,10 +6,12 @@ import importlib.util
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from conftest import foolbox_images
 from PIL import Image
 
 from robust_kd.checkpoint import load_model, read_checkpoint
@@ -17,12 +19,12 @@ from robust_kd.cli import main
 from robust_kd.data import load_dataset
 from robust_kd.errors import UserError
 from robust_kd.jpeg import JpegLayer, abs_avg_tables, sensitivity_tables, set_jpeg_mode, standard_tables
+from robust_kd.jpeg.config import JpegConfig
 from robust_kd.jpeg.dct import block_dct, block_idct, dct_matrix, from_blocks, to_blocks
 from robust_kd.jpeg.quantize import hard_quantize, index_range, soft_quantize
+from robust_kd.jpeg.training import JpegTableTraining
 from robust_kd.models import create_model, list_models
 from robust_kd.train import prepare_training, resolve_train_config, train
-
-from conftest import foolbox_images
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,7 +54,7 @@ def through_layer(array: np.ndarray, quality: int) -> np.ndarray:
 def _real_images() -> list[np.ndarray]:
     cifar, _ = foolbox_images("cifar10")
     images = [cifar[i].transpose(1, 2, 0) for i in range(4)]
-    folder = Path(list(importlib.util.find_spec("foolbox").submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(importlib.util.find_spec("foolbox").submodule_search_locations))) / "data"
     for path in sorted(folder.glob("imagenet_0[0-2]_*.jpg")):
         images.append(np.asarray(Image.open(path).convert("RGB"))[100:161, 50:127])  # 61×77: not multiples of 8
     return images
@@ -254,6 +256,37 @@ def test_jpegdl_training_moves_the_tables_with_adam_and_the_checkpoint_keeps_the
     model = load_model(summary["checkpoint"])
     assert torch.equal(model.input_layer.luma_table.detach(), learned)
     assert model.input_layer.options()["alpha"] == 5.0
+
+
+def test_the_jpeg_table_part_trains_the_tables_and_nothing_else():
+    context = SimpleNamespace(device=torch.device("cpu"), dataset=load_dataset("synthetic", size=16, train=32, test=8),
+                              load_model=load_model)
+    plain = JpegTableTraining.of(create_model("resnet8", 4), JpegConfig())
+    plain.prepare(context)
+    plain.after_step()
+    assert plain.parameters() == [] and plain.optimizers() == {} and plain.learning_rates(0.1, 0.1) == {}
+    assert plain.epoch_metrics() == {} and plain.state_dict() == []
+
+    model = create_model("jpegdl_resnet8", 4)
+    part = JpegTableTraining.of(model, JpegConfig(lr=0.01, lr_schedule="follow"))
+    assert part.parameters() == [model.input_layer.luma_table, model.input_layer.chroma_table]
+    assert isinstance(part.optimizers()["jpeg"], torch.optim.Adam) and list(part.optimizers()) == ["jpeg"]
+    assert part.learning_rates(0.05, 0.1) == {"jpeg": pytest.approx(0.005)}
+    assert JpegTableTraining.of(model, JpegConfig(lr=0.01)).learning_rates(0.05, 0.1) == {"jpeg": 0.01}
+    part.prepare(context)  # abs_avg tables from the training images
+    assert not torch.equal(model.input_layer.luma_table.detach(), standard_tables(50)[0])
+    assert [sorted(t) for t in part.state_dict()] == [["chroma", "luma"]]
+    assert part.epoch_metrics() == {"jpeg_table_shift": 0.0, "jpeg_table_shift_max": 0.0}
+    with torch.no_grad():
+        model.input_layer.luma_table.mul_(1.5)
+        model.input_layer.chroma_table[0, 0] = -1.0
+    part.after_step()  # projected back into [table_min, table_max]
+    assert float(model.input_layer.chroma_table.detach().min()) == pytest.approx(0.05)
+    shift = part.epoch_metrics()
+    assert shift["jpeg_table_shift"] > 0.25 and shift["jpeg_table_shift_max"] >= 0.5
+    resumed = JpegTableTraining.of(model, JpegConfig())
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))  # as a checkpoint keeps it
+    assert resumed.epoch_metrics() == shift
 
 
 def test_sensitivity_init_without_a_checkpoint_is_refused_before_the_run(runs_dir):

@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
+import torch.nn.functional as F
 from conftest import metrics_history, wait_for_epochs
+
 from robust_kd.checkpoint import load_model, read_checkpoint
 from robust_kd.data import BatchLoader, load_dataset
 from robust_kd.errors import UserError
-from robust_kd.train import Reporter, TrainingDiverged, evaluate, train
+from robust_kd.models import create_model
+from robust_kd.train import Reporter, TrainingDiverged, evaluate, resolve_train_config, train
+from robust_kd.train.objective import Objective
+from robust_kd.train.run import RunFolder
+from robust_kd.train.state import TrainState
+from robust_kd.train.trainer import Trainer
 
 SMALL = ["data.options.size=16", "data.options.classes=4", "data.options.train=256", "data.options.test=64",
          "batch_size=32", "eval_batch_size=64", "device=cpu"]
@@ -103,6 +109,33 @@ def test_a_damaged_run_config_is_one_clear_error(runs_dir):
         train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir)
 
 
+def test_an_objective_defines_only_its_loss_and_the_base_class_gives_the_hooks(runs_dir):
+    class HalfCrossEntropy(Objective):
+        def __call__(self, model, batch, step):
+            logits = model(batch.images)
+            return logits, {"half_ce": 0.5 * F.cross_entropy(logits.float(), batch.labels)}
+
+    config = resolve_train_config("quick", {"model": "resnet8", "data": {"name": "synthetic"}}, SMALL + ["epochs=1"])
+    data = load_dataset("synthetic", size=16, classes=4, train=256, test=64)
+    model = create_model("resnet8", 4, image_size=16, mean=data.mean, std=data.std)
+    run = RunFolder.prepare(runs_dir, "half", config.as_dict())
+    summary = Trainer(config, model, data, run, objective=HalfCrossEntropy()).fit()
+    record = json.loads((run.path / "metrics.jsonl").read_text())
+    assert set(record["train_loss"]) == {"half_ce"} and summary["epochs"] == 1
+    assert read_checkpoint(run.last_checkpoint)["trainer"]["objective_state"] == {}
+
+
+def test_the_train_state_keeps_each_part_state_under_its_own_key():
+    state = TrainState(epochs_done=2, part_states={"jpeg_initial_tables": [{"luma": [[1.0]]}]},
+                       objective_state={"thresholds": [1, 2]})
+    data = state.as_dict()
+    assert list(data) == ["epochs_done", "history", "best_accuracy", "best_epoch", "train_seconds",
+                          "jpeg_initial_tables", "objective_state"]  # where checkpoints have always kept it
+    assert TrainState.from_dict(data, {"jpeg_initial_tables": []}) == state
+    older = {k: v for k, v in data.items() if k != "jpeg_initial_tables"}  # written before the part existed
+    assert TrainState.from_dict(older, {"jpeg_initial_tables": []}).part_states == {"jpeg_initial_tables": []}
+
+
 # ---------------------------------------------------------------- kill and resume
 
 
@@ -119,7 +152,8 @@ def _env() -> dict[str, str]:
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir):
-    reference = subprocess.run(_train_command(runs_dir, "whole"), env=_env(), capture_output=True, text=True, timeout=600)
+    reference = subprocess.run(_train_command(runs_dir, "whole"), env=_env(), capture_output=True, text=True,
+                               timeout=600, check=False)
     assert reference.returncode == 0, reference.stderr
 
     victim = subprocess.Popen(_train_command(runs_dir, "killed"), env=_env(), stdout=subprocess.PIPE,
@@ -132,7 +166,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir):
     done = metrics.read_text().count("\n")
     assert 1 <= done < 4 and not (runs_dir / "killed" / "summary.json").exists()
 
-    resumed = subprocess.run(_train_command(runs_dir, "killed"), env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_train_command(runs_dir, "killed"), env=_env(), capture_output=True, text=True,
+                             timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after epoch {done}" in resumed.stderr
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import Batch
 from ..device import autocast, uses_channels_last
-from ..train.objective import StepInfo
+from ..train.context import TrainingContext
+from ..train.objective import Objective, StepInfo
 from ..train.parallel import global_batch
-from .base import DistillSetup, Distiller, StepContext
-
-if TYPE_CHECKING:
-    from ..train.trainer import Trainer
+from .base import Distiller, DistillSetup, StepContext
 
 CACHE_BUDGET_BYTES = {"cpu": 512 * 2**20, "cuda": 2 * 2**30}
 
@@ -41,7 +39,7 @@ class TeacherCache:
         return float(self.filled.float().mean())
 
 
-class DistillationObjective:
+class DistillationObjective(Objective):
     """The trainer's objective for distillation: ``(student, batch, step) -> (logits, terms)``."""
 
     def __init__(self, distiller: Distiller, teacher: nn.Module, *, device: torch.device,
@@ -82,18 +80,18 @@ class DistillationObjective:
 
     # ------------------------------------------------------------------ trainer hooks
 
-    def bind(self, trainer: "Trainer") -> None:
-        """Called by the trainer at every start: set up the teacher cache for its loader."""
-        loader = trainer.train_loader
-        classes = trainer.dataset.num_classes
+    def bind(self, context: TrainingContext) -> None:
+        """Called by the trainer at every start: set up the teacher cache for its training batches."""
+        loader = context.train_batches
+        classes = context.dataset.num_classes
         size = TeacherCache.bytes_needed(loader.num_samples, loader.num_views, classes, self.device)
         budget = CACHE_BUDGET_BYTES.get(self.device.type, 0)
         if self.cache_mode == "always" or (self.cache_mode == "auto" and size <= budget):
             self.cache = TeacherCache(loader.num_samples, loader.num_views, classes, self.device)
 
-    def prepare(self, trainer: "Trainer") -> None:
+    def prepare(self, context: TrainingContext) -> None:
         self.distiller.prepare(DistillSetup(
-            teacher=self.teacher_logits, teacher_model=self.teacher, train_batches=trainer.train_loader,
+            teacher=self.teacher_logits, teacher_model=self.teacher, train_batches=context.train_batches,
             device=self.device, teacher_arch=self.teacher_arch, student_arch=self.student_arch,
         ))
 

@@ -41,8 +41,6 @@ class JpegLayer(nn.Module):
     can be clipped (32767 × 0.05 > 1024); wherever 8 bits would not clip, both give the same output.
     """
 
-    optimizer_group = "jpeg"  # the trainer gives these parameters their own optimizer (Adam)
-
     def __init__(
         self,
         channels: int = 3,
@@ -80,9 +78,10 @@ class JpegLayer(nn.Module):
 
     def options(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (the tables come from the state dict)."""
-        return {"alpha": self.alpha, "window": self.window, "bits": self.bits, "quality": self.quality, "table_min": self.table_min, "table_max": self.table_max}
+        return {"alpha": self.alpha, "window": self.window, "bits": self.bits, "quality": self.quality,
+                "table_min": self.table_min, "table_max": self.table_max}
 
-    def set_mode(self, mode: str) -> "JpegLayer":
+    def set_mode(self, mode: str) -> JpegLayer:
         if mode not in MODES:
             raise UserError(f"unknown JPEG layer mode '{mode}'; choose one of: {', '.join(MODES)}")
         self.mode = mode  # type: ignore[assignment]

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from .context import TrainingContext
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective, StepInfo
+from .parts import TrainingPart
 from .progress import PlainReporter, Reporter, RichReporter, default_reporter
 from .recipe import TrainConfig, list_recipes, resolve_train_config
 from .run import RunFolder
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
-    "CrossEntropy", "Objective", "StepInfo", "PlainReporter", "Reporter", "RichReporter", "RunFolder", "TrainConfig",
-    "Trainer", "TrainingDiverged", "default_reporter", "default_run_name", "evaluate", "list_recipes",
-    "prepare_training", "resolve_train_config", "train",
+    "CrossEntropy",
+    "Objective",
+    "PlainReporter",
+    "Reporter",
+    "RichReporter",
+    "RunFolder",
+    "StepInfo",
+    "TrainConfig",
+    "Trainer",
+    "TrainingContext",
+    "TrainingDiverged",
+    "TrainingPart",
+    "default_reporter",
+    "default_run_name",
+    "evaluate",
+    "list_recipes",
+    "prepare_training",
+    "resolve_train_config",
+    "train",
 ]
 
 
@@ -49,12 +68,9 @@ def prepare_training(
     reporter: Reporter | None = None,
 ) -> Trainer:
     """Check everything (data, model) before a run folder is touched, then set up the trainer."""
-    from ..data import load_dataset
-    from ..device import resolve_device
-    from ..models import create_model
-
     from ..checkpoint import read_checkpoint
-    from ..models import has_input_layer
+    from ..device import resolve_device
+    from ..models import create_model, has_input_layer
 
     resolve_device(config.device)
     if has_input_layer(config.model) and config.jpeg.init == "sensitivity":

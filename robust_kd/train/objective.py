@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import Batch
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
+from .context import TrainingContext
 
 
 @dataclass(frozen=True)
@@ -35,18 +33,35 @@ class StepInfo:
         return torch.Generator(device=device).manual_seed(seed)
 
 
-class Objective(Protocol):
-    """``objective(model, batch, step) -> (logits, {term name: scalar loss})``.
+class Objective:
+    """What the trainer minimises: ``objective(model, batch, step) -> (logits, {term name: scalar loss})``.
 
-    The trainer sums the terms for the step and logs each one separately. An objective may also
-    define ``prepare(trainer)`` (run once before the first epoch of a new run) and
-    ``state_dict()`` / ``load_state_dict(state)`` (small JSON-able state kept in checkpoints).
+    The trainer sums the terms for the step and logs each one separately. Subclasses implement
+    :meth:`__call__`; the other hooks do nothing here, so the trainer calls them all unconditionally.
     """
 
-    def __call__(self, model: nn.Module, batch: Batch, step: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def __call__(self, model: nn.Module, batch: Batch, step: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def bind(self, context: TrainingContext) -> None:
+        """Called when the trainer is built, for a new run and a resumed one alike."""
+
+    def prepare(self, context: TrainingContext) -> None:
+        """Called once before the first epoch of a new run (a resume restores :meth:`state_dict` instead)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Numbers recorded with every epoch (and repeated in the summary)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Small JSON-able state from :meth:`prepare`, kept in checkpoints so that a resume skips it."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
-class CrossEntropy:
+class CrossEntropy(Objective):
     """Plain supervised training: L = CE(y, softmax(z)), computed in fp32 under autocast."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
@@ -56,12 +71,3 @@ class CrossEntropy:
         logits = model(batch.images)
         loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.label_smoothing)
         return logits, {"ce": loss}
-
-    def prepare(self, trainer: "Trainer") -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None

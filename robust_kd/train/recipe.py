@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..config import apply_overrides, build, merge, read_yaml, to_dict
 from ..errors import UserError
+from ..jpeg.config import JpegConfig
 
 
 @dataclass
@@ -45,28 +46,6 @@ class AugmentConfig:
 
 
 @dataclass
-class JpegConfig:
-    """JPEG-DL settings; used by ``jpegdl_*`` models only (defaults: the paper's CIFAR-100 code)."""
-
-    alpha: float = 5.0  # soft quantizer sharpness, fixed
-    window: int = 5  # candidate indices around round(z/q)
-    bits: int = 16  # signed range of quantization indices (see JpegLayer: wide enough never to clip)
-    init: Literal["standard", "abs_avg", "sensitivity"] = "abs_avg"
-    quality: int = 50  # tables of init=standard
-    q_max: float = 10.0  # init=sensitivity scales the luma table to this maximum
-    init_checkpoint: str | None = None  # init=sensitivity: a pretrained plain model of the same task
-    init_images: int = 2000  # training images used to initialise the tables
-    lr: float = 0.003  # Adam on the tables
-    lr_schedule: Literal["constant", "follow"] = "constant"  # follow: scaled like the network's LR
-    table_min: float = 0.05
-    table_max: float = 255.0
-
-    def layer_options(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "window": self.window, "bits": self.bits, "quality": self.quality,
-                "table_min": self.table_min, "table_max": self.table_max}
-
-
-@dataclass
 class TrainConfig:
     model: str = "resnet8x4"
     data: DataConfig = field(default_factory=DataConfig)
@@ -96,14 +75,7 @@ class TrainConfig:
             (all(m >= 0 for m in self.schedule.milestones), "schedule.milestones must not be negative"),
             (self.schedule.min_lr >= 0, "schedule.min_lr must not be negative"),
             (0 <= self.augment.crop_padding <= 16, "augment.crop_padding must lie in 0..16"),
-            (self.jpeg.alpha > 0 and self.jpeg.window >= 1 and 2 <= self.jpeg.bits <= 16,
-             "jpeg.alpha must be positive, jpeg.window at least 1 and jpeg.bits in 2..16"),
-            (0 < self.jpeg.table_min < self.jpeg.table_max, "need 0 < jpeg.table_min < jpeg.table_max"),
-            (1 <= self.jpeg.quality <= 100, f"jpeg.quality must lie in 1..100, got {self.jpeg.quality}"),
-            (self.jpeg.lr > 0 and self.jpeg.q_max > 0 and self.jpeg.init_images >= 1,
-             "jpeg.lr, jpeg.q_max and jpeg.init_images must be positive"),
-            (self.jpeg.init != "sensitivity" or bool(self.jpeg.init_checkpoint),
-             "jpeg.init=sensitivity needs jpeg.init_checkpoint=<a pretrained plain model's .pt>; or use jpeg.init=abs_avg"),
+            *self.jpeg.checks(),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
         ]

@@ -1,84 +1,43 @@
-"""One training loop for plain training and, through other objectives, distillation."""
+"""One training loop for plain training and, through other objectives, distillation.
+
+What trains beside the network's weights by rules of its own (JPEG-DL's quantization tables) is a
+training part (:mod:`robust_kd.train.parts`): the loop calls its hooks and knows nothing more of it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from .. import distributed
-from ..checkpoint import load_model, read_checkpoint, save_checkpoint
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..data import Augment, BatchLoader, ImageDataset
 from ..device import autocast, device_name, resolve_device, uses_channels_last
 from ..errors import UserError
-from ..jpeg import initialize_tables, jpeg_layers
 from . import parallel
+from .context import TrainingContext
 from .evaluate import evaluate
 from .objective import CrossEntropy, Objective, StepInfo
+from .parts import build_parts
 from .progress import Reporter
 from .recipe import TrainConfig
 from .run import RunFolder
+from .running_stats import RunningStats
 from .schedule import lr_at
+from .state import TrainState
+
+# the keys of an epoch's record that the trainer writes itself; the others come from the training parts'
+# and the objective's epoch_metrics, and the summary repeats those of the last epoch
+OWN_RECORD_KEYS = frozenset({"epoch", "train_loss", "train_accuracy", "lr", "train_seconds", "images_per_s",
+                             "test_accuracy", "test_loss"})
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    epochs_done: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_accuracy: float = -1.0
-    best_epoch: int = 0
-    train_seconds: float = 0.0
-    jpeg_initial_tables: list[dict[str, Any]] = field(default_factory=list)
-    objective_state: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainState":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-class _RunningStats:
-    """Sums kept on the device; read (one sync) only when the progress display refreshes."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.terms: dict[str, torch.Tensor] = {}
-        self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.seen = 0
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        n = labels.shape[0]
-        for name, value in terms.items():
-            weighted = value.detach().float() * n
-            self.terms[name] = self.terms[name] + weighted if name in self.terms else weighted
-        self.correct += (logits.detach().argmax(dim=1) == labels).sum()
-        self.seen += n
-
-    def reduce(self) -> None:
-        """Sum over the processes of a torchrun group (every rank then reads the global numbers)."""
-        names = sorted(self.terms)
-        packed = torch.stack([self.terms[n].float() for n in names]
-                             + [self.correct.float(), torch.tensor(float(self.seen), device=self.device)])
-        packed = parallel.all_reduce_sum(packed)
-        self.terms = {n: packed[i] for i, n in enumerate(names)}
-        self.correct = packed[-2].round().long()
-        self.seen = int(packed[-1].round())
-
-    def read(self) -> tuple[dict[str, float], float]:
-        terms = {k: float(v) / max(self.seen, 1) for k, v in self.terms.items()}
-        return terms, int(self.correct) / max(self.seen, 1)
 
 
 class Trainer:
@@ -116,7 +75,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         # what the training step calls: DDP around the model under torchrun, the model itself otherwise
         self.step_model = parallel.wrap(self.model, self.device) if self.shard[1] > 1 else self.model
-        self.jpeg_layers = jpeg_layers(self.model)
+        self.parts = build_parts(self.model, config)
         self.optimizers = self.build_optimizers()
         hflip = dataset.hflip if config.augment.hflip is None else config.augment.hflip
         self.train_loader = BatchLoader(
@@ -130,30 +89,31 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise UserError(f"the training split has no images; check the data set '{dataset.name}'")
-        if hasattr(self.objective, "bind"):
-            self.objective.bind(self)
+        # what the objective (and the training parts) may use of this run: not the trainer itself
+        self.context = TrainingContext(self.device, dataset, self.train_loader)
+        self.objective.bind(self.context)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """SGD for the network; Adam without weight decay for JPEG tables (JPEG-DL's split)."""
+        """SGD for the network's parameters; the training parts' own optimizers for theirs (JPEG-DL's
+        tables: Adam)."""
         opt = self.config.optimizer
-        table_ids = {id(p) for layer in self.jpeg_layers for p in layer.parameters()}
+        claimed = {id(p) for part in self.parts for p in part.parameters()}
         optimizers: dict[str, torch.optim.Optimizer] = {
             "network": torch.optim.SGD(
-                [p for p in self.model.parameters() if id(p) not in table_ids], lr=self.config.base_lr(),
+                [p for p in self.model.parameters() if id(p) not in claimed], lr=self.config.base_lr(),
                 momentum=opt.momentum, weight_decay=opt.weight_decay, nesterov=opt.nesterov,
             )
         }
-        if table_ids:
-            tables = [p for layer in self.jpeg_layers for p in layer.parameters()]
-            optimizers["jpeg"] = torch.optim.Adam(tables, lr=self.config.jpeg.lr, weight_decay=0.0)
+        for part in self.parts:
+            optimizers.update(part.optimizers())
         return optimizers
 
     def _set_learning_rates(self, progress: float) -> float:
         config = self.config
         lr = lr_at(config.schedule, config.base_lr(), progress, config.epochs)
-        rates = {"network": lr, "jpeg": config.jpeg.lr}
-        if config.jpeg.lr_schedule == "follow":
-            rates["jpeg"] = config.jpeg.lr * lr / config.base_lr()
+        rates = {"network": lr}
+        for part in self.parts:
+            rates.update(part.learning_rates(lr, config.base_lr()))
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
                 group["lr"] = rates[name]
@@ -161,48 +121,17 @@ class Trainer:
 
     def prepare(self, state: TrainState) -> None:
         """Before the first epoch of a new run: the objective's preparation (e.g. a distiller's
-        thresholds) and the data-driven initialisation of JPEG tables. On resume, restore them."""
+        thresholds), then the training parts' (e.g. JPEG tables from data). On resume, restore theirs."""
         if state.epochs_done > 0:
-            if hasattr(self.objective, "load_state_dict"):
-                self.objective.load_state_dict(state.objective_state)
+            self.objective.load_state_dict(state.objective_state)
+            for part in self.parts:
+                part.load_state_dict(state.part_states[part.state_key])
             return
-        if hasattr(self.objective, "prepare"):
-            self.objective.prepare(self)
-            state.objective_state = self.objective.state_dict()
-        if not self.jpeg_layers:
-            return
-        jpeg = self.config.jpeg
-        count = min(jpeg.init_images, self.dataset.train_images.shape[0])
-        images = self.dataset.train_images[:count].to(self.device).float().div_(255.0)
-        labels = self.dataset.train_labels[:count].to(self.device)
-
-        def pretrained() -> nn.Module:
-            model = load_model(jpeg.init_checkpoint, self.device)  # type: ignore[arg-type]
-            if model.num_classes != self.dataset.num_classes or model.in_channels != self.dataset.channels:  # type: ignore[attr-defined]
-                raise UserError(
-                    f"jpeg.init_checkpoint '{jpeg.init_checkpoint}' is a {model.num_classes}-class, "  # type: ignore[attr-defined]
-                    f"{model.in_channels}-channel model; this data set needs {self.dataset.num_classes} classes "  # type: ignore[attr-defined]
-                    f"and {self.dataset.channels} channels"
-                )
-            return model
-
-        for layer in self.jpeg_layers:
-            initialize_tables(layer, jpeg.init, images, labels,
-                              pretrained=pretrained if jpeg.init_checkpoint else None, q_max=jpeg.q_max)
-        state.jpeg_initial_tables = [{k: v.tolist() for k, v in layer.tables().items()} for layer in self.jpeg_layers]
-
-    def jpeg_table_shift(self, state: TrainState) -> dict[str, float]:
-        """How far the JPEG tables moved since their initialisation: the mean over entries of
-        |Q − Q₀| / Q₀, and its largest entry (empty without a JPEG layer)."""
-        if not self.jpeg_layers or not state.jpeg_initial_tables:
-            return {}
-        changes = []
-        for layer, initial in zip(self.jpeg_layers, state.jpeg_initial_tables):
-            for name, table in layer.tables().items():
-                start = torch.tensor(initial[name])
-                changes.append(((table - start).abs() / start.abs().clamp_min(1e-12)).flatten())
-        change = torch.cat(changes)
-        return {"jpeg_table_shift": float(change.mean()), "jpeg_table_shift_max": float(change.max())}
+        self.objective.prepare(self.context)
+        state.objective_state = self.objective.state_dict()
+        for part in self.parts:
+            part.prepare(self.context)
+            state.part_states[part.state_key] = part.state_dict()
 
     def _checkpoint_metadata(self, state: TrainState) -> dict[str, Any]:
         last = state.history[-1] if state.history else {}
@@ -240,13 +169,14 @@ class Trainer:
             for name, optimizer in self.optimizers.items():
                 optimizer.load_state_dict(payload["optimizers"][name])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise UserError(f"cannot resume from '{path}' ({str(err).splitlines()[0][:120]}); start over with --fresh") from None
+            raise UserError(f"cannot resume from '{path}' ({str(err).splitlines()[0][:120]}); "
+                            "start over with --fresh") from None
         rng = payload.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        return TrainState.from_dict(payload["trainer"])
+        return TrainState.from_dict(payload["trainer"], {part.state_key: part.state_dict() for part in self.parts})
 
     # ---------------------------------------------------------------- loop
 
@@ -254,7 +184,7 @@ class Trainer:
         """One pass over the training split (0-based ``epoch`` picks its shuffle and augmentation)."""
         self.model.train()
         steps = len(self.train_loader)
-        stats = _RunningStats(self.device)
+        stats = RunningStats(self.device)
         self.reporter.start_epoch(epoch + 1, steps)
         check_every = 1 if self.device.type == "cpu" else 25
         started = time.perf_counter()
@@ -271,8 +201,8 @@ class Trainer:
             loss.backward()  # type: ignore[union-attr]
             for optimizer in self.optimizers.values():
                 optimizer.step()
-            for layer in self.jpeg_layers:
-                layer.project_parameters_()
+            for part in self.parts:
+                part.after_step()
             stats.add(logits, labels, terms)
             if step % check_every == 0 or step == steps - 1:
                 self._check_finite(loss, epoch, step)  # type: ignore[arg-type]
@@ -298,7 +228,8 @@ class Trainer:
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         value = float(loss.detach())
         if not math.isfinite(value):
-            kept = f"the last good checkpoint is '{self.run.last_checkpoint}'" if self.run.last_checkpoint.is_file() else "no checkpoint was written"
+            last = self.run.last_checkpoint
+            kept = f"the last good checkpoint is '{last}'" if last.is_file() else "no checkpoint was written"
             raise TrainingDiverged(
                 f"training diverged: the loss is {value} at epoch {epoch + 1}, step {step + 1}; "
                 f"lower optimizer.lr or check the data ({kept})"
@@ -306,7 +237,7 @@ class Trainer:
 
     def _agree_across_ranks(self, state: TrainState) -> None:
         """Every rank resumed from the same epoch, and starts from rank 0's weights and buffers (each
-        rank read the checkpoint and initialised JPEG tables itself)."""
+        rank read the checkpoint and prepared the training parts, e.g. JPEG tables, itself)."""
         import torch.distributed as dist
 
         epochs: list[Any] = [None] * self.shard[1]
@@ -318,6 +249,17 @@ class Trainer:
             for tensor in [*self.model.parameters(), *self.model.buffers()]:
                 dist.broadcast(tensor, 0)
 
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch and make its record: the trainer's own numbers (:data:`OWN_RECORD_KEYS`), then
+        what the training parts and the objective measure."""
+        record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+        with autocast(self.device):
+            record.update(evaluate(self.model, self.test_loader, prefix="test_"))
+        for part in self.parts:
+            record.update(part.epoch_metrics())
+        record.update(self.objective.epoch_metrics())
+        return record
+
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs (resuming if possible); return the summary."""
         state = self._resume()
@@ -328,12 +270,7 @@ class Trainer:
         self.reporter.start(f"{self.config.model} on {self.dataset.name}", epochs, state.epochs_done)
         try:
             for epoch in range(state.epochs_done, epochs):
-                record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-                with autocast(self.device):
-                    record.update(evaluate(self.model, self.test_loader, prefix="test_"))
-                record.update(self.jpeg_table_shift(state))
-                if hasattr(self.objective, "epoch_metrics"):
-                    record.update(self.objective.epoch_metrics())
+                record = self.run_epoch(epoch)
                 state.epochs_done = epoch + 1
                 state.train_seconds += record["train_seconds"]
                 improved = record["test_accuracy"] > state.best_accuracy
@@ -370,7 +307,6 @@ class Trainer:
             "processes": self.shard[1],
             "checkpoint": str(self.run.last_checkpoint),
             "best_checkpoint": str(self.run.best_checkpoint),
-            **{k: v for k, v in last.items() if k.startswith("jpeg_table_shift")},
-            **{k: v for k, v in last.items() if k.startswith("teacher_cache")},
+            **{k: v for k, v in last.items() if k not in OWN_RECORD_KEYS},  # the parts' and the objective's
             **self.summary_extra,
         }
