@@ -164,7 +164,8 @@ def test_r2kd_value_and_rank_terms():
 
 def test_r2kd_teacher_is_mixed_with_a_pruned_copy():
     torch.manual_seed(0)
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 20), torch.nn.ReLU(), torch.nn.Linear(20, C)).double()
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 20), torch.nn.ReLU(),
+                                  torch.nn.Linear(20, C)).double()
     distiller = create_distiller("r2kd")
     distiller.attach(teacher)
     for layer, pruned in ((teacher[1], distiller.pruned[1]), (teacher[3], distiller.pruned[3])):
@@ -324,7 +325,8 @@ def test_every_method_config_builds_for_every_listed_pair():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(UserError, match=r"unknown config key 'distill.options.gama' \(did you mean 'distill.options.gamma'\?\)"):
+    with pytest.raises(UserError, match=r"unknown config key 'distill.options.gama' "
+                                        r"\(did you mean 'distill.options.gamma'\?\)"):
         create_distiller("ttm", {"gama": 0.2})
     with pytest.raises(UserError, match="unknown distillation method 'wtm'.*did you mean 'wttm'"):
         create_distiller("wtm")

@@ -134,7 +134,8 @@ def test_soft_quantizer_values_and_gradients_equal_the_direct_formula(alpha):
     ours = soft_quantize(z, q, alpha, 5, 8)
     reference = _direct_soft_quantizer(z, q, alpha, 5, 8)
     assert torch.allclose(ours, reference, atol=1e-9)
-    for a, b in zip(torch.autograd.grad(ours.square().sum(), (z, q)), torch.autograd.grad(reference.square().sum(), (z, q))):
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), (z, q)),
+                    torch.autograd.grad(reference.square().sum(), (z, q))):
         assert torch.allclose(a, b, rtol=1e-7, atol=1e-7)
 
 

@@ -65,7 +65,9 @@ def test_training_learns_and_writes_a_complete_run_folder(runs_dir, capsys):
 
     # rerunning a finished run trains nothing and gives the same summary
     again = _Recorder()
-    assert train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir, reporter=again) == summary
+    again_summary = train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=3"], runs_dir=runs_dir,
+                          reporter=again)
+    assert again_summary == summary
     assert again.starts == [3] and again.epochs == []
 
     # a longer schedule under the same name is another run: refused unless --fresh, which says what it deletes
@@ -77,7 +79,8 @@ def test_training_learns_and_writes_a_complete_run_folder(runs_dir, capsys):
         train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=4"], runs_dir=runs_dir)
     capsys.readouterr()
     fresh = _Recorder()
-    train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir, fresh=True, reporter=fresh)
+    train("resnet8", "synthetic", "quick", overrides=SMALL + ["epochs=1"], runs_dir=runs_dir, fresh=True,
+          reporter=fresh)
     assert fresh.starts == [0] and fresh.epochs == [1]
     assert f"--fresh: removed '{run}' with 2 attack results" in capsys.readouterr().err
 

@@ -93,7 +93,8 @@ class Distiller:
     def __init__(self, options: Any) -> None:
         self.options = options
         if options.dtd and not self.supports_dtd:
-            raise UserError(f"{type(self).__name__} sets its own per-sample temperatures; dtd=true does not apply to it")
+            raise UserError(f"{type(self).__name__} sets its own per-sample temperatures; dtd=true does not apply "
+                            "to it")
 
     # ------------------------------------------------------------------ preparation and state
 
@@ -204,7 +205,8 @@ def method_entry(name: str) -> MethodEntry:
     except KeyError:
         close = difflib.get_close_matches(name, list(_METHODS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown distillation method '{name}'{hint}; choose one of: {', '.join(list_methods())}") from None
+        raise UserError(f"unknown distillation method '{name}'{hint}; choose one of: "
+                        f"{', '.join(list_methods())}") from None
 
 
 def default_options(name: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def squared(temperature: float | torch.Tensor) -> float | torch.Tensor:
     return temperature * temperature
 
 
-def kl_per_sample(student: torch.Tensor, teacher: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+def kl_per_sample(student: torch.Tensor, teacher: torch.Tensor,
+                  temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
     """KL(softmax(z_t/T) ‖ softmax(z_s/T)) for each sample, from log-probabilities (stable)."""
     t = as_column(temperature)
     log_p_teacher = F.log_softmax(teacher / t, dim=1)

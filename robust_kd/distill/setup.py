@@ -136,7 +136,8 @@ def prepare_distillation(
                         "process, or add distill.options.augment=none")
     objective = DistillationObjective(distiller, teacher, device=torch_device, teacher_arch=teacher_arch,
                                       student_arch=config.model, cache=config.distill.teacher_cache)
-    run = RunFolder.prepare(runs_dir, name or default_distill_run_name(config, teacher_arch), config.as_dict(), fresh=fresh)
+    run = RunFolder.prepare(runs_dir, name or default_distill_run_name(config, teacher_arch), config.as_dict(),
+                            fresh=fresh)
     teacher_info = {"checkpoint": str(teacher_path), "arch": teacher_arch, "test_accuracy": teacher_accuracy}
     extra = {"method": config.distill.method, "method_options_from": where, "teacher": teacher_info}
     trainer = Trainer(config, model, dataset, run, objective=objective, reporter=reporter, summary_extra=extra)

@@ -50,7 +50,8 @@ class TTM(Distiller):
         if o.weighted:
             with torch.no_grad():  # log U = logsumexp(γ z) − γ·logsumexp(z)
                 gamma_col = gamma if isinstance(gamma, torch.Tensor) else teacher.new_tensor(gamma)
-                log_u = torch.logsumexp(gamma_col * teacher, dim=1) - gamma_col.reshape(-1) * torch.logsumexp(teacher, dim=1)
+                log_u = (torch.logsumexp(gamma_col * teacher, dim=1)
+                         - gamma_col.reshape(-1) * torch.logsumexp(teacher, dim=1))
             terms["wttm"] = o.beta * (log_u.exp() * kl).mean()
         else:
             terms["ttm"] = o.beta * kl.mean()

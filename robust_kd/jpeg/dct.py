@@ -19,7 +19,8 @@ BLOCK = 8
 def dct_matrix(n: int = BLOCK, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     u = torch.arange(n, dtype=dtype)[:, None]
     x = torch.arange(n, dtype=dtype)[None, :]
-    scale = torch.where(u == 0, torch.tensor(math.sqrt(1.0 / n), dtype=dtype), torch.tensor(math.sqrt(2.0 / n), dtype=dtype))
+    scale = torch.where(u == 0, torch.tensor(math.sqrt(1.0 / n), dtype=dtype),
+                        torch.tensor(math.sqrt(2.0 / n), dtype=dtype))
     return scale * torch.cos((2 * x + 1) * u * math.pi / (2 * n))
 
 

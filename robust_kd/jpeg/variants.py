@@ -102,5 +102,5 @@ def twin_without_jpeg(model: nn.Module) -> nn.Module:
     return _with_input_layer(model, None)
 
 
-__all__ = ["BackwardSubstitute", "hard_model", "hard_model_bpda", "is_jpegdl", "jpeg_layers", "soft_model", "soft_model_bpda",
-           "transfer_source", "twin_without_jpeg"]
+__all__ = ["BackwardSubstitute", "hard_model", "hard_model_bpda", "is_jpegdl", "jpeg_layers", "soft_model",
+           "soft_model_bpda", "transfer_source", "twin_without_jpeg"]

@@ -10,7 +10,8 @@ from torch import nn
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], prefix: str = "") -> dict[str, float]:
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             prefix: str = "") -> dict[str, float]:
     """``{prefix}accuracy`` and ``{prefix}loss`` (mean cross-entropy); restores the model's mode."""
     was_training = model.training
     model.eval()
