@@ -56,7 +56,8 @@ def _blocks(model: nn.Module) -> list[str]:
     names: list[str] = []
     trunk_path = prefix.rstrip(".")
     for name, child in model.named_children():          # parameterised siblings of the trunk path (JPEG layer)
-        if trunk_path and not trunk_path.startswith(name) and _n_params(child) > 0 and not isinstance(child, _SKIP_AT_TOP):
+        if trunk_path and not trunk_path.startswith(name) and _n_params(child) > 0 \
+                and not isinstance(child, _SKIP_AT_TOP):
             names.append(name)
     children = list(trunk.named_children())
     for position, (name, child) in enumerate(children):
@@ -130,7 +131,8 @@ def as_image_batch(images: torch.Tensor | np.ndarray, size: int | None = None,
     if t.dtype == torch.uint8:
         t = t.float() / 255.0
     elif not t.is_floating_point():
-        raise NeuroError(f"images must be uint8 (0-255) or floats in [0, 1], got {t.dtype}; convert them to one of those")
+        raise NeuroError(f"images must be uint8 (0-255) or floats in [0, 1], got {t.dtype}; convert them to one "
+                         "of those")
     else:
         t = t.float()
         if len(t) and (float(t.min()) < -1e-6 or float(t.max()) > 1 + 1e-6):
@@ -179,7 +181,8 @@ def _leave_out_reused(reused: set[str], names: list[str], store: dict[str, list]
 
 def activations(model: nn.Module, images: torch.Tensor | np.ndarray, layers: Sequence[str] | str = "blocks",
                 batch_size: int = 64, device: torch.device | str | None = None, size: int | None = None,
-                channels: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+                channels: int | None = None,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """``{layer: N × features}`` float32 arrays, in the order of ``layers``.
 
     ``size`` / ``channels`` adapt the images to the model's input (see ``as_image_batch``)."""

@@ -155,7 +155,8 @@ def compare(a: RDMs | np.ndarray, b: RDMs | np.ndarray, method: str = "spearman"
                          f"{n_conditions_from_pairs(vb.shape[1])}); subset them to the same conditions")
     if isinstance(a, RDMs) and isinstance(b, RDMs) and list(a.conditions) != list(b.conditions):
         if sorted(a.conditions) != sorted(b.conditions):
-            raise NeuroError(f"the two RDMs are over different conditions ({condition_difference(a.conditions, b.conditions)}); "
+            difference = condition_difference(a.conditions, b.conditions)
+            raise NeuroError(f"the two RDMs are over different conditions ({difference}); "
                              "subset_conditions() to a common set")
         vb = b.subset_conditions(a.conditions).vectors
     ok = np.isfinite(va).all(axis=0) & np.isfinite(vb).all(axis=0)

@@ -112,8 +112,8 @@ def condition_patterns(bold: np.ndarray, labels: Sequence, runs: Sequence, tr: f
         sel = runs == run
         missing = [c for c in conditions if c not in set(labels[sel])]
         if missing:
-            raise NeuroError(f"run {run} has no volumes of {[str(c) for c in missing[:5]]}; drop that run or that condition "
-                             "(cross-validated RDMs need every condition in every run)")
+            raise NeuroError(f"run {run} has no volumes of {[str(c) for c in missing[:5]]}; drop that run or that "
+                             "condition (cross-validated RDMs need every condition in every run)")
         x = design_matrix(labels[sel], conditions, tr, drift_order, oversampling)
         beta, residual, dof = _fit_run(bold[sel], x, run)
         betas.append(beta[: len(conditions)])

@@ -106,7 +106,8 @@ def _cosine(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 - z @ z.T, names
 
 
-@register_rdm_method("mahalanobis", uses_noise=True, citation="Walther et al. 2016 (noise-normalised, not cross-validated)")
+@register_rdm_method("mahalanobis", uses_noise=True,
+                     citation="Walther et al. 2016 (noise-normalised, not cross-validated)")
 def _mahalanobis(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     x, names = p.condition_means()
     _check_noise(noise, x.shape[1])
@@ -131,13 +132,14 @@ def run_condition_means(p: Patterns) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if (counts == 0).any():
         r, c = np.argwhere(counts == 0)[0]
         missing = [str(n) for n in names[counts[r] == 0]]
-        raise NeuroError(f"run {runs[r]} lacks conditions {[str(c) for c in missing[:5]]}; crossnobis needs every condition in "
-                         "every run (drop the run or the condition)")
+        raise NeuroError(f"run {runs[r]} lacks conditions {[str(c) for c in missing[:5]]}; crossnobis needs every "
+                         "condition in every run (drop the run or the condition)")
     out = group_means(p.data, cells, len(runs) * len(names))
     return out.reshape(len(runs), len(names), p.n_channels), runs, names
 
 
-@register_rdm_method("crossnobis", cross_validated=True, uses_noise=True, citation="Walther et al. 2016; Nili et al. 2014")
+@register_rdm_method("crossnobis", cross_validated=True, uses_noise=True,
+                     citation="Walther et al. 2016; Nili et al. 2014")
 def _crossnobis(p: Patterns, noise: Any = None) -> tuple[np.ndarray, np.ndarray]:
     means, _, names = run_condition_means(p)
     n_runs = means.shape[0]
@@ -164,7 +166,8 @@ def compute_rdm(patterns: Patterns | np.ndarray, method: str = "correlation", *,
     spec = RDM_METHODS[method]
     if noise is not None and spec.uses_noise is False:
         noisy = sorted(n for n, m in RDM_METHODS.items() if m.uses_noise)
-        raise NeuroError(f"the {method!r} RDM takes no noise model; drop noise= or use {' or '.join(repr(n) for n in noisy)}")
+        raise NeuroError(f"the {method!r} RDM takes no noise model; drop noise= or use "
+                         f"{' or '.join(repr(n) for n in noisy)}")
     if isinstance(patterns, Patterns):
         if conditions is not None or runs is not None:
             raise NeuroError("a Patterns object carries its own conditions and runs; give conditions= and runs= only "

@@ -180,7 +180,8 @@ class RDMs:
                              "load plain matrices with neuro.load_rdm") from None
 
     def __repr__(self) -> str:
-        return f"RDMs({self.n_rdm} × {self.n_cond} conditions, measure={self.measure!r}, names={[str(n) for n in self.names[:4]]})"
+        names = [str(n) for n in self.names[:4]]
+        return f"RDMs({self.n_rdm} × {self.n_cond} conditions, measure={self.measure!r}, names={names})"
 
 
 def condition_difference(first: Sequence[str], second: Sequence[str], shown: int = 4) -> str:

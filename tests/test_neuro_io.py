@@ -147,7 +147,8 @@ def test_load_betas_from_3d_files_and_from_4d_with_a_condition_file(tmp_path):
     from_csv = load_betas(FUNCTIONAL, mask_path, conditions=tmp_path / "conds.csv")["vt"]
     assert list(from_csv.conditions) == list(from_4d.conditions) and list(from_csv.runs) == list(from_4d.runs)
     (tmp_path / "header.csv").write_text("condition\n" + "".join(f"c{i % 5}\n" for i in range(20)))
-    with pytest.raises(NeuroError, match="21 condition labels for 20 volumes .is the first line, 'condition', a header"):
+    with pytest.raises(NeuroError,
+                       match="21 condition labels for 20 volumes .is the first line, 'condition', a header"):
         load_betas(FUNCTIONAL, mask_path, conditions=tmp_path / "header.csv")
 
 

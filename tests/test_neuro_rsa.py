@@ -343,7 +343,8 @@ def test_rsa_checks_its_arguments_and_says_what_it_bootstrapped():
 
 def test_compute_rdm_refuses_settings_it_would_ignore():
     rng = np.random.default_rng(17)
-    patterns = Patterns(rng.standard_normal((12, 20)), [f"c{i % 4}" for i in range(12)], runs=[i // 4 for i in range(12)])
+    patterns = Patterns(rng.standard_normal((12, 20)), [f"c{i % 4}" for i in range(12)],
+                        runs=[i // 4 for i in range(12)])
     noise = noise_from_patterns(patterns, "diag")
     assert compute_rdm(patterns, "crossnobis", noise=noise).descriptors["noise"] == "diag"
     with pytest.raises(NeuroError, match="the 'euclidean' RDM takes no noise model"):
