@@ -60,26 +60,25 @@ def boundary_start(x: torch.Tensor, index: torch.Tensor, eps: float, norm: str, 
 
 @dataclass
 class APGDRun(inflight.RunState):
-    """One APGD run in the middle of its steps. Every quantity is per point (row); ``history[i + 1]``
-    holds the loss after step i, and the last three fields count the checkpoints' intervals."""
+    """One APGD run in the middle of its steps. Every tensor is per point (row)."""
 
-    result: torch.Tensor
-    broken: torch.Tensor
-    x_adv: torch.Tensor
-    active: torch.Tensor
-    size: torch.Tensor           # the step size η per point
-    best_x: torch.Tensor
+    kind = "apgd run"
+    result: torch.Tensor            # the examples: a broken point's first misclassified iterate
+    broken: torch.Tensor            # which points broke (a mask)
+    x_adv: torch.Tensor             # the iterate
+    active: torch.Tensor            # the rows still going
+    size: torch.Tensor              # the step size η
+    best_x: torch.Tensor            # the point of the highest loss so far, its gradient and its loss
     best_grad: torch.Tensor
     best_loss: torch.Tensor
-    previous: torch.Tensor
-    history: torch.Tensor
-    best_at_check: torch.Tensor
-    reduced_at_check: torch.Tensor
-    grad_all: torch.Tensor
+    previous: torch.Tensor          # the iterate before the last step (for the momentum)
+    history: torch.Tensor           # history[i + 1]: the loss after step i
+    best_at_check: torch.Tensor     # the best loss at the last checkpoint
+    reduced_at_check: torch.Tensor  # whether η was halved there
+    grad_all: torch.Tensor          # the gradient at the iterate
     step: int = 0
-    gap: int = 0
-    since_check: int = 0
-    kind = "apgd run"
+    gap: int = 0                    # the steps between the last checkpoint and the next
+    since_check: int = 0            # the steps since the last checkpoint
 
 
 @dataclass

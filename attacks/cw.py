@@ -113,29 +113,28 @@ class CW(Attack):
 
 @dataclass
 class CWSearch(inflight.RunState):
-    """The binary search over c, per point: its bounds and the closest example found so far."""
+    """The binary search over c, between two Adam runs."""
 
-    c: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-    best: torch.Tensor
-    best_sq: torch.Tensor
-    searches_done: int = 0
     kind = "cw"
+    c: torch.Tensor          # the weight of the margin loss, per point
+    low: torch.Tensor        # the largest c that found no example
+    high: torch.Tensor       # the smallest c that found one (inf where none yet)
+    best: torch.Tensor       # the closest example found so far
+    best_sq: torch.Tensor    # its squared L2 distance (inf where none)
+    searches_done: int = 0
 
 
 @dataclass
 class CWRun(inflight.RunState):
-    """One Adam run in the middle: w (the tanh-space image) with Adam's moments, and per point the
-    closest misclassified iterate, whether it still goes and its last checked cost."""
+    """One Adam run in the middle of its steps."""
 
-    w: torch.Tensor
-    adam_step: torch.Tensor
+    kind = "cw run"
+    w: torch.Tensor            # the tanh-space image
+    adam_step: torch.Tensor    # Adam's state of w: its step count and moments
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
-    best: torch.Tensor
-    best_sq: torch.Tensor
-    going: torch.Tensor
-    previous: torch.Tensor
+    best: torch.Tensor         # per point: the closest misclassified iterate
+    best_sq: torch.Tensor      # its squared L2 distance (inf where none)
+    going: torch.Tensor        # whether its cost still falls
+    previous: torch.Tensor     # its cost at the last check
     step: int = 0
-    kind = "cw run"

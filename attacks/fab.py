@@ -179,13 +179,12 @@ class FABT(Attack):
 
 @dataclass
 class FABRun(inflight.RunState):
-    """One FAB run in the middle of its steps: the iterate x1, the closest misclassified point found so
-    far with its distance, which points are within eps and which are still going."""
+    """One FAB run in the middle of its steps."""
 
-    best: torch.Tensor
-    best_distance: torch.Tensor
-    broken: torch.Tensor
-    x1: torch.Tensor
-    active: torch.Tensor
-    step: int = 0
     kind = "fab run"
+    best: torch.Tensor            # the closest misclassified point found so far
+    best_distance: torch.Tensor   # its distance from the clean image (inf where none yet)
+    broken: torch.Tensor          # whether that point lies within eps (a mask)
+    x1: torch.Tensor              # the iterate
+    active: torch.Tensor          # the rows still going
+    step: int = 0

@@ -109,12 +109,11 @@ class PGD(Attack):
 
 @dataclass
 class PGDRun(inflight.RunState):
-    """One PGD restart in the middle of its steps: the iterate, the examples kept so far (a point's
-    first misclassified iterate), which points broke and which are still going."""
+    """One PGD restart in the middle of its steps."""
 
-    x_adv: torch.Tensor
-    result: torch.Tensor
-    broken: torch.Tensor
-    active: torch.Tensor
-    step: int = 0
     kind = "pgd run"
+    x_adv: torch.Tensor      # the iterate of every point
+    result: torch.Tensor     # the examples kept so far: a broken point's first misclassified iterate
+    broken: torch.Tensor     # which points broke (a mask)
+    active: torch.Tensor     # the rows still going
+    step: int = 0

@@ -253,10 +253,9 @@ class Square(Attack):
 
 @dataclass
 class SquareRun(inflight.RunState):
-    """A Square search in the middle: each point's best example, its margin, and its next iteration
-    (all its next proposals depend on)."""
+    """A Square search in the middle: all that a point's next proposals depend on."""
 
-    x_best: torch.Tensor
-    best_loss: torch.Tensor
-    next_iteration: torch.Tensor
     kind = "square"
+    x_best: torch.Tensor           # each point's best example so far
+    best_loss: torch.Tensor        # its margin (≤ 0: broken)
+    next_iteration: torch.Tensor   # the point's next iteration (its queries so far)
