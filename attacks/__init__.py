@@ -21,7 +21,7 @@ from .fgsm import FGSM
 from .inflight import RunState
 from .iterative import IterativeAttack
 from .pgd import PGD
-from .precision import PRECISIONS, check_precision, slow_here
+from .precision import PRECISIONS, check_precision, full_float32, slow_here
 from .prepare import prepared
 from .progress import Progress
 from .provenance import model_fingerprint, tensors_fingerprint
@@ -42,8 +42,8 @@ __all__ = [
     "evaluate", "Progress", "EvaluationResult", "AttackRecord", "Flag", "convergence_words", "eps_label",
     "adversarial_examples", "transfer_matrix", "prepared",
     # devices, precision, provenance
-    "auto_batch_size", "model_device", "PRECISIONS", "check_precision", "slow_here", "model_fingerprint",
-    "tensors_fingerprint",
+    "auto_batch_size", "model_device", "PRECISIONS", "check_precision", "full_float32", "slow_here",
+    "model_fingerprint", "tensors_fingerprint",
     # errors
     "AttackError", "ModelOutputError",
 ]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import inflight, work
+from . import inflight, verdict, work
 from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -83,12 +83,14 @@ class APGDRun(inflight.RunState):
 
 @dataclass
 class APGDProblem:
-    """What one APGD run maximises, and where: ``loss(logits, y, target)`` per row of ``x`` in the
-    ``norm`` ball of radius ``eps``; ``group``: rows that are runs on one point (:mod:`attacks.targets`)."""
+    """What one APGD run maximises, and where: ``loss(logits, y, target)`` per row of ``x`` (the points
+    ``index``) in the ``norm`` ball of radius ``eps``; ``group``: rows that are runs on one point
+    (:mod:`attacks.targets`)."""
 
     model: nn.Module
     x: torch.Tensor
     y: torch.Tensor
+    index: torch.Tensor
     loss: Loss
     target: torch.Tensor
     eps: float
@@ -104,20 +106,22 @@ class APGDProblem:
         return values.detach(), logits.detach(), grad.detach()
 
     def retire(self, run: APGDRun, wrong: torch.Tensor) -> None:
-        """Record the active points misclassified at their current iterate; they leave ``run.active``.
-        Masks over the active rows are applied with torch.where, not by boolean indexing: a boolean index is
-        a nonzero, a host sync on CUDA. One sync per step is left, the one that shrinks ``active``."""
+        """Record the active points misclassified at their current iterate, as the evaluation's judge
+        confirms (:mod:`attacks.verdict`); they leave ``run.active``. Masks over the active rows are applied
+        with torch.where, not by boolean indexing: a boolean index is a nonzero, a host sync on CUDA. One sync
+        per step is left, the one that shrinks ``active`` (and one where the judge checks a pass of its own)."""
         view = (-1,) + (1,) * (self.x.dim() - 1)
         active = run.active
+        wrong = verdict.retire(self.model, run.x_adv[active], self.y[active], self.index[active], wrong)
         run.result[active] = torch.where(wrong.view(view), run.x_adv[active], run.result[active])
         run.broken[active] |= wrong
         run.active = active[retire_groups(~wrong, active, wrong, self.group)]
 
 
-def _start(problem: APGDProblem, index: torch.Tensor, steps: int, seed: int, stream: int | torch.Tensor) -> APGDRun:
+def _start(problem: APGDProblem, steps: int, seed: int, stream: int | torch.Tensor) -> APGDRun:
     x = problem.x
     n = x.shape[0]
-    x_adv = boundary_start(x, index, problem.eps, problem.norm, seed, stream)
+    x_adv = boundary_start(x, problem.index, problem.eps, problem.norm, seed, stream)
     active = torch.arange(n, device=x.device)
     values, logits, grad = problem.evaluate(x_adv, active)
     grad_all = torch.zeros_like(x)
@@ -181,10 +185,10 @@ def _checkpoint(run: APGDRun, i: int, rho: float, steps: int) -> None:
     run.since_check = 0
 
 
-def apgd(problem: APGDProblem, index: torch.Tensor, *, steps: int, rho: float, seed: int,
+def apgd(problem: APGDProblem, *, steps: int, rho: float, seed: int,
          stream: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run on ``problem``; returns (x_adv, broken). ``stream`` may differ per row."""
-    with inflight.resume(APGDRun, problem.x, lambda: _start(problem, index, steps, seed, stream)) as run:
+    with inflight.resume(APGDRun, problem.x, lambda: _start(problem, steps, seed, stream)) as run:
         for i in run.steps(steps):
             if run.active.numel() == 0:
                 break
@@ -238,8 +242,8 @@ class APGD(Attack):
                 if todo.numel() == 0:
                     break
                 with work.part(restart, restarts):
-                    problem = APGDProblem(model, x[todo], y[todo], loss, y[todo], self.eps, self.norm)
-                    x_adv, broken = apgd(problem, index[todo], steps=self.steps, rho=self.rho, seed=self.seed,
+                    problem = APGDProblem(model, x[todo], y[todo], index[todo], loss, y[todo], self.eps, self.norm)
+                    x_adv, broken = apgd(problem, steps=self.steps, rho=self.rho, seed=self.seed,
                                          stream=11 + restart)
                 best[todo] = x_adv
                 run.todo = todo[~broken]
@@ -275,8 +279,8 @@ class APGDT(Attack):
             order = model(x).float().argsort(dim=1)
 
         def run(xs, ys, points, target, k, restart, group):
-            problem = APGDProblem(model, xs, ys, _targeted, target, self.eps, self.norm, group)
-            return apgd(problem, points, steps=self.steps, rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart)
+            problem = APGDProblem(model, xs, ys, points, _targeted, target, self.eps, self.norm, group)
+            return apgd(problem, steps=self.steps, rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
         plan = TargetPlan(ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=True, kind=self.name)

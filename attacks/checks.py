@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import verdict
 from .core import flat_norm
 from .errors import ModelOutputError
+from .precision import full_float32
 from .results import Flag
 
 
@@ -128,9 +130,11 @@ def more_steps_gain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: t
     what the probe differentiates (the step's view). The verdicts stay the suite's own."""
     x_adv = probe(model, x, y, index).detach()
     invalid = invalid_examples(x_adv, x, context.eps, context.norm)
-    with torch.no_grad():
+    with torch.no_grad(), full_float32():
         logits = context.verdict_model(x_adv).float()
-    broken = int((((logits.argmax(1) != y) | ~torch.isfinite(logits).all(dim=1)) & ~invalid).sum())
+    retired = verdict.retired_now()     # as in a step of the suite (attacks.verdict)
+    retired_rows = torch.tensor([i in retired for i in index.tolist()], dtype=torch.bool, device=y.device)
+    broken = int(((verdict.broken_by_logits(logits, y) | retired_rows) & ~invalid).sum())
     drop = broken / max(len(y), 1) * context.survivors / max(context.total, 1)
     label = context.label
     summary = {"attack": label, "probe": probe.describe(), "points": len(y), "survivors": context.survivors,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import inflight, work
+from . import inflight, verdict, work
 from .core import Attack
 from .suites import register_attack
 
@@ -58,9 +58,10 @@ class CW(Attack):
         with inflight.resume(CWSearch, x, start) as run:   # resumed after a finished search step, or inside one
             for search in range(run.searches_done, searches):
                 with work.part(search, searches):
-                    adv, sq = self._minimise(model, x, y, run.c)
+                    adv, sq = self._minimise(model, x, y, index, run.c)
                 closer = sq < run.best_sq
-                run.best[closer], run.best_sq[closer] = adv[closer], sq[closer]
+                run.best = torch.where(closer.view(-1, *([1] * (x.dim() - 1))), adv, run.best)
+                run.best_sq = torch.where(closer, sq, run.best_sq)
                 found = torch.isfinite(sq)
                 run.high = torch.where(found, torch.minimum(run.high, run.c), run.high)
                 run.low = torch.where(found, run.low, torch.maximum(run.low, run.c))
@@ -70,9 +71,10 @@ class CW(Attack):
         within = run.best_sq.sqrt() <= self.eps
         return torch.where(within.view(-1, *([1] * (x.dim() - 1))), run.best, x)
 
-    def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    def _minimise(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam run: (closest misclassified iterate, its squared L2 distance; inf where none)."""
+        """One Adam run: (closest misclassified iterate, as the evaluation's judge confirms
+        (:mod:`attacks.verdict`), its squared L2 distance; inf where none)."""
         n = x.shape[0]
 
         def start() -> CWRun:
@@ -101,8 +103,10 @@ class CW(Attack):
                 run.adam_step, run.exp_avg, run.exp_avg_sq = adam["step"], adam["exp_avg"], adam["exp_avg_sq"]
                 with torch.no_grad():
                     wrong = (logits.argmax(dim=1) != y) & run.going
-                    closer = wrong & (sq < run.best_sq)
-                    run.best[closer], run.best_sq[closer] = adv.detach()[closer], sq.detach()[closer]
+                    closer = verdict.confirm(model, adv.detach(), y, wrong & (sq < run.best_sq))
+                    # torch.where, not boolean-indexed writes: each of those is a host sync on CUDA
+                    run.best = torch.where(closer.view(-1, *([1] * (x.dim() - 1))), adv.detach(), run.best)
+                    run.best_sq = torch.where(closer, sq.detach(), run.best_sq)
                     if step % check_every == 0:
                         run.going &= ~(cost.detach() > run.previous)  # a stopped point's w moves on but is never read
                         run.previous = torch.where(run.going, cost.detach(), run.previous)

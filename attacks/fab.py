@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import inflight
+from . import inflight, verdict
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -139,11 +139,11 @@ class FABT(Attack):
             for _ in run.steps(self.steps):
                 if run.active.numel() == 0:
                     break
-                run.active = self._step(model, run, x0, y, target, group)
+                run.active = self._step(model, run, x0, y, target, index, group)
         return run.best, run.broken
 
     def _step(self, model: nn.Module, run: "FABRun", x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
-              group: torch.Tensor | None) -> torch.Tensor:
+              index: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
         """One iteration on the active rows, updating the run's x1, best, best_distance and broken in
         place; returns the rows still going."""
         view = (-1,) + (1,) * (x0.dim() - 1)
@@ -165,7 +165,8 @@ class FABT(Attack):
             moved = moved.view_as(xa)
             wrong = model(moved).argmax(dim=1) != y[active]
             distance = flat_norm(moved - x0[active], self.norm)
-            closer = wrong & (distance < best_distance[active])
+            # the closest misclassified point so far, as the evaluation's judge confirms (attacks.verdict)
+            closer = verdict.confirm(model, moved, y[active], wrong & (distance < best_distance[active]))
             # masks applied with torch.where (a boolean index is a host sync on CUDA)
             best[active] = torch.where(closer.view(view), moved, best[active])
             best_distance[active] = torch.where(closer, distance, best_distance[active])
@@ -174,6 +175,7 @@ class FABT(Attack):
             x1[active] = moved
             within = best_distance[active] <= self.eps
             broken[active] |= within
+            verdict.retired(index[active], within)
             return active[retire_groups(~within, active, within, group)]
 
 

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .precision import full_float32
+
 # The folded copy may differ from the model by float rounding, relative to the logits' scale.
 FOLD_TOLERANCE = 1e-4
 PROBE_POINTS = 8   # images on which a folded copy must give its module's logits
@@ -171,38 +173,6 @@ def folded_copy(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mod
     except Exception:  # noqa: BLE001 - anything unexpected: attack the module as it is
         return module
     return folded if pairs else module   # every pair's norm is a FoldedNorm now
-
-
-def _precision_flags() -> list[Any]:
-    """The float32 precision settings of cuDNN convolutions and CUDA matmuls (torch's new TF32 API)."""
-    backends = [getattr(torch.backends.cudnn, "conv", None), getattr(torch.backends.cuda, "matmul", None)]
-    return [b for b in backends if b is not None and hasattr(b, "fp32_precision")]
-
-
-_LEGACY_TF32 = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
-
-
-@contextlib.contextmanager
-def full_float32() -> Iterator[None]:
-    """float32 convolutions and matmuls at full precision inside, on CUDA too.
-
-    cuDNN runs float32 convolutions in TF32 by default (a 10-bit mantissa). That alone moves a
-    model's logits and its folded copy's apart by about 2e-4 of their scale, though both compute the
-    same function: the probe compares them at full precision, where they agree to about 5e-7.
-    Torch versions without the ``fp32_precision`` settings get the older ``allow_tf32`` switches."""
-    flags = _precision_flags()
-    if flags:
-        settings = [(flag, "fp32_precision", "ieee") for flag in flags]
-    else:
-        settings = [(owner, name, False) for owner, name in _LEGACY_TF32 if hasattr(owner, name)]
-    before = [getattr(owner, name) for owner, name, _ in settings]
-    try:
-        for owner, name, value in settings:
-            setattr(owner, name, value)
-        yield
-    finally:
-        for (owner, name, _), value in zip(settings, before):
-            setattr(owner, name, value)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import inflight, work
+from . import inflight, verdict, work
 from .core import Attack, flat_norm, margin_loss, normalized_step, project
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -85,13 +85,9 @@ class PGD(Attack):
                 logits = model(current)
                 keep = None   # every active point goes on; no masking (each mask is a host sync on CUDA)
                 if self.early_stop:
-                    wrong = logits.detach().argmax(dim=1) != y[run.active]
-                    if bool(wrong.any()):
-                        run.result[run.active[wrong]] = current.detach()[wrong]
-                        run.broken[run.active[wrong]] = True
-                        keep = (~wrong).nonzero(as_tuple=True)[0]
-                        if keep.numel() == 0:
-                            return run.result, run.broken
+                    keep = self._retire(model, run, current.detach(), logits, y, index)
+                    if keep is not None and keep.numel() == 0:
+                        return run.result, run.broken
                 going = run.active if keep is None else run.active[keep]
                 loss = self.loss_of((logits if keep is None else logits[keep]).float(), y[going])
                 (grad,) = torch.autograd.grad(loss.sum(), current)
@@ -103,8 +99,23 @@ class PGD(Attack):
             with torch.no_grad():
                 final = model(run.x_adv[active]).argmax(dim=1) != y[active]
             run.result[active] = run.x_adv[active]
-            run.broken[active] = final
+            run.broken[active] = verdict.retire(model, run.x_adv[active], y[active], index[active], final)
             return run.result, run.broken
+
+    @staticmethod
+    def _retire(model: nn.Module, run: "PGDRun", current: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
+                index: torch.Tensor) -> torch.Tensor | None:
+        """The active points whose iterate misclassifies them, as the evaluation's judge confirms
+        (:mod:`attacks.verdict`), leave with that iterate; returns the rows still going (None: all)."""
+        wrong = logits.detach().argmax(dim=1) != y[run.active]
+        if not bool(wrong.any()):
+            return None
+        wrong = verdict.retire(model, current, y[run.active], index[run.active], wrong)
+        if not bool(wrong.any()):
+            return None
+        run.result[run.active[wrong]] = current[wrong]
+        run.broken[run.active[wrong]] = True
+        return (~wrong).nonzero(as_tuple=True)[0]
 
 
 @dataclass

@@ -13,7 +13,9 @@ float32 attack breaks enough of them to move the robust accuracy by more than ha
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -53,6 +55,38 @@ def like(module: nn.Module, seen: nn.Module) -> nn.Module:
     """``module`` in the precision ``seen`` computes in: an attack that makes its examples on other
     models than the one it is given (transfer's surrogates) runs them as the evaluation runs that one."""
     return Autocast(module, seen.dtype) if isinstance(seen, Autocast) else module
+
+
+def _precision_flags() -> list[Any]:
+    """The float32 precision settings of cuDNN convolutions and CUDA matmuls (torch's new TF32 API)."""
+    backends = [getattr(torch.backends.cudnn, "conv", None), getattr(torch.backends.cuda, "matmul", None)]
+    return [b for b in backends if b is not None and hasattr(b, "fp32_precision")]
+
+
+_LEGACY_TF32 = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def full_float32() -> Iterator[None]:
+    """float32 convolutions and matmuls at full precision inside, on CUDA too.
+
+    cuDNN runs float32 convolutions in TF32 by default (a 10-bit mantissa). That alone moves a
+    model's logits and its folded copy's apart by about 2e-4 of their scale, though both compute the
+    same function: the fold's probe and every verdict run at full precision.
+    Torch versions without the ``fp32_precision`` settings get the older ``allow_tf32`` switches."""
+    flags = _precision_flags()
+    if flags:
+        settings = [(flag, "fp32_precision", "ieee") for flag in flags]
+    else:
+        settings = [(owner, name, False) for owner, name in _LEGACY_TF32 if hasattr(owner, name)]
+    before = [getattr(owner, name) for owner, name, _ in settings]
+    try:
+        for owner, name, value in settings:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name, _), value in zip(settings, before):
+            setattr(owner, name, value)
 
 
 def _cpu_flags() -> set[str]:

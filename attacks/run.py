@@ -24,7 +24,7 @@ from . import checks, provenance, work
 from .adaptive import BPDA
 from .core import CountingModel
 from .kept import KeptExamples
-from .precision import in_precision
+from .precision import full_float32, in_precision
 from .prepare import GRADIENT_KINDS, Options
 from .progress import CompletedProgress, heartbeat
 from .results import AttackRecord, Flag
@@ -32,6 +32,7 @@ from .shard import Shard, owns
 from .snapshots import SnapshotFile
 from .state import EvaluationState, robust_after, step_record
 from .suites import Suite, SuiteStep
+from .verdict import Judge, broken_by_logits, judging
 
 Counts = Callable[[], "tuple[int, int, float]"]
 
@@ -54,10 +55,11 @@ class _Passes:
 @dataclass
 class TrackedBatch:
     """A batch being attacked: ``so_far()`` gives its forwards, backwards and seconds, a resumed
-    batch's earlier run included (``earlier_seconds`` of them)."""
+    batch's earlier run included (``earlier_seconds`` of them); ``judge`` knows the points it retired."""
 
     so_far: Counts
     earlier_seconds: float
+    judge: Judge
 
 
 @dataclass
@@ -110,13 +112,14 @@ class EvaluationRun:
             return earlier[0] + forwards, earlier[1] + backwards, earlier[2] + time.perf_counter() - tick
 
         working = getattr(self.progress, "working", None)
+        judge = Judge(self.counting, trusted=self.device.type == "cpu" and self.options.precision == "fp32")
         with work.tracking() as share, self.snapshots.tracking(label, rows, so_far,
                                                                before=lambda: self.state.save(force=True)):
             report = None if working is None else (
                 lambda: working(label, done, len(rows), so_far()[0], sum(self.state.robust), self.total, share.read(),
                                 so_far()[2]))
-            with heartbeat(counters, report):
-                yield TrackedBatch(so_far, earlier[2])
+            with heartbeat(counters, report), judging(judge):
+                yield TrackedBatch(so_far, earlier[2], judge)
 
     def clean_pass(self, first: torch.Tensor, probe_logits: torch.Tensor) -> None:
         """Which points the model classifies correctly, and the sanity checks on the first batch."""
@@ -124,7 +127,7 @@ class EvaluationRun:
         for start in range(0, self.total, self.batch_size):
             xb = self.x[start:start + self.batch_size].to(self.device)
             yb = self.y[start:start + self.batch_size].to(self.device)
-            with torch.no_grad():
+            with torch.no_grad(), full_float32():
                 logits = self.counting(xb).float()
             checks.check_output(logits, yb)
             correct.append((logits.argmax(1) == yb).cpu())
@@ -175,11 +178,15 @@ class EvaluationRun:
         with self.tracked(step.label, rows, counters, done) as batch:
             x_adv = step.attack(attacker, xb, yb, index).detach()
         invalid = checks.invalid_examples(x_adv, xb, self.options.eps, self.options.norm)
-        with torch.no_grad():
+        with torch.no_grad(), full_float32():
             logits = self.counting(x_adv).float()
         # NaN or inf logits predict no class: the point is not classified correctly
         nonfinite = ~torch.isfinite(logits).all(dim=1) & ~invalid
-        wrong = ((logits.argmax(1) != yb) | nonfinite) & ~invalid
+        # a point the attack retired with an example the judge confirmed counts as broken whatever this pass,
+        # at another batch shape, rounds to (attacks.verdict)
+        retired = batch.judge.retired()
+        retired_rows = torch.tensor([i in retired for i in rows], dtype=torch.bool, device=yb.device)
+        wrong = (broken_by_logits(logits, yb) | retired_rows) & ~invalid
         forwards, backwards, seconds = batch.so_far()
         broken_rows = torch.tensor(rows, dtype=torch.long)[wrong.cpu()]
         if self.kept is not None:     # the examples are on disk before the state marks their points broken

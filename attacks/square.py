@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import inflight, work
+from . import inflight, verdict, work
 from .core import Attack, flat_norm
 from .errors import AttackError
 from .rng import point_integers
@@ -104,12 +104,15 @@ class Square(Attack):
         device = x.device
 
         def start() -> SquareRun:
-            return SquareRun(x_best=x_start, best_loss=_margin(model(x_start).float(), y),
-                             next_iteration=torch.zeros(len(y), dtype=torch.int64, device=device))
+            margin = _margin(model(x_start).float(), y)
+            return SquareRun(x_best=x_start, best_loss=margin,
+                             next_iteration=torch.zeros(len(y), dtype=torch.int64, device=device),
+                             done=verdict.retire(model, x_start, y, index, margin <= 0))
 
         with inflight.resume(SquareRun, x, start) as run:
-            # still going: not broken (a kept proposal with margin ≤ 0 ends a point) and queries left
-            active = ((run.best_loss > 0) & (run.next_iteration < self.queries)).nonzero(as_tuple=True)[0]
+            # still going: not broken (a kept proposal with margin ≤ 0 that the evaluation's judge confirms ends a
+            # point: attacks.verdict) and queries left
+            active = (~run.done & (run.next_iteration < self.queries)).nonzero(as_tuple=True)[0]
             width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
             budget = len(y) * self.queries
             # read about once a second (attacks.work): the queries the points still going have left
@@ -117,12 +120,12 @@ class Square(Attack):
             # Two host syncs per pass (on CUDA): the proposals' positions and the points still going. The
             # per-point updates are torch.where over the active rows, not boolean indexing (a sync each).
             while active.numel():
-                active = self._pass(model, y, run, active, min(max(width // active.numel(), 1), SPECULATION_LIMIT),
-                                    propose)
+                active = self._pass(model, y, index, run, active,
+                                    min(max(width // active.numel(), 1), SPECULATION_LIMIT), propose)
                 run.offer()
         return run.x_best
 
-    def _pass(self, model, y, run: "SquareRun", active: torch.Tensor, k: int, propose) -> torch.Tensor:
+    def _pass(self, model, y, index, run: "SquareRun", active: torch.Tensor, k: int, propose) -> torch.Tensor:
         """One forward pass of up to ``k`` proposals per active point; returns the points still going."""
         device, n = y.device, active.numel()
         x_best, best_loss, next_iteration = run.x_best, run.best_loss, run.next_iteration
@@ -147,7 +150,8 @@ class Square(Attack):
                                      x_best[active])
         best_loss[active] = torch.where(accepted, new_margin[picked], best_loss[active])
         next_iteration[active] += torch.where(accepted, first + 1, valid.sum(dim=1))
-        broken = accepted & (new_margin[picked] <= 0)
+        broken = verdict.retire(model, x_best[active], y[active], index[active], accepted & (new_margin[picked] <= 0))
+        run.done[active] |= broken
         return active[~broken & (next_iteration[active] < self.queries)]
 
     # -------------------------------------------------------------- Linf
@@ -259,3 +263,4 @@ class SquareRun(inflight.RunState):
     x_best: torch.Tensor           # each point's best example so far
     best_loss: torch.Tensor        # its margin (≤ 0: broken)
     next_iteration: torch.Tensor   # the point's next iteration (its queries so far)
+    done: torch.Tensor             # whether it left the search, broken

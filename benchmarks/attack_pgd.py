@@ -30,6 +30,8 @@ from attacks.fold import PROBE_POINTS, fold_for_evaluation
 from robust_kd.data import load_dataset
 from robust_kd.models.pretrained import load_pretrained
 
+from common import FLOAT32_WORDS, add_float32_option, float32_mode  # the script folder is on sys.path
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -73,54 +75,57 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--checkpoint")
+    add_float32_option(parser)
     args = parser.parse_args()
     eps = float(Fraction(args.eps))
     model, x, y, what = points(args.n, args.checkpoint)
     print(f"PGD benchmark: {what}, {len(y)} points, Linf eps {args.eps}, step eps/4, no random start; "
           f"torch {torch.__version__}, "
           f"torchattacks {torchattacks.__version__ if hasattr(torchattacks, '__version__') else '3.5.x'}, "
-          f"{platform.machine()}, {torch.get_num_threads()} CPU threads")
+          f"{platform.machine()}, {torch.get_num_threads()} CPU threads; "
+          f"{FLOAT32_WORDS[args.float32]}")
     print("| device | steps | torchattacks img/s | ours img/s | ratio | ours channels-last img/s | ratio "
           "| ours folded + channels-last img/s | ratio "
           "| robust acc torchattacks | robust acc ours | ours channels-last | ours folded + channels-last |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for device_name in args.devices.split(","):
-        device = torch.device(device_name)
-        model = model.to(device).eval()
-        xd, yd = x.to(device), y.to(device)
-        (folded,) = fold_for_evaluation([model], xd[:PROBE_POINTS])
-        folded_norms = sum(isinstance(m, attacks.fold.FoldedNorm) for m in folded.modules())
-        print(f"{device_name}: {folded_norms} batch norms folded" if folded is not model else
-              f"{device_name}: NOT folded (the folded copy was rejected): the folded column times the model as it is")
-        for steps in (int(s) for s in args.steps.split(",")):
-            reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
-            ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
+    with float32_mode(args.float32):
+        for device_name in args.devices.split(","):
+            device = torch.device(device_name)
+            model = model.to(device).eval()
+            xd, yd = x.to(device), y.to(device)
+            (folded,) = fold_for_evaluation([model], xd[:PROBE_POINTS])
+            folded_norms = sum(isinstance(m, attacks.fold.FoldedNorm) for m in folded.modules())
+            print(f"{device_name}: {folded_norms} batch norms folded" if folded is not model else
+                  f"{device_name}: NOT folded (the folded copy was rejected): the folded column times the model "
+                  "as it is")
+            for steps in (int(s) for s in args.steps.split(",")):
+                reference = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
+                ours = attacks.PGD(eps=eps, steps=steps, alpha=eps / 4, random_start=False)
 
-            def run_reference():
-                return torch.cat([reference(xb, yb)
-                                  for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+                def run_reference():
+                    return torch.cat([reference(xb, yb)
+                                      for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
 
-            def run_ours(attacked=model):
-                return torch.cat([ours(attacked, xb, yb)
-                                  for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
+                def run_ours(attacked=model):
+                    return torch.cat([ours(attacked, xb, yb)
+                                      for xb, yb in zip(xd.split(args.batch_size), yd.split(args.batch_size))])
 
-            t_ref, adv_ref = timed(run_reference, device, args.repeats)
-            t_ours, adv_ours = timed(run_ours, device, args.repeats)
-            with attacks.layout.channels_last([model], device, True):
-                t_fast, adv_fast = timed(run_ours, device, args.repeats)
-            with attacks.layout.channels_last([folded], device, True):
-                t_fold, adv_fold = timed(lambda: run_ours(folded), device, args.repeats)
-            with torch.no_grad():
-                acc_ref, acc_ours, acc_fast, acc_fold = (100 * float((model(adv).argmax(1) == yd).float().mean())
-                                                         for adv in (adv_ref, adv_ours, adv_fast, adv_fold))
+                t_ref, adv_ref = timed(run_reference, device, args.repeats)
+                t_ours, adv_ours = timed(run_ours, device, args.repeats)
+                with attacks.layout.channels_last([model], device, True):
+                    t_fast, adv_fast = timed(run_ours, device, args.repeats)
+                with attacks.layout.channels_last([folded], device, True):
+                    t_fold, adv_fold = timed(lambda: run_ours(folded), device, args.repeats)
+                with torch.no_grad():
+                    acc_ref, acc_ours, acc_fast, acc_fold = (100 * float((model(adv).argmax(1) == yd).float().mean())
+                                                             for adv in (adv_ref, adv_ours, adv_fast, adv_fold))
 
-            def shown(acc: float) -> str:
-                return f"{acc:.2f}" + ("" if abs(acc - acc_ref) <= 0.2 else " (DIFFERENT)")
+                def shown(acc: float) -> str:
+                    return f"{acc:.2f}" + ("" if abs(acc - acc_ref) <= 0.2 else " (DIFFERENT)")
 
-            print(f"| {device_name} | {steps} | {len(y) / t_ref:.1f} | {len(y) / t_ours:.1f} | {t_ref / t_ours:.2f} | "
-                  f"{len(y) / t_fast:.1f} | {t_ref / t_fast:.2f} | {len(y) / t_fold:.1f} | {t_ref / t_fold:.2f} | "
-                  f"{acc_ref:.2f} | {shown(acc_ours)} | {shown(acc_fast)} | {shown(acc_fold)} |")
-
-
+                print(f"| {device_name} | {steps} | {len(y) / t_ref:.1f} | {len(y) / t_ours:.1f} | "
+                      f"{t_ref / t_ours:.2f} | "
+                      f"{len(y) / t_fast:.1f} | {t_ref / t_fast:.2f} | {len(y) / t_fold:.1f} | {t_ref / t_fold:.2f} | "
+                      f"{acc_ref:.2f} | {shown(acc_ours)} | {shown(acc_fast)} | {shown(acc_fold)} |")
 if __name__ == "__main__":
     main()

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import time
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import attacks
 from robust_kd.device import autocast, uses_channels_last
+
+FLOAT32_WORDS = {"ieee": "float32 in IEEE arithmetic (TF32 off on CUDA, as the verdicts of attacks.evaluate)",
+                 "tf32": "float32 as torch defaults to (TF32 convolutions on CUDA)"}
+
+
+def add_float32_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--float32", choices=sorted(FLOAT32_WORDS), default="ieee",
+                        help="the arithmetic of float32 passes on CUDA for ours and the reference alike (ieee: TF32 "
+                             "off, so that examples and verdicts can be compared; tf32: cuDNN's default). "
+                             "No difference on a CPU.")
+
+
+def float32_mode(choice: str) -> ContextManager[object]:
+    """The float32 arithmetic a benchmark compares in (``--float32``), for ours and the reference alike."""
+    return attacks.full_float32() if choice == "ieee" else contextlib.nullcontext()
 
 
 def sync(device: torch.device) -> None:

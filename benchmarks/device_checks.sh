@@ -4,29 +4,37 @@
 # order of importance, each under its own time limit and all of them within BUDGET seconds (585 by
 # default, under the tool's 600 s per call): a step gets what is left when it starts, and one that
 # would get under 10 s is skipped and says so, so the last, least important steps are the ones cut.
-# Their output goes to $OUT/device_checks.log and the attack results JSON files to $OUT (8 files at
-# most come back).
+# Their output goes to $OUT/device_checks.log, a table of every step to $OUT/summary.md, and the
+# attack results JSON files to $OUT (8 files at most come back).
 #
-# Prepare here, once per session (the wheels of the packages the device image lacks):
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl pyautoattack==0.2.0 torchattacks==3.5.1 foolbox==3.3.4
-# then: run(command="bash benchmarks/device_checks.sh", carry=[".whl"], timeout_s=600).
-# Try it here first, on the CPU with tiny sizes: DEVICE=cpu SMALL=1 bash benchmarks/device_checks.sh
+# It runs the project as a fresh machine would: the wheels in WHEELS (default .whl/, made here by
+# benchmarks/prepare_device.sh: the project's own wheel and the packages the device image lacks) are
+# installed offline into a folder of their own, and every step runs outside the source tree, so that
+# the installed package, not the checkout, is imported.
+#   bash benchmarks/prepare_device.sh
+#   run(command="bash benchmarks/device_checks.sh", carry=[".whl"], timeout_s=600)
+# The rehearsal on a CPU runs the very same steps with tiny sizes (tests/test_device_checks.py does):
+#   DEVICE=cpu SMALL=1 bash benchmarks/device_checks.sh
 set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEVICE=${DEVICE:-cuda}
 SMALL=${SMALL:-0}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WHEELS=${WHEELS:-$REPO/.whl}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-SITE=$(mktemp -d)  # the carried wheels, installed for this run only
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
-    export PYTHONPATH=$SITE:$PWD
-else
-    export PYTHONPATH=$PWD
+if ! ls "$WHEELS"/robust_kd-*.whl >/dev/null 2>&1; then
+    echo "device_checks: no robust_kd wheel in $WHEELS; run 'bash benchmarks/prepare_device.sh' first" >&2
+    exit 2
 fi
+SITE=$(mktemp -d)  # the carried wheels, installed for this run only
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+    || exit 1
+export PYTHONPATH=$SITE
+BENCH=$REPO/benchmarks
+cd "$(mktemp -d)" || exit 1   # outside the source tree: 'python -m robust_kd.cli' imports the installed package
 
 LOG=$OUT/device_checks.log
 BUDGET=${BUDGET:-585}
@@ -57,20 +65,39 @@ else
 fi
 RUNS=$(mktemp -d)  # checkpoints stay there: only the results come back
 
-step environment 20 $PY -c "import torch, attacks; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
-step attack_pgd 60 $PY benchmarks/attack_pgd.py --devices "$DEVICE" --n "$N"
-step attack_autoattack 130 $PY benchmarks/attack_autoattack.py --devices "$DEVICE" --n "$N" --eps "$AA_EPS"
-step attack_square 90 $PY benchmarks/attack_square.py --devices "$DEVICE" --n "$N" --eps 1/255 $SQUARE
+step environment 20 $PY -c "import torch, attacks, robust_kd.configs; print(torch.__version__, \
+    torch.cuda.is_available() and torch.cuda.get_device_name(), 'robust_kd from', robust_kd.configs.__file__)"
+step attack_pgd 60 $PY $BENCH/attack_pgd.py --devices "$DEVICE" --n "$N"
+step attack_autoattack 130 $PY $BENCH/attack_autoattack.py --devices "$DEVICE" --n "$N" --eps "$AA_EPS"
+step attack_square 90 $PY $BENCH/attack_square.py --devices "$DEVICE" --n "$N" --eps 1/255 $SQUARE
 # the design card's command at full size: all 2000 embedded test points, both JPEG variants
 step train_jpegdl 60 $PY -m robust_kd.cli train --model $MODEL --recipe quick --device "$DEVICE" --runs-dir "$RUNS" $TRAIN
 step attack_full_size 120 $PY -m robust_kd.cli attack --model $MODEL --suite autoattack --device "$DEVICE" \
     --runs-dir "$RUNS" --batch-size 1000 $FULL
-step train_throughput 30 $PY benchmarks/train_throughput.py --devices "$DEVICE" $TRAINING
-step jpeg_overhead 20 $PY benchmarks/jpeg_overhead.py --devices "$DEVICE" $JPEG
-step distill_overhead 25 $PY benchmarks/distill_overhead.py --devices "$DEVICE" $DISTILL
+step train_throughput 30 $PY $BENCH/train_throughput.py --devices "$DEVICE" $TRAINING
+step jpeg_overhead 20 $PY $BENCH/jpeg_overhead.py --devices "$DEVICE" $JPEG
+step distill_overhead 25 $PY $BENCH/distill_overhead.py --devices "$DEVICE" $DISTILL
 # bf16 on the GPU: AutoAttack timed a third time with the attacks in bf16 (verdicts compared), and
 # the attack passes' rate against the matmul rate in fp32 and bf16
-step attack_autoattack_bf16 120 $PY benchmarks/attack_autoattack.py --devices "$DEVICE" --n "$N" --eps 8/255 --bf16
-step attack_roofline 40 $PY benchmarks/attack_roofline.py --devices "$DEVICE" $ROOFLINE
+step attack_autoattack_bf16 120 $PY $BENCH/attack_autoattack.py --devices "$DEVICE" --n "$N" --eps 8/255 --bf16
+step attack_roofline 40 $PY $BENCH/attack_roofline.py --devices "$DEVICE" $ROOFLINE
 find "$RUNS" -path "*attacks*" -name "*.json" ! -path "*/.state/*" | head -n 6 | xargs -r cp -t "$OUT"
+# the table of every step: its exit, its seconds and its last lines (where the benchmarks print their ratios)
+$PY - "$LOG" > "$OUT/summary.md" <<'PYTHON'
+import re, sys
+rows, name, lines = [], None, []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace").read().splitlines():
+    start, end = re.match(r"== (\S+) \(at most", line), re.match(r"== (\S+): (exit (\d+) after (\d+)s|skipped.*)", line)
+    if start:
+        name, lines = start.group(1), []
+    elif end:
+        last = " ".join(text.strip() for text in lines if text.strip())[-300:].replace("|", "\\|")
+        rows.append(f"| {end.group(1)} | {end.group(3) or 'skipped'} | {end.group(4) or ''} | {last} |")
+        name, lines = None, []
+    elif name:
+        lines = (lines + [line])[-3:]
+print("| step | exit | seconds | last lines |\n|---|---:|---:|---|")
+print("\n".join(rows))
+PYTHON
+cat "$OUT/summary.md"
 echo "== done after ${SECONDS}s; logs in $OUT"

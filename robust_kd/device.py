@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -38,6 +38,22 @@ def autocast(device: torch.device) -> ContextManager[object]:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def training_kernels(device: torch.device) -> Iterator[None]:
+    """cuDNN's benchmark mode for the length of a training on CUDA: it times the convolution algorithms
+    once per input shape and keeps the fastest, and a training's shapes repeat every step. Attacks leave
+    it as the user set it (off by default): their batches shrink as points leave, so shapes rarely repeat."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def uses_channels_last(device: torch.device) -> bool:

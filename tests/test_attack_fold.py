@@ -313,12 +313,12 @@ def test_the_probe_compares_at_full_float32_precision(monkeypatch):
     """cuDNN's default TF32 convolutions move a model's and its folded copy's logits apart by about
     2e-4 of their scale, above the tolerance: the probe runs at full precision and then puts the
     caller's setting back."""
-    import attacks.fold as fold
+    import attacks.precision as precision
 
-    flags = fold._precision_flags()
+    flags = precision._precision_flags()
     if not flags:   # a torch with only the legacy switches (their own test below): the mechanism on stand-ins
         flags = [SimpleNamespace(fp32_precision="none"), SimpleNamespace(fp32_precision="none")]
-        monkeypatch.setattr(fold, "_precision_flags", lambda: flags)
+        monkeypatch.setattr(precision, "_precision_flags", lambda: flags)
     seen = []
 
     class Records(nn.Module):
@@ -339,9 +339,9 @@ def test_the_probe_compares_at_full_float32_precision(monkeypatch):
 
 def test_the_probe_falls_back_to_the_legacy_tf32_switches(monkeypatch):
     """A torch without the fp32_precision settings: the probe turns allow_tf32 off, and back."""
-    import attacks.fold as fold
+    import attacks.precision as precision
 
-    monkeypatch.setattr(fold, "_precision_flags", lambda: [])
+    monkeypatch.setattr(precision, "_precision_flags", lambda: [])
     seen = []
 
     class Records(nn.Module):

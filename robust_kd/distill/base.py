@@ -131,22 +131,18 @@ class Distiller:
         """Knowledge adjustment of the teacher's logits where its prediction is wrong."""
         if self.options.ka == "none":
             return teacher
-        wrong = teacher.argmax(dim=1) != labels
-        if not bool(wrong.any()):
-            return teacher
-        adjusted = teacher.clone()
-        rows = wrong.nonzero(as_tuple=True)[0]
-        predicted = teacher[rows].argmax(dim=1)
+        # on every row, masked by torch.where: selecting the wrong rows would be a host sync on CUDA per step
+        predicted = teacher.argmax(dim=1, keepdim=True)
+        wrong = predicted != labels[:, None]
         if self.options.ka == "ps":
-            adjusted[rows, labels[rows]] = teacher[rows, predicted]
-            adjusted[rows, predicted] = teacher[rows, labels[rows]]
-        else:  # lsr: softmax(z/T) of these logits is the label-smoothing target at the base temperature
-            classes = teacher.shape[1]
-            eps = self.options.ka_epsilon
-            smooth = torch.full((len(rows), classes), eps / (classes - 1), device=teacher.device, dtype=teacher.dtype)
-            smooth[torch.arange(len(rows)), labels[rows]] = 1.0 - eps
-            adjusted[rows] = self.base_temperature() * smooth.log()
-        return adjusted
+            true_score, predicted_score = teacher.gather(1, labels[:, None]), teacher.gather(1, predicted)
+            adjusted = teacher.scatter(1, labels[:, None], torch.where(wrong, predicted_score, true_score))
+            return adjusted.scatter(1, predicted, torch.where(wrong, true_score, adjusted.gather(1, predicted)))
+        # lsr: softmax(z/T) of these logits is the label-smoothing target at the base temperature
+        classes = teacher.shape[1]
+        eps = self.options.ka_epsilon
+        smooth = torch.full_like(teacher, eps / (classes - 1)).scatter(1, labels[:, None], 1.0 - eps)
+        return torch.where(wrong, self.base_temperature() * smooth.log(), teacher)
 
     def temperature(self, student: torch.Tensor, teacher: torch.Tensor) -> float | torch.Tensor:
         """The base temperature, or with ``dtd`` one temperature per sample (B, detached)."""

@@ -101,10 +101,9 @@ class EnergyKD(Distiller):
         sharp, mid, smooth = self.options.temperatures
         low_t, high_t = (smooth, sharp) if self.options.direction == "paper" else (sharp, smooth)
         scores = energy(teacher, self.options.energy_temperature)
-        temperatures = torch.full_like(scores, mid)
-        temperatures[scores < self.thresholds[0]] = low_t
-        temperatures[scores > self.thresholds[1]] = high_t
-        return temperatures
+        # torch.where, not boolean-mask writes: each of those is a nonzero, a host sync on CUDA
+        temperatures = torch.where(scores < self.thresholds[0], low_t, torch.full_like(scores, mid))
+        return torch.where(scores > self.thresholds[1], high_t, temperatures)
 
     def loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
              context: StepContext) -> dict[str, torch.Tensor]:
@@ -127,9 +126,10 @@ class EnergyKD(Distiller):
         chosen = scores > self.augment_thresholds[1]
         if o.augment_low_rate > 0:
             chosen |= scores < self.augment_thresholds[0]
-        if int(chosen.sum()) < 2:  # nothing to mix
+        rows = chosen.nonzero(as_tuple=True)[0]    # the one host sync of the term: its batch has this size
+        if rows.numel() < 2:  # nothing to mix
             return teacher.new_zeros(())
-        images = context.images[chosen]
+        images = context.images[rows]
         mixed = cutmix(images, context.generator) if o.augment == "cutmix" else mixup(images, context.generator)
         student_mixed = context.student(mixed).float()
         teacher_mixed = context.teacher(mixed)

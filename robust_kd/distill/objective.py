@@ -29,6 +29,9 @@ class TeacherCache:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.logits = torch.zeros(num_samples, num_views, num_classes, dtype=dtype, device=device)
         self.filled = torch.zeros(num_samples, num_views, dtype=torch.bool, device=device)
+        # counted on the host: once every view is filled, a step reads the cache without asking the device
+        # which entries are missing (a nonzero, a host sync on CUDA)
+        self.unfilled = num_samples * num_views
 
     @staticmethod
     def bytes_needed(num_samples: int, num_views: int, num_classes: int, device: torch.device) -> int:
@@ -68,10 +71,12 @@ class DistillationObjective(Objective):
         if self.cache is None:
             return self.teacher_logits(batch.images)
         view = batch.view if batch.view is not None else torch.zeros_like(batch.index)  # no augmentation: one view
-        hit = self.cache.filled[batch.index, view]
         logits = self.cache.logits[batch.index, view].float()
-        missing = (~hit).nonzero(as_tuple=True)[0]
+        if self.cache.unfilled == 0:
+            return logits
+        missing = (~self.cache.filled[batch.index, view]).nonzero(as_tuple=True)[0]
         if missing.numel():
+            self.cache.unfilled -= missing.numel()
             fresh = self.teacher_logits(batch.images[missing])
             logits[missing] = fresh
             self.cache.logits[batch.index[missing], view[missing]] = fresh.to(self.cache.logits.dtype)

@@ -49,9 +49,9 @@ class TTM(Distiller):
         terms = {"ce": o.ce_weight * F.cross_entropy(student, labels)}
         if o.weighted:
             with torch.no_grad():  # log U = logsumexp(γ z) − γ·logsumexp(z)
-                gamma_col = gamma if isinstance(gamma, torch.Tensor) else teacher.new_tensor(gamma)
-                log_u = (torch.logsumexp(gamma_col * teacher, dim=1)
-                         - gamma_col.reshape(-1) * torch.logsumexp(teacher, dim=1))
+                # a Python γ stays a number: new_tensor(γ) would be a host-to-device copy on every step
+                gamma_row = gamma.reshape(-1) if isinstance(gamma, torch.Tensor) else gamma
+                log_u = torch.logsumexp(gamma * teacher, dim=1) - gamma_row * torch.logsumexp(teacher, dim=1)
             terms["wttm"] = o.beta * (log_u.exp() * kl).mean()
         else:
             terms["ttm"] = o.beta * kl.mean()

@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+import attacks
+
 from .. import distributed
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..data import Augment, BatchLoader, ImageDataset
-from ..device import autocast, device_name, resolve_device, uses_channels_last
+from ..device import autocast, device_name, resolve_device, training_kernels, uses_channels_last
 from ..errors import UserError
 from . import parallel
 from .context import TrainingContext
@@ -253,7 +255,9 @@ class Trainer:
         """Train one epoch and make its record: the trainer's own numbers (:data:`OWN_RECORD_KEYS`), then
         what the training parts and the objective measure."""
         record = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-        with autocast(self.device):
+        # in IEEE float32 (no bf16 autocast, no TF32): the checkpoint's test accuracy is then the clean accuracy
+        # an attack's verdicts give on the same points
+        with attacks.full_float32():
             record.update(evaluate(self.model, self.test_loader, prefix="test_"))
         for part in self.parts:
             record.update(part.epoch_metrics())
@@ -269,25 +273,31 @@ class Trainer:
         epochs = self.config.epochs
         self.reporter.start(f"{self.config.model} on {self.dataset.name}", epochs, state.epochs_done)
         try:
-            for epoch in range(state.epochs_done, epochs):
-                record = self.run_epoch(epoch)
-                state.epochs_done = epoch + 1
-                state.train_seconds += record["train_seconds"]
-                improved = record["test_accuracy"] > state.best_accuracy
-                if improved:
-                    state.best_accuracy, state.best_epoch = record["test_accuracy"], epoch + 1
-                state.history.append(record)
-                if distributed.is_main():          # under torchrun, rank 0 alone writes
-                    self._save(state, improved)
-                    self.run.write_metrics(state.history)
-                distributed.barrier()
-                self.reporter.end_epoch(record, epochs)
+            with training_kernels(self.device):
+                for epoch in range(state.epochs_done, epochs):
+                    self._epoch(state, epoch)
         finally:
             self.reporter.close()
         summary = self.summary(state)
         if distributed.is_main():
             self.run.write_summary(summary)
         return summary
+
+    def _epoch(self, state: TrainState, epoch: int) -> None:
+        """One epoch, its record kept, its checkpoint written."""
+        epochs = self.config.epochs
+        record = self.run_epoch(epoch)
+        state.epochs_done = epoch + 1
+        state.train_seconds += record["train_seconds"]
+        improved = record["test_accuracy"] > state.best_accuracy
+        if improved:
+            state.best_accuracy, state.best_epoch = record["test_accuracy"], epoch + 1
+        state.history.append(record)
+        if distributed.is_main():          # under torchrun, rank 0 alone writes
+            self._save(state, improved)
+            self.run.write_metrics(state.history)
+        distributed.barrier()
+        self.reporter.end_epoch(record, epochs)
 
     def summary(self, state: TrainState) -> dict[str, Any]:
         last = state.history[-1]

@@ -1,0 +1,47 @@
+"""The GPU run's script rehearsed on the CPU, as it will run on the device: the project installed from
+its wheel, offline, into a folder of its own, every step run outside the source tree (a device call is
+minutes long and lent now and then: it must not fail on its set-up)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_device_checks_rehearse_on_the_cpu_the_steps_of_the_device(tmp_path):
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "SMALL": "1", "OUT": str(out), "WHEELS": str(wheels),
+           "PYTHON": sys.executable, "PYTHONPATH": ""}
+    ran = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_checks.sh")], env=env, capture_output=True,
+                         text=True, timeout=1500, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    log = (out / "device_checks.log").read_text()
+    # the project came from the installed wheel, not from the checkout
+    imported = re.search(r"robust_kd from (\S+)", log)
+    assert imported and not imported.group(1).startswith(str(ROOT)), log[:2000]
+    rows = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| ") and
+            not line.startswith("| step")]
+    steps = [row.split("|")[1].strip() for row in rows]
+    assert steps[:6] == ["environment", "attack_pgd", "attack_autoattack", "attack_square", "train_jpegdl",
+                         "attack_full_size"]
+    failed = [row for row in rows if row.split("|")[2].strip() != "0"]
+    assert not failed, "\n".join(failed)
+    assert list(out.glob("*.json")), "the full-size attack's results come back"
+
+
+def test_without_the_wheels_the_script_says_how_to_make_them(tmp_path):
+    env = {**os.environ, "WHEELS": str(tmp_path / "none"), "OUT": str(tmp_path / "out")}
+    ran = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_checks.sh")], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 2
+    assert ran.stderr.strip().splitlines() == [
+        f"device_checks: no robust_kd wheel in {tmp_path / 'none'}; run 'bash benchmarks/prepare_device.sh' first"]
