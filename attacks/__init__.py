@@ -20,6 +20,7 @@ from .fab import FABT
 from .fgsm import FGSM
 from .inflight import RunState
 from .iterative import IterativeAttack
+from .memory import out_of_memory
 from .pgd import PGD
 from .precision import PRECISIONS, check_precision, full_float32, slow_here
 from .prepare import prepared
@@ -43,7 +44,7 @@ __all__ = [
     "adversarial_examples", "transfer_matrix", "prepared",
     # devices, precision, provenance
     "auto_batch_size", "model_device", "PRECISIONS", "check_precision", "full_float32", "slow_here",
-    "model_fingerprint", "tensors_fingerprint",
+    "model_fingerprint", "tensors_fingerprint", "out_of_memory",
     # errors
     "AttackError", "ModelOutputError",
 ]

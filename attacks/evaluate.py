@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,14 +26,15 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import checks, finish
+from . import checks, finish, memory
 from .core import auto_batch_size, model_device
+from .fold import PROBE_POINTS
 from .errors import AttackError
 from .inputs import eps_values, unknown_keywords
 from .kept import KeptExamples
 from .precision import check_precision
 from .prepare import Options, built_suite, check_options, checked_data, evaluation_key, prepared, probe
-from .progress import CompletedProgress, Progress
+from .progress import CompletedProgress, Progress, say
 from .provenance import model_fingerprint
 from .results import EvaluationResult
 from .run import EvaluationRun
@@ -191,7 +191,8 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Any, options
         state.save(force=True)      # this rank's file now holds all that the others knew
     kept = x.clone() if options.keep_examples else None
     run = EvaluationRun(model, x, y, built, options, batch_size, device, shard, CompletedProgress(options.progress),
-                        state, SnapshotFile(state.path, key), KeptExamples(state.path, key, kept), kept)
+                        state, SnapshotFile(state.path, key), KeptExamples(state.path, key, kept), kept,
+                        cap=memory.rows_that_fit(model, first[:PROBE_POINTS]))
     if state.clean_done:     # resumed: the examples of the points its earlier runs broke
         _restore_examples(run, family)
     else:
@@ -227,12 +228,8 @@ def _restore_examples(run: EvaluationRun, family: list[Path]) -> None:
 def _say_damage(run: EvaluationRun) -> None:
     """A snapshot or kept examples that could not be read: only a shortcut is lost, but the user hears
     of it (through the progress's ``notify``, else as a warning)."""
-    notify = getattr(run.progress, "notify", None)
     for damage in [*([] if run.snapshots.damaged is None else [run.snapshots.damaged]), *run.examples.damaged]:
-        if callable(notify):
-            notify(damage)
-        else:
-            warnings.warn(damage, stacklevel=4)
+        say(run.progress, damage)
 
 
 def _finished(run: EvaluationRun, records: list, started: float) -> EvaluationResult:

@@ -4,6 +4,7 @@ the forward passes of the batch in flight, and the filling-in of what a progress
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -42,6 +43,15 @@ class CompletedProgress:
         if name in PROGRESS_METHODS:
             return lambda *args, **kwargs: None
         raise AttributeError(name)
+
+
+def say(progress: Any, text: str) -> None:
+    """A line for the user: to the progress's ``notify``, else as a warning."""
+    notify = getattr(progress, "notify", None)
+    if callable(notify):
+        notify(text)
+    else:
+        warnings.warn(text, stacklevel=5)
 
 
 class _Heartbeat:

@@ -20,13 +20,13 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from . import checks, provenance, work
+from . import checks, memory, provenance, work
 from .adaptive import BPDA
 from .core import CountingModel
 from .kept import KeptExamples
 from .precision import full_float32, in_precision
 from .prepare import GRADIENT_KINDS, Options
-from .progress import CompletedProgress, heartbeat
+from .progress import CompletedProgress, heartbeat, say
 from .results import AttackRecord, Flag
 from .shard import Shard, owns
 from .snapshots import SnapshotFile
@@ -77,6 +77,7 @@ class EvaluationRun:
     snapshots: SnapshotFile
     examples: KeptExamples
     kept: torch.Tensor | None        # the adversarial examples, where kept
+    cap: int | None = None           # images per pass at most (attacks.memory); None: by device
 
     def __post_init__(self) -> None:
         self.counting = CountingModel(self.model)
@@ -118,7 +119,7 @@ class EvaluationRun:
             report = None if working is None else (
                 lambda: working(label, done, len(rows), so_far()[0], sum(self.state.robust), self.total, share.read(),
                                 so_far()[2]))
-            with heartbeat(counters, report), judging(judge):
+            with heartbeat(counters, report), judging(judge), memory.capped(self.cap):
                 yield TrackedBatch(so_far, earlier[2], judge)
 
     def clean_pass(self, first: torch.Tensor, probe_logits: torch.Tensor) -> None:
@@ -172,11 +173,38 @@ class EvaluationRun:
             self.progress.points_done(step.label, attacked, sum(self.state.robust), self.total)
         return step_record(step.label, step.attack.describe(), self.state.batches)
 
+    def _attacked(self, step: SuiteStep, attacker: nn.Module, rows: list[int], points: tuple[torch.Tensor, ...],
+                  counters: list[CountingModel], done: int) -> tuple[torch.Tensor, TrackedBatch]:
+        """The attack's examples for the points ``rows`` (``points``: their images, labels and indices). A
+        pass that runs out of device memory is made again with fewer images per pass (:mod:`attacks.memory`),
+        on the same batch, from its snapshot."""
+        xb, yb, index = points
+        while True:
+            try:
+                with self.tracked(step.label, rows, counters, done) as batch:
+                    return step.attack(attacker, xb, yb, index).detach(), batch
+            except Exception as err:  # noqa: BLE001 - only running out of memory is retried
+                if not memory.out_of_memory(err) or not self._smaller_passes(len(rows)):
+                    raise
+
+    def _smaller_passes(self, batch_rows: int) -> bool:
+        """Halve the images per pass after running out of memory; False where that cannot help (the passes
+        would be no larger than the batch itself: a smaller --batch-size can)."""
+        smaller = memory.halved(self.cap, self.device)
+        if smaller is None or smaller < batch_rows:
+            return False
+        self.cap = smaller
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.snapshots.reload()
+        say(self.progress, f"out of device memory in a pass of the attack: passes of at most {smaller} images now; "
+                           "the batch in flight goes on from its last snapshot")
+        return True
+
     def _attack_batch(self, number: int, step: SuiteStep, attacker: nn.Module, rows: list[int],
                       counters: list[CountingModel], done: int) -> None:
         xb, yb, index = self.rows(rows)
-        with self.tracked(step.label, rows, counters, done) as batch:
-            x_adv = step.attack(attacker, xb, yb, index).detach()
+        x_adv, batch = self._attacked(step, attacker, rows, (xb, yb, index), counters, done)
         invalid = checks.invalid_examples(x_adv, xb, self.options.eps, self.options.norm)
         with torch.no_grad(), full_float32():
             logits = self.counting(x_adv).float()

@@ -43,6 +43,11 @@ class SnapshotFile:
             return found.data
         return None
 
+    def reload(self) -> None:
+        """Read the file again: a batch attacked again in this process resumes from its latest snapshot."""
+        self.present = self.path is not None and self.path.is_file()
+        self.saved = self._load()
+
     def for_batch(self, step: str, rows: list[int]) -> dict[str, Any] | None:
         """The saved snapshot if it is one of this batch (same attack, same points)."""
         saved = self.saved

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import inflight, verdict, work
+from . import inflight, memory, verdict, work
 from .core import Attack, flat_norm
 from .errors import AttackError
 from .rng import point_integers
@@ -44,9 +44,9 @@ def p_at(iteration: int, p_init: float, queries: int, rescale: bool) -> float:
 
 
 SPECULATION_LIMIT = 16  # proposals per point in one forward pass, at most
-# images per forward pass by device: CPU throughput peaks near 32-48 images (docs/benchmarks.md);
-# the CUDA value is a starting point, not yet measured; other devices: 256
-AUTO_FORWARD_BATCH = {"cpu": 32, "cuda": 4096}
+# images per forward pass by device: CPU throughput peaks near 32-48 images (docs/benchmarks.md); on
+# CUDA a ceiling, under the cap an evaluation measures from the free memory (attacks.memory); elsewhere 256
+AUTO_FORWARD_BATCH = memory.SQUARE_ROWS
 
 
 def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class Square(Attack):
             # still going: not broken (a kept proposal with margin ≤ 0 that the evaluation's judge confirms ends a
             # point: attacks.verdict) and queries left
             active = (~run.done & (run.next_iteration < self.queries)).nonzero(as_tuple=True)[0]
-            width = self.forward_batch or AUTO_FORWARD_BATCH.get(device.type, 256)
+            width = self.forward_batch or memory.rows_per_pass(device, AUTO_FORWARD_BATCH, 256)
             budget = len(y) * self.queries
             # read about once a second (attacks.work): the queries the points still going have left
             work.advance(lambda: budget - float((self.queries - run.next_iteration[active]).sum()), budget)

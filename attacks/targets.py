@@ -11,8 +11,8 @@ target than the sequential order would have found first.
 Side by side pays where one target's pass leaves a device part-empty: the targets run side by
 side when all of them, for all points left, fit in one pass of ``rows_per_pass`` rows. A 2-core
 CPU's throughput stops growing near 36 images per pass, so there this means at most 4 points
-(benchmarks/attack_targets.py: APGD-T 1.49× faster on 4 points of a ResNet-18); the CUDA value is
-a starting point, not yet measured.
+(benchmarks/attack_targets.py: APGD-T 1.49× faster on 4 points of a ResNet-18); on CUDA the value
+is a ceiling, under the cap an evaluation measures from the free memory (:mod:`attacks.memory`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Callable
 
 import torch
 
-from . import inflight, work
+from . import inflight, memory, work
 from .errors import AttackError
 
-AUTO_ROWS_PER_PASS = {"cpu": 36, "cuda": 4096}
+AUTO_ROWS_PER_PASS = memory.TARGET_ROWS
 
 # run(x, y, index, target, k, restart, group) -> (x_adv, broken); k is one number or one per row
 TargetRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, "int | torch.Tensor", int,
@@ -58,7 +58,7 @@ def attack_targets(run: TargetRun, x: torch.Tensor, y: torch.Tensor, index: torc
     as ``plan.kind``), and inside the run in flight where ``run`` opens a level of its own (APGD and
     FAB do)."""
     ks, restarts = plan.ks, plan.restarts
-    rows = plan.rows_per_pass or AUTO_ROWS_PER_PASS.get(x.device.type, 1)
+    rows = plan.rows_per_pass or memory.rows_per_pass(x.device, AUTO_ROWS_PER_PASS, 1)
     result = x.clone()
     side_by_side = len(ks) > 1 and x.shape[0] * len(ks) <= rows    # one at a time would leave passes part-empty
     # the arrangement names the parts (side by side: one per restart; in order: one per target and

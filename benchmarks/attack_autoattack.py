@@ -26,6 +26,7 @@ import torch
 
 import attacks
 from attack_pgd import points, sync  # the script folder is on sys.path
+from common import FLOAT32_WORDS, add_float32_option, float32_mode
 
 
 def main() -> None:
@@ -38,13 +39,15 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--unfolded", action="store_true", help="also time ours with fold_batchnorm=False")
     parser.add_argument("--bf16", action="store_true", help="also time ours with precision='bf16'")
+    add_float32_option(parser)
     args = parser.parse_args()
     from pyautoattack import AutoAttack
 
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
     model, x, y, what = points(args.n, args.checkpoint)
     print(f"AutoAttack standard benchmark: {what}, {len(y)} points, {args.norm}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads")
+          f"{torch.get_num_threads()} CPU threads; "
+          f"{FLOAT32_WORDS[args.float32]}")
     extra = " ours unfolded s | fold gain | verdicts differing folded vs unfolded |" if args.unfolded else ""
     if args.bf16:
         extra += (" ours bf16 s | ratio vs pyautoattack | robust ours bf16 | verdicts differing bf16 vs pyautoattack |"
@@ -53,48 +56,47 @@ def main() -> None:
           + extra)
     print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if args.unfolded else "")
           + ("---:|---:|---:|---:|---:|" if args.bf16 else ""))
-    for device_name in args.devices.split(","):
-        device = torch.device(device_name)
-        model = model.to(device).eval()
-        xd, yd = x.to(device), y.to(device)
-        if device.type != "cpu":   # CUDA context, cuDNN handles and kernels: paid once, not by the first tool timed
-            with contextlib.redirect_stdout(io.StringIO()):
-                AutoAttack(model, norm=args.norm, eps=8 / 255, version="standard", seed=0,
-                           device=device).run_standard_evaluation(xd[:4], yd[:4], batch_size=4)
-            attacks.evaluate(model, x[:4], y[:4], "autoattack", eps=8 / 255, norm=args.norm, sanity_checks=False)
-        for eps_text in args.eps.split(","):
-            eps = float(Fraction(eps_text))
-            reference = AutoAttack(model, norm=args.norm, eps=eps, version="standard", seed=0, device=device)
-            sync(device)
-            started = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                x_ref, _ = reference.run_standard_evaluation(xd, yd, batch_size=args.batch_size)
-            sync(device)
-            t_ref = time.perf_counter() - started
-            with torch.no_grad():
-                robust_ref = (model(x_ref).argmax(1) == yd).cpu()
-
-            def ours(fold: bool, precision: str = "fp32") -> tuple[float, torch.Tensor]:
-                started = time.perf_counter()
-                result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm,
-                                          batch_size=args.batch_size, sanity_checks=False, fold_batchnorm=fold,
-                                          precision=precision)
+    with float32_mode(args.float32):
+        for device_name in args.devices.split(","):
+            device = torch.device(device_name)
+            model = model.to(device).eval()
+            xd, yd = x.to(device), y.to(device)
+            if device.type != "cpu":   # CUDA context, cuDNN handles and kernels: paid once, not by the first tool timed
+                with contextlib.redirect_stdout(io.StringIO()):
+                    AutoAttack(model, norm=args.norm, eps=8 / 255, version="standard", seed=0,
+                               device=device).run_standard_evaluation(xd[:4], yd[:4], batch_size=4)
+                attacks.evaluate(model, x[:4], y[:4], "autoattack", eps=8 / 255, norm=args.norm, sanity_checks=False)
+            for eps_text in args.eps.split(","):
+                eps = float(Fraction(eps_text))
+                reference = AutoAttack(model, norm=args.norm, eps=eps, version="standard", seed=0, device=device)
                 sync(device)
-                return time.perf_counter() - started, torch.tensor(result.points["robust"])
+                started = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    x_ref, _ = reference.run_standard_evaluation(xd, yd, batch_size=args.batch_size)
+                sync(device)
+                t_ref = time.perf_counter() - started
+                with torch.no_grad():
+                    robust_ref = (model(x_ref).argmax(1) == yd).cpu()
 
-            t_ours, robust_ours = ours(True)
-            differing = int((robust_ours != robust_ref).sum())
-            row = (f"| {device_name} | {eps_text} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f} | "
-                   f"{int(robust_ref.sum())} | {int(robust_ours.sum())} | {differing} |")
-            if args.unfolded:
-                t_plain, robust_plain = ours(False)
-                row += f" {t_plain:.1f} | {t_plain / t_ours:.2f} | {int((robust_plain != robust_ours).sum())} |"
-            if args.bf16:
-                t_bf16, robust_bf16 = ours(True, "bf16")
-                row += (f" {t_bf16:.1f} | {t_ref / t_bf16:.2f} | {int(robust_bf16.sum())} | "
-                        f"{int((robust_bf16 != robust_ref).sum())} | {int((robust_bf16 != robust_ours).sum())} |")
-            print(row)
+                def ours(fold: bool, precision: str = "fp32") -> tuple[float, torch.Tensor]:
+                    started = time.perf_counter()
+                    result = attacks.evaluate(model, x, y, "autoattack", eps=eps, norm=args.norm,
+                                              batch_size=args.batch_size, sanity_checks=False, fold_batchnorm=fold,
+                                              precision=precision)
+                    sync(device)
+                    return time.perf_counter() - started, torch.tensor(result.points["robust"])
 
-
+                t_ours, robust_ours = ours(True)
+                differing = int((robust_ours != robust_ref).sum())
+                row = (f"| {device_name} | {eps_text} | {t_ref:.1f} | {t_ours:.1f} | {t_ref / t_ours:.2f} | "
+                       f"{int(robust_ref.sum())} | {int(robust_ours.sum())} | {differing} |")
+                if args.unfolded:
+                    t_plain, robust_plain = ours(False)
+                    row += f" {t_plain:.1f} | {t_plain / t_ours:.2f} | {int((robust_plain != robust_ours).sum())} |"
+                if args.bf16:
+                    t_bf16, robust_bf16 = ours(True, "bf16")
+                    row += (f" {t_bf16:.1f} | {t_ref / t_bf16:.2f} | {int(robust_bf16.sum())} | "
+                            f"{int((robust_bf16 != robust_ref).sum())} | {int((robust_bf16 != robust_ours).sum())} |")
+                print(row)
 if __name__ == "__main__":
     main()

@@ -173,13 +173,6 @@ def load_points(target: ModelTarget, data: str | None, data_root: str | None, n:
                   short_of=n if n is not None and n > len(labels) else None)
 
 
-def out_of_device_memory(error: BaseException) -> bool:
-    """The allocator's own error, or a library's (cuDNN, cuBLAS) failing to allocate its workspace,
-    which reaches Python as a plain RuntimeError."""
-    text = str(error)
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "ALLOC_FAILED" in text
-
-
 @dataclass
 class Variant:
     """One model to evaluate, with what the suite may use around it."""
@@ -351,7 +344,7 @@ class AttackRun:
                                         convergence_check=self.convergence_check, precision=self.precision,
                                         **({"eot": self.eot} if self.eot else {}), **variant.context)
             except RuntimeError as err:
-                if not out_of_device_memory(err):
+                if not attacks.out_of_memory(err):
                     raise
                 if batch_size == 1:
                     raise UserError("out of GPU memory even with batch size 1; use --device cpu") from None

@@ -552,7 +552,7 @@ def test_out_of_gpu_memory_retries_with_a_smaller_batch(capsys, trained_runs, mo
                          "--runs-dir", str(trained_runs), "--fresh")
     assert code == 0, err
     assert batch_sizes[:3] == [8, 4, 2] and "out of GPU memory: retrying with --batch-size 2" in err
-    assert not robustness.out_of_device_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not robustness.attacks.out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
 @pytest.mark.parametrize("suite", ["autoattack", "adaptive"])

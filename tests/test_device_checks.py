@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,21 +14,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _source_copy(to: Path) -> Path:
+    """The files a device call carries (tracked, and untracked but not ignored), without build leftovers."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, to / name)
+    return to
+
+
 def test_the_device_checks_rehearse_on_the_cpu_the_steps_of_the_device(tmp_path):
-    wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+    wheels, source = tmp_path / "wheels", _source_copy(tmp_path / "source")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "SMALL": "1", "OUT": str(out), "WHEELS": str(wheels),
            "PYTHON": sys.executable, "PYTHONPATH": ""}
-    ran = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_checks.sh")], env=env, capture_output=True,
+    ran = subprocess.run(["bash", str(source / "benchmarks" / "device_checks.sh")], env=env, capture_output=True,
                          text=True, timeout=1500, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
     log = (out / "device_checks.log").read_text()
     # the project came from the installed wheel, not from the checkout
     imported = re.search(r"robust_kd from (\S+)", log)
-    assert imported and not imported.group(1).startswith(str(ROOT)), log[:2000]
+    assert imported and not imported.group(1).startswith((str(ROOT), str(source))), log[:2000]
     rows = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| ") and
             not line.startswith("| step")]
     steps = [row.split("|")[1].strip() for row in rows]
@@ -36,6 +48,10 @@ def test_the_device_checks_rehearse_on_the_cpu_the_steps_of_the_device(tmp_path)
     failed = [row for row in rows if row.split("|")[2].strip() != "0"]
     assert not failed, "\n".join(failed)
     assert list(out.glob("*.json")), "the full-size attack's results come back"
+    # every comparison with a reference states the float32 arithmetic it ran in (TF32 would move examples)
+    for benchmark in ("PGD benchmark", "AutoAttack standard benchmark", "Square benchmark", "Roofline"):
+        header = next(line for line in log.splitlines() if line.startswith(benchmark))
+        assert "float32 in IEEE arithmetic" in header, header
 
 
 def test_without_the_wheels_the_script_says_how_to_make_them(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from robust_kd.checkpoint import read_checkpoint
 from robust_kd.cli import main
@@ -421,3 +422,55 @@ def test_jpegdl_models_distil_as_teacher_and_as_student(tmp_path):
                       overrides=SMALL + ["epochs=1"], runs_dir=tmp_path)
     assert summary["teacher"]["arch"] == "jpegdl_resnet8" and "jpeg_table_shift" in summary
     assert "input_layer.luma_table" in read_checkpoint(summary["checkpoint"])["model"]
+
+
+class _HostSyncs(TorchDispatchMode):
+    """Records the operations that, on CUDA, make the host wait for the device: reading a value (item,
+    nonzero, masked_select) and indexing or writing with a boolean mask (a nonzero inside)."""
+
+    READS = ("aten::nonzero", "aten::_local_scalar_dense", "aten::masked_select")
+    INDEXING = ("aten::index", "aten::index_put", "aten::index_put_")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        by_mask = name in self.INDEXING and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                                                 for i in (args[1] or []))
+        if name in self.READS or by_mask:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method, options", [("wttm", {}), ("kd", {"ka": "ps"}), ("kd", {"ka": "lsr"}),
+                                             ("energy_kd", {})])
+def test_a_training_step_of_these_methods_makes_the_host_wait_for_nothing(method, options):
+    """Knowledge adjustment and Energy KD's temperatures work on every row with torch.where: on CUDA a
+    boolean mask or a value read on the host would stop the host until the GPU caught up, every step."""
+    distiller = create_distiller(method, options)
+    if method == "energy_kd":
+        distiller.load_state_dict({"thresholds": [-1.0, 1.0], "augment_thresholds": [-1.0, 1.0]})
+    student, teacher, labels = torch.tensor(ZS), torch.tensor(ZT), torch.tensor(Y)
+    with _HostSyncs() as syncs:
+        terms = distiller.loss(student, distiller.adjust_teacher(teacher, labels), labels, _ctx())
+    assert terms and syncs.seen == []
+
+
+def test_a_full_teacher_cache_is_read_without_asking_the_device_what_is_missing():
+    from types import SimpleNamespace
+
+    from robust_kd.distill.objective import DistillationObjective, TeacherCache
+
+    cpu = torch.device("cpu")
+    objective = DistillationObjective(create_distiller("kd"), torch.nn.Linear(4, C), device=cpu, teacher_arch="t",
+                                      student_arch="s", cache="always")
+    objective.cache = TeacherCache(6, 1, C, cpu)
+    batch = SimpleNamespace(index=torch.arange(6), view=None, images=torch.rand(6, 4))
+    with _HostSyncs() as filling:
+        first = objective._teacher_for(batch)
+    assert filling.seen and objective.cache.unfilled == 0     # filling it asks which entries are missing
+    with _HostSyncs() as reading:
+        again = objective._teacher_for(batch)
+    assert reading.seen == [] and torch.equal(again, first)
