@@ -7,10 +7,10 @@
 # Their output goes to $OUT/device_checks.log, a table of every step to $OUT/summary.md, and the
 # attack results JSON files to $OUT (8 files at most come back).
 #
-# It runs the project as a fresh machine would: the wheels in WHEELS (default .whl/, made here by
-# benchmarks/prepare_device.sh: the project's own wheel and the packages the device image lacks) are
-# installed offline into a folder of their own, and every step runs outside the source tree, so that
-# the installed package, not the checkout, is imported.
+# It runs the project as a fresh machine would: the project's wheel is built from this tree, offline
+# with the machine's own setuptools, and installed with the wheels in WHEELS (default .whl/, made here by
+# benchmarks/prepare_device.sh: the packages the device image lacks) into a folder of their own; every
+# step runs outside the source tree, so that the installed package, not the checkout, is imported.
 #   bash benchmarks/prepare_device.sh
 #   run(command="bash benchmarks/device_checks.sh", carry=[".whl"], timeout_s=600)
 # The rehearsal on a CPU runs the very same steps with tiny sizes (tests/test_device_checks.py does):
@@ -25,19 +25,30 @@ OUT=$(cd "$OUT" && pwd)
 WHEELS=${WHEELS:-$REPO/.whl}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-if ! ls "$WHEELS"/robust_kd-*.whl >/dev/null 2>&1; then
-    echo "device_checks: no robust_kd wheel in $WHEELS; run 'bash benchmarks/prepare_device.sh' first" >&2
+BUILT=$(mktemp -d)   # the project's wheel, built here offline from a clean copy of the sources (a build/ left
+SOURCES=$(mktemp -d) # in the tree by an earlier build could hold modules since removed)
+tar -C "$REPO" --exclude=./.git --exclude=./.whl --exclude=./build --exclude=./dist --exclude=./runs \
+    --exclude='./.*venv' --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$SOURCES" -xf - || exit 1
+if ! $PY -m pip wheel -q --no-deps --no-index --no-build-isolation -w "$BUILT" "$SOURCES" >"$BUILT/build.log" 2>&1; then
+    echo "device_checks: could not build robust-kd's wheel offline (it needs setuptools>=68 and wheel):" >&2
+    tail -n 5 "$BUILT/build.log" >&2
     exit 2
 fi
-SITE=$(mktemp -d)  # the carried wheels, installed for this run only
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
-    || exit 1
+SITE=$(mktemp -d)  # the project and the carried wheels, installed for this run only
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$BUILT"/*.whl \
+    $(ls "$WHEELS"/*.whl 2>/dev/null) || exit 1
 export PYTHONPATH=$SITE
+if ! $PY -c "import torchattacks, pyautoattack, nibabel" 2>/dev/null; then
+    echo "device_checks: torchattacks, pyautoattack or nibabel is missing here; run 'bash benchmarks/prepare_device.sh'" \
+        "and carry .whl" >&2
+    exit 2
+fi
 BENCH=$REPO/benchmarks
 cd "$(mktemp -d)" || exit 1   # outside the source tree: 'python -m robust_kd.cli' imports the installed package
 
 LOG=$OUT/device_checks.log
 BUDGET=${BUDGET:-585}
+SCALE=${SCALE:-1}   # each step's limit times this (the rehearsal on a busy CPU; 1 on the device)
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2
     shift 2
@@ -46,6 +57,7 @@ step() {  # step NAME SECONDS COMMAND...
         echo "== $name: skipped, ${left}s of the ${BUDGET}s budget left" | tee -a "$LOG"
         return
     fi
+    limit=$((limit * SCALE))
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name (at most ${limit}s)" | tee -a "$LOG"
     local started=$SECONDS
