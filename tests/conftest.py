@@ -1,9 +1,13 @@
-"""Shared test helpers: real CIFAR images from the foolbox package and writers for data formats."""
+"""Shared test helpers: real CIFAR images from the foolbox package, writers for data formats, and the
+event-driven waits (with a hang cap) of the tests that interrupt and resume processes."""
 
 from __future__ import annotations
 
 import importlib.util
 import pickle
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +114,49 @@ def tiny_classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return model, data.test_images.float() / 255, data.test_labels.long()
 
 
-def wait_for_epochs(process, metrics: Path, epochs: int = 1, timeout: float = 300) -> None:
-    """Return once ``metrics`` (a run's metrics.jsonl) holds ``epochs`` finished epochs, the process has
-    exited, or ``timeout`` seconds have passed: the moment a kill-and-resume test pulls the plug."""
-    import time
+HANG_SECONDS = 15 * 60
+"""The whole-test cap of a test that starts, signals and resumes processes. Each such test takes well under
+a minute on an idle 2-core machine; only a real hang comes near this, however slow or busy the machine."""
 
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if metrics.is_file() and metrics.read_text().count("\n") >= epochs:
-            return
-        time.sleep(0.02)
+POLL_SECONDS = 0.02
+"""How often a wait looks for the event it waits on (a file the code writes, a process exiting)."""
+
+
+class HangCap:
+    """One test's guard against a real hang: its waits and subprocess timeouts all draw on the same
+    :data:`HANG_SECONDS`, counted from the test's start. Nothing in a test waits for a time of its own:
+    an interruption is sent when the code has written what the test needs (:meth:`wait_for`)."""
+
+    def __init__(self, seconds: float = HANG_SECONDS) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left of the cap: the timeout of a subprocess step, not a guess at how long it takes."""
+        left = self.end - time.monotonic()
+        assert left > 0, f"the test ran past its {self.seconds:.0f}-second cap: a hang"
+        return left
+
+    def wait_for(self, ready: Callable[[], bool], process: subprocess.Popen, what: str,
+                 log: Path | None = None) -> None:
+        """Return once ``ready()`` holds. Fail if ``process`` exits first (quoting the end of ``log``, where its
+        output goes), or at the cap."""
+        while not ready():
+            if process.poll() is not None:
+                output = log.read_text(errors="replace")[-3000:] if log is not None and log.is_file() else ""
+                raise AssertionError(f"the process exited with code {process.returncode} before {what}\n{output}")
+            assert time.monotonic() < self.end, f"no sign of {what} within the {self.seconds:.0f}-second cap: a hang"
+            time.sleep(POLL_SECONDS)
+
+
+@pytest.fixture
+def hang_cap() -> HangCap:
+    return HangCap()
+
+
+def epochs_written(metrics: Path) -> int:
+    """Finished epochs in a run's metrics.jsonl (the trainer writes it, atomically, after the epoch's checkpoint)."""
+    return metrics.read_text().count("\n") if metrics.is_file() else 0
 
 
 def metrics_history(run: Path) -> list[tuple]:
