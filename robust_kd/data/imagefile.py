@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,17 +38,21 @@ def open_image(path: Path):
     try:
         with _quiet():
             img = Image.open(path)
-    except Image.DecompressionBombError:
-        raise _refuse(path, f"more than {MAX_PIXELS:,} pixels, the limit; shrink it "
-                            "(e.g. to the model's input size) before use") from None
+    except Image.DecompressionBombError as err:            # Pillow's own guard, at twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise _too_big(path, f"{int(found.group(1)):,} pixels" if found else "too many pixels") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise _unreadable(path, err) from None
     width, height = img.size
     if width * height > MAX_PIXELS:
         img.close()
-        raise _refuse(path, f"{width}×{height} = {width * height:,} pixels, over the limit of {MAX_PIXELS:,} "
-                            "(about 9459×9459); shrink it (e.g. to the model's input size) before use")
+        raise _too_big(path, f"{width}×{height} = {width * height:,} pixels")
     return img
+
+
+def _too_big(path: Path, size: str) -> UserError:
+    return _refuse(path, f"{size}, over the limit of {MAX_PIXELS:,} (about 9459×9459); shrink it (e.g. to the "
+                         "model's input size) before use")
 
 
 def is_grey(path: Path) -> bool:
