@@ -7,6 +7,7 @@ computed on batches of samples through its ``Statistic`` (``neuro.comparators``)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,10 +36,14 @@ class Bootstrap:
     def ci(self, level: float = 0.95) -> np.ndarray:
         """Percentile interval per model: (models × 2)."""
         tail = (1 - level) / 2 * 100
-        return np.nanpercentile(self.samples, [tail, 100 - tail], axis=0).T
+        with warnings.catch_warnings():                   # a model with no defined sample: NaN, said by the caller
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanpercentile(self.samples, [tail, 100 - tail], axis=0).T
 
     def std(self) -> np.ndarray:
-        return np.nanstd(self.samples, axis=0, ddof=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanstd(self.samples, axis=0, ddof=1)
 
 
 @dataclass(frozen=True)

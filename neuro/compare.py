@@ -167,3 +167,19 @@ def compare(a: RDMs | np.ndarray, b: RDMs | np.ndarray, method: str = "spearman"
     if va.shape[1] < 2:
         raise NeuroError("fewer than 2 dissimilarities are left to compare")
     return comparator.fn(va, vb)
+
+
+def undefined_reason(model: np.ndarray, brain: np.ndarray, names: tuple[str, str] = ("model", "brain")) -> str:
+    """In plain words, why the comparison of the RDM vector ``model`` with the RDM vectors ``brain``
+    (subjects × pairs, or one vector) is undefined (NaN): the flag that goes beside an n/a similarity."""
+    brain = np.atleast_2d(brain)
+    ok = np.isfinite(model) & np.isfinite(brain).all(0)
+    if ok.sum() < 2:
+        return f"fewer than 2 dissimilarities are finite in both the {names[0]} and the {names[1]} RDM"
+    if np.ptp(model[ok]) == 0:
+        return f"the {names[0]} RDM is constant (identical stimuli, or a layer that does not tell them apart)"
+    flat = [s for s in range(len(brain)) if np.ptp(brain[s, ok]) == 0]
+    if flat:
+        return (f"the {names[1]} RDM is constant" if len(brain) == 1 else
+                f"{len(flat)} of {len(brain)} subjects' {names[1]} RDMs are constant")
+    return f"the comparison is undefined for these {names[0]} and {names[1]} RDMs"

@@ -50,7 +50,7 @@ def noise_ceiling(brain: RDMs, method: str = "spearman") -> tuple[float, float]:
 class PermutationTest:
     observed: np.ndarray          # (models,)
     null: np.ndarray              # (n × models)
-    p: np.ndarray                 # one-sided: P(null ≥ observed), with the +1 correction
+    p: np.ndarray                 # one-sided: P(null ≥ observed), +1 corrected; NaN where observed is undefined
 
 
 def permutation_test(models: RDMs, brain: RDMs, method: str = "spearman", n: int = 1000, seed: int = 0,
@@ -73,8 +73,19 @@ def permutation_test(models: RDMs, brain: RDMs, method: str = "spearman", n: int
         null[start:stop] = evaluate(stat, x, brain.vectors, samples).similarity.mean(1).T
         if progress is not None:
             progress(stop, n)
-    p = (1 + (null >= observed[None] - 1e-12).sum(0)) / (n + 1)
-    return PermutationTest(observed, null, p)
+    return PermutationTest(observed, null, permutation_p(observed, null))
+
+
+def permutation_p(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """One-sided P(null ≥ observed) with the +1 correction, over the permutations whose statistic is
+    defined. An undefined observed statistic (NaN: a constant RDM, no shared finite pairs) has an
+    undefined p-value, never 1 / (n + 1); so has one whose every permutation is undefined."""
+    defined = np.isfinite(null)
+    at_least = (defined & (null >= observed[None] - 1e-12)).sum(0)
+    count = defined.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (1 + at_least) / (1 + count)
+    return np.where(np.isfinite(observed) & (count > 0), p, np.nan)
 
 
 def fdr(pvalues: np.ndarray) -> np.ndarray:

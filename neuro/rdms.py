@@ -76,13 +76,15 @@ class RDMs:
         if matrices.ndim != 3 or matrices.shape[1] != matrices.shape[2]:
             raise NeuroError(f"RDMs must be square matrices, got shape {matrices.shape}")
         if check_symmetric:
+            # non-finite entries (NaN, ±inf) are missing: they neither break nor set the scale of the checks
             finite = np.isfinite(matrices) & np.isfinite(matrices.transpose(0, 2, 1))
-            gap = np.abs(matrices - matrices.transpose(0, 2, 1))[finite]
-            if gap.size and gap.max() > 1e-6 * max(1.0, float(np.nanmax(np.abs(matrices)))):
+            scale = 1e-6 * max(1.0, float(np.abs(matrices[finite]).max(initial=0.0)))
+            gap = np.abs(np.where(finite, matrices, 0.0) - np.where(finite, matrices, 0.0).transpose(0, 2, 1))
+            if gap.max(initial=0.0) > scale:
                 raise NeuroError("the RDM is not symmetric; pass a dissimilarity matrix (or symmetrise it first)")
             diagonal = np.abs(np.diagonal(matrices, axis1=1, axis2=2))
             diagonal = diagonal[np.isfinite(diagonal)]
-            if diagonal.size and diagonal.max() > 1e-6 * max(1.0, float(np.nanmax(np.abs(matrices)))):
+            if diagonal.size and diagonal.max() > scale:
                 raise NeuroError("the RDM's diagonal is not zero: a similarity matrix? pass dissimilarities (e.g. "
                                  "1 - correlation)")
         n = matrices.shape[1]

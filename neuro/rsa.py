@@ -16,14 +16,14 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .compare import compare, resolve_method
+from .compare import compare, resolve_method, undefined_reason
 from .errors import NeuroError
 from .files import atomic_write_text
 from .inference import bootstrap, fdr, noise_ceiling, permutation_test, subject_tests
 from .rdms import RDMs, condition_difference
 
 COLUMNS = ["model", "roi", "similarity", "ci_low", "ci_high", "p", "p_fdr", "sem", "p_subjects",
-           "noise_lower", "noise_upper", "pct_of_lower_ceiling", "n_subjects", "n_conditions"]
+           "noise_lower", "noise_upper", "pct_of_lower_ceiling", "n_subjects", "n_conditions", "undefined"]
 
 
 @dataclass
@@ -82,7 +82,9 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
     - CI: percentile bootstrap over ``over`` ("conditions", "subjects", "both");
     - p: condition-label permutation test (one-sided), FDR-adjusted over all model × ROI cells;
     - noise ceiling (lower, upper) when an ROI has ≥ 2 subject RDMs; p_subjects: one-sample t-test across
-      subjects (≥ 3 subjects).
+      subjects (≥ 3 subjects);
+    - undefined: None, or why the similarity is undefined (a constant RDM, ...); such a row's similarity,
+      CI, p and FDR q are NaN, and it does not count among the FDR's tests.
     """
     resolve_method(method)
     if isinstance(models, (list, tuple)) and models and all(isinstance(m, RDMs) for m in models):
@@ -127,9 +129,12 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
         ci = boot.ci(level) if boot is not None else np.full((m.n_rdm, 2), np.nan)
         for k, name in enumerate(m.names):
             sim = float(sims[k].mean())
+            defined = bool(np.isfinite(sim))
             rows.append({
                 "model": str(name), "roi": roi, "similarity": sim,
-                "ci_low": _f(ci[k, 0]), "ci_high": _f(ci[k, 1]),
+                # an undefined statistic has no interval and no p-value (the permutation test says NaN too)
+                "ci_low": _f(ci[k, 0]) if defined else float("nan"), "ci_high": _f(ci[k, 1]) if defined
+                else float("nan"),
                 "p": _f(perm.p[k]) if perm is not None else float("nan"),
                 "sem": _f(subj["sem"][k]) if subj else float("nan"),
                 "p_subjects": _f(subj["t_p"][k]) if "t_p" in subj else float("nan"),
@@ -140,6 +145,7 @@ def rsa(models: RDMs, brain: RDMs | Mapping[str, RDMs], method: str = "spearman"
                 "n_subjects": int(subjects.n_rdm), "n_conditions": int(subjects.n_cond),
                 # one subject cannot be resampled: its CI comes from the conditions whatever ``over`` says
                 "bootstrap_over": boot_over if n_bootstrap else None,
+                "undefined": None if defined else undefined_reason(m.vectors[k], subjects.vectors),
             })
     q = fdr(np.array([r["p"] for r in rows]))
     for r, qv in zip(rows, q):

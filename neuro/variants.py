@@ -15,13 +15,14 @@ p-values are FDR-adjusted across layers (and across the two tests separately).
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import wilcoxon
 
-from .compare import compare
+from .compare import compare, undefined_reason
 from .errors import NeuroError
 from .inference import bootstrap, fdr
 from .rdm_methods import compute_rdm
@@ -34,6 +35,41 @@ def _row_correlation_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return 1.0 - (a * b).sum(1) / denom
+
+
+NAN = float("nan")
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of the finite values; NaN, without a warning, when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else NAN
+
+
+def _bootstrap_difference(d: np.ndarray, observed: float) -> dict[str, float]:
+    """Percentile CI and two-sided bootstrap p of a difference of similarities; NaN where it is undefined."""
+    d = d[np.isfinite(d)]
+    if not np.isfinite(observed) or d.size == 0:
+        return {"ci_low": NAN, "ci_high": NAN, "p_bootstrap": NAN}
+    lo, hi = np.percentile(d, [2.5, 97.5])
+    p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()) + 1 / (len(d) + 1))
+    return {"ci_low": float(lo), "ci_high": float(hi), "p_bootstrap": float(p)}
+
+
+def _displacement_test(da: np.ndarray, db: np.ndarray) -> dict[str, float | int]:
+    """Paired Wilcoxon test of two variants' displacements over the stimuli where both are defined:
+    p = 1 when they never differ, NaN when no stimulus has both."""
+    diff = da - db
+    ok = np.isfinite(diff)
+    test = None
+    if np.any(diff[ok] != 0):
+        with warnings.catch_warnings():                  # scipy's small-sample notes: the p-value says enough
+            warnings.simplefilter("ignore")
+            test = wilcoxon(da[ok], db[ok])
+    return {"displacement_a": _mean(da), "displacement_b": _mean(db),
+            "displacement_median_difference": float(np.median(diff[ok])) if ok.any() else NAN,
+            "wilcoxon_statistic": float(test.statistic) if test else NAN,
+            "p_wilcoxon": float(test.pvalue) if test else (1.0 if ok.any() else NAN), "n_stimuli": int(ok.sum())}
 
 
 def variant_rdms(acts: Mapping[str, Mapping[str, np.ndarray]], conditions: Sequence[str],
@@ -81,27 +117,22 @@ def variant_analysis(acts: Mapping[str, Mapping[str, np.ndarray]], conditions: S
         displacement = {v: _row_correlation_distance(
             np.asarray(acts[v][layer], dtype=np.float64).reshape(len(conditions), -1), ref_act) for v in others}
         for k, v in enumerate(others):
+            defined = bool(np.isfinite(observed[k]))
             sim_rows.append({"layer": layer, "variant": v, "reference": reference, "similarity": float(observed[k]),
-                             "ci_low": float(ci[k, 0]), "ci_high": float(ci[k, 1]),
-                             "mean_displacement": float(np.nanmean(displacement[v]))})
+                             "ci_low": float(ci[k, 0]) if defined else NAN,
+                             "ci_high": float(ci[k, 1]) if defined else NAN,
+                             "mean_displacement": _mean(displacement[v]),
+                             "undefined": None if defined else undefined_reason(
+                                 cand.vectors[k], ref_rdm.vectors, (f"{v} variant's", f"{reference} variant's"))})
         for a, b in pairs:
             ia, ib = others.index(a), others.index(b)
             row = {"layer": layer, "a": a, "b": b, "similarity_a": float(observed[ia]),
                    "similarity_b": float(observed[ib]), "difference": float(observed[ia] - observed[ib])}
             if boot is not None:
-                d = boot.samples[:, ia] - boot.samples[:, ib]
-                d = d[np.isfinite(d)]
-                lo, hi = np.percentile(d, [2.5, 97.5])
-                p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()) + 1 / (len(d) + 1))
-                row.update(ci_low=float(lo), ci_high=float(hi), p_bootstrap=float(p))
-            da, db = displacement[a], displacement[b]
-            diff = da - db
-            ok = np.isfinite(diff)
-            test = wilcoxon(da[ok], db[ok]) if np.any(diff[ok] != 0) else None
-            row.update(displacement_a=float(np.nanmean(da)), displacement_b=float(np.nanmean(db)),
-                       displacement_median_difference=float(np.median(diff[ok])),
-                       wilcoxon_statistic=float(test.statistic) if test else float("nan"),
-                       p_wilcoxon=float(test.pvalue) if test else 1.0, n_stimuli=int(ok.sum()))
+                row.update(_bootstrap_difference(boot.samples[:, ia] - boot.samples[:, ib], row["difference"]))
+            row.update(_displacement_test(displacement[a], displacement[b]))
+            reasons = {r["undefined"]: 1 for r in sim_rows[-len(others):] if r["variant"] in (a, b) and r["undefined"]}
+            row["undefined"] = "; ".join(reasons) or None
             diff_rows.append(row)
     for key in ("p_bootstrap", "p_wilcoxon"):
         if diff_rows and key in diff_rows[0]:

@@ -119,8 +119,10 @@ class RankPath:
         pairs = samples.pairs
         y_ranks = _ranks(y, pairs)
         y_units = self._units(y_ranks, pairs)
-        similarity = np.einsum("kbp,sbp,bp->ksb", self._units(_ranks(x, pairs), pairs), y_units, pairs,
-                               optimize=True)
-        if copies is None:
-            return Evaluation(similarity)
-        return Evaluation(similarity, *self._ceiling(y_ranks, y_units, pairs, copies))
+        # a sample whose ranks do not vary has inf units off its pairs (weight 0): NaN, no numpy warning
+        with np.errstate(invalid="ignore"):
+            similarity = np.einsum("kbp,sbp,bp->ksb", self._units(_ranks(x, pairs), pairs), y_units, pairs,
+                                   optimize=True)
+            if copies is None:
+                return Evaluation(similarity)
+            return Evaluation(similarity, *self._ceiling(y_ranks, y_units, pairs, copies))

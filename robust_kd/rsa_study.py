@@ -1,8 +1,8 @@
 """``robust-kd rsa`` and ``robust-kd rsa-adversarial`` behind the command line.
 
 The libraries do the work (:mod:`neuro` for activations, RDMs and statistics, :mod:`attacks` for the
-adversarial stimuli); this module decides what the stimuli and brain data are, matches their
-condition names, and writes one folder per analysis under the model's run:
+adversarial stimuli; the stimuli are read by :mod:`robust_kd.stimuli`); this module decides what the brain
+data are, matches their condition names, and writes one folder per analysis under the model's run:
 
     <run>/rsa/<name>/
         rsa.json, rsa.csv                 layer × ROI table (similarity, CI, p, FDR, noise ceiling)
@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import neuro
@@ -33,104 +32,9 @@ from neuro import NeuroError, RDMs
 from .errors import UserError
 from .fileio import write_json, write_text
 from .jpeg.variants import is_jpegdl, soft_model_bpda, transfer_source
+from .stimuli import Stimuli, fit_to_model, load_stimuli, test_split_stimuli  # noqa: F401  (re-exported)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 ProgressFn = Callable[[str, int, int], None] | None
-
-
-# ------------------------------------------------------------------------------------------ stimuli
-@dataclass
-class Stimuli:
-    images: torch.Tensor            # N × C × H × W in [0, 1], at the model's input size and channels
-    names: list[str]
-    source: str
-    original_size: tuple[int, int]
-
-
-def _to_nchw_float(array: np.ndarray) -> torch.Tensor:
-    a = np.asarray(array)
-    if a.ndim == 3:                                        # N × H × W grey
-        a = a[:, None]
-    if a.ndim != 4:
-        raise UserError(f"stimuli must be N×H×W×C or N×C×H×W images, got an array of shape {a.shape}")
-    if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3):
-        a = a.transpose(0, 3, 1, 2)
-    if a.shape[1] == 4:                                    # drop alpha
-        a = a[:, :3]
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    if t.dtype == torch.uint8:
-        return t.float() / 255.0
-    t = t.float()
-    if not torch.isfinite(t).all():
-        raise UserError("the stimuli hold NaN/inf values; fix the array")
-    if t.min() < 0 or t.max() > 1:
-        raise UserError(f"float stimuli must lie in [0, 1] (found {float(t.min()):.3g}..{float(t.max()):.3g}); "
-                        "scale them or save them as uint8")
-    return t
-
-
-def fit_to_model(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
-    """Channels (RGB → luminance, grey → RGB) and antialiased resize to the model's input."""
-    if x.shape[1] == 3 and channels == 1:
-        x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    elif x.shape[1] == 1 and channels == 3:
-        x = x.repeat(1, 3, 1, 1)
-    elif x.shape[1] != channels:
-        raise UserError(f"the model takes {channels}-channel images, the stimuli have {x.shape[1]}")
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return x.contiguous()
-
-
-def load_stimuli(spec: str, channels: int, size: int) -> Stimuli:
-    """'rsa92' (the embedded 92 images), a folder of images (sorted by name), or a ``.npy`` array
-    (names from a ``<file>.txt`` beside it, one per line, else the row index)."""
-    if spec == "rsa92":
-        data = neuro.datasets.load_rsa92()
-        x, names, source = _to_nchw_float(data.images), [str(c) for c in data.conditions], \
-            "rsa92: the 92 object images of Kriegeskorte et al. 2008 (embedded)"
-    else:
-        path = Path(spec)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder '{path}'")
-            from PIL import Image
-            arrays = []
-            for f in files:
-                try:
-                    img = Image.open(f).convert("RGB")
-                except OSError:
-                    raise UserError(f"cannot read image '{f}'; remove it or convert it to PNG") from None
-                arrays.append(np.asarray(img))
-            if len({a.shape for a in arrays}) > 1:
-                side = max(a.shape[0] for a in arrays)
-                arrays = [np.asarray(Image.fromarray(a).resize((side, side))) for a in arrays]
-            x, names, source = _to_nchw_float(np.stack(arrays)), [f.stem for f in files], f"folder {path}"
-        elif path.suffix == ".npy":
-            if not path.is_file():
-                raise UserError(f"stimuli file '{path}' does not exist")
-            try:
-                array = np.load(path, allow_pickle=False)
-            except Exception:  # noqa: BLE001  numpy raises ValueError, EOFError, OSError... for damaged files
-                raise UserError(f"'{path}' is not a readable numeric .npy array (damaged, or an object array, "
-                                "which is refused)") from None
-            x = _to_nchw_float(array)
-            names_file = path.with_suffix(".txt")
-            try:
-                names = (names_file.read_text(encoding="utf-8-sig").split() if names_file.is_file()
-                         else [f"{i:04d}" for i in range(len(x))])
-            except (OSError, UnicodeDecodeError):
-                raise UserError(f"{names_file} is not readable text; give one stimulus name per line") from None
-            if len(names) != len(x):
-                raise UserError(f"{names_file} has {len(names)} names for {len(x)} images; give one per line")
-            source = f"array {path}"
-        else:
-            raise UserError(f"--stimuli '{spec}': give 'rsa92', a folder of images or a .npy array")
-    if len(set(names)) != len(names):
-        raise UserError("stimulus names must be unique (they are matched with the brain data's conditions)")
-    original = tuple(x.shape[-2:])
-    return Stimuli(fit_to_model(x, channels, size), names, source, original)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------ brain data
@@ -139,6 +43,20 @@ class Brain:
     rois: dict[str, RDMs]
     source: str
     descriptors: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)      # one-line warnings for the user
+
+
+def infinite_notes(rois: dict[str, RDMs]) -> list[str]:
+    """A line per ROI whose RDMs hold inf: neuro leaves every non-finite dissimilarity out as missing,
+    which is sound for the statistics (each comparison uses the pairs finite in both RDMs) but hides
+    what was likely a division by zero upstream, so the user hears of it."""
+    notes = []
+    for roi, rdms in rois.items():
+        count = int(np.isinf(rdms.vectors).sum())
+        if count:
+            notes.append(f"brain RDM '{roi}': {count} of {rdms.vectors.size} dissimilarities are inf; they are "
+                         "left out as missing, like NaN (check how the RDM was computed)")
+    return notes
 
 
 def rsa92_brain() -> Brain:
@@ -198,7 +116,7 @@ def load_brain(fmri: Sequence[str], rois: Sequence[str], conditions: str | None,
         fixed = [r if list(r.conditions) == list(base.conditions) else r.subset_conditions(base.conditions)
                  for r in items]
         rois_out[roi] = RDMs.concat(fixed)
-    return Brain(rois_out, "; ".join(sources))
+    return Brain(rois_out, "; ".join(sources), notes=infinite_notes(rois_out))
 
 
 def match_conditions(stimuli: Stimuli, brain: Brain) -> Stimuli:
@@ -300,15 +218,31 @@ def _summary_markdown(p: dict) -> str:
              f"- brain: {p['brain']}", f"- RDMs: {p['rdm_method']}; comparison: {p['settings']['method']}; "
              f"{p['settings']['n_bootstrap']} bootstrap samples over {p['settings']['bootstrap_over']}, "
              f"{p['settings']['n_permutations']} permutations, seed {p['settings']['seed']}", "",
-             "| layer | ROI | similarity | 95% CI | p | p (FDR) | noise ceiling |", "|---|---|---:|---|---:|---:|---|"]
+             "| layer | ROI | similarity | 95% CI | p | p (FDR) | noise ceiling | undefined |",
+             "|---|---|---:|---|---:|---:|---|---|"]
     for r in p["rows"]:
-        ceiling = f"{r['noise_lower']:.3f}–{r['noise_upper']:.3f}" if np.isfinite(r["noise_lower"]) else "n/a"
-        lines.append(f"| {r['model']} | {r['roi']} | {r['similarity']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-                     f"| {r['p']:.3g} | {r['p_fdr']:.3g} | {ceiling} |")
+        ceiling = f"{_num(r['noise_lower'])}–{_num(r['noise_upper'])}" if np.isfinite(r["noise_lower"]) else "n/a"
+        lines.append(f"| {r['model']} | {r['roi']} | {_num(r['similarity'])} | [{_num(r['ci_low'])}, "
+                     f"{_num(r['ci_high'])}] | {_num(r['p'], '.3g')} | {_num(r['p_fdr'], '.3g')} | {ceiling} "
+                     f"| {r.get('undefined') or ''} |")
     if p.get("descriptors", {}).get("simulated"):
         lines += ["", "**SIMULATED brain data: not a measurement.**"]
     lines += ["", "![RSA](figures/rsa_bars.png)", "", "![network RDMs](figures/network_rdms.png)", ""]
     return "\n".join(lines)
+
+
+def _num(x: float, spec: str = ".3f") -> str:
+    return format(x, spec) if np.isfinite(x) else "n/a"
+
+
+def undefined_summary(rows: Sequence[dict]) -> str | None:
+    """One line for the user when some similarities are undefined (their CI and p are n/a), else None."""
+    reasons = list(dict.fromkeys(r["undefined"] for r in rows if r.get("undefined")))
+    if not reasons:
+        return None
+    count = sum(1 for r in rows if r.get("undefined"))
+    return (f"{count} of {len(rows)} similarities are undefined, so are their CIs and p-values (n/a, flagged "
+            f"'undefined' in the results): {'; '.join(reasons)}")
 
 
 # ------------------------------------------------------------------------------------------ adversarial
@@ -473,23 +407,6 @@ def run_rsa_adversarial(model: nn.Module, model_name: str, model_source: str, st
 
 
 # ------------------------------------------------------------------------------------------ model vs model
-def test_split_stimuli(target_data: str | None, data_root: str | None, options: dict, n: int, channels: int,
-                       size: int) -> Stimuli:
-    """The first ``n`` test images of a data set (the models' own, with the folder of their stored
-    config), as stimuli named by index and class."""
-    from .data import load_dataset
-    from .data.registry import stored_root
-
-    name = target_data or "embedded"
-    dataset = load_dataset(name, stored_root(name, data_root), **options)
-    if n < 3:
-        raise UserError("--n must be at least 3 (an RDM needs 3 stimuli)")
-    images = dataset.test_images[:n].float() / 255.0
-    names = [f"{i:04d}_{dataset.class_names[int(c)]}" for i, c in enumerate(dataset.test_labels[:n])]
-    return Stimuli(fit_to_model(images, channels, size), names, f"test split of {dataset.name} (first {n})",
-                   tuple(images.shape[-2:]))  # type: ignore[arg-type]
-
-
 def run_rsa_models(models: dict[str, tuple[nn.Module, str]], stimuli: dict[str, Stimuli], out: Path, *,
                    layers: Sequence[str], rdm_method: str = "correlation", comparator: str = "spearman",
                    n_bootstrap: int = 1000, seed: int = 0, device: torch.device = torch.device("cpu"),

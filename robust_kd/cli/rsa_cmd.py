@@ -60,6 +60,21 @@ def _print_layers(model: Any) -> None:
         print_line(f"{name}{'   (block)' if name in blocks else ''}")
 
 
+def _warn(lines: Sequence[str | None]) -> None:
+    """One-line warnings on stderr (the run goes on)."""
+    from .. import console
+    for line in lines:
+        if line:
+            console.stderr().print(line, markup=False)
+
+
+def _flag_column(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+    """An 'undefined' column (why a similarity is n/a) when some row needs it, else nothing."""
+    if not any(r.get("undefined") for r in rows):
+        return [], [[] for _ in rows]
+    return ["undefined"], [[r.get("undefined") or ""] for r in rows]
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3f}"
 
@@ -96,7 +111,8 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
         brain_rdms: tuple[str, ...], brain_method: str, noise: str | None, bootstrap_over: str) -> None:
     """Compare a network's layer RDMs with brain RDMs (per ROI), with CIs, p-values and noise ceiling."""
     from ..device import resolve_device
-    from ..rsa_study import load_brain, load_stimuli, run_rsa
+    from ..rsa_study import load_brain, run_rsa, undefined_summary
+    from ..stimuli import load_stimuli
     from ..targets import resolve_model
 
     _check_counts(n_bootstrap, n_permutations)
@@ -107,6 +123,7 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
         return
     brain = load_brain(fmri, rois, conditions, None, brain_rdms, brain_method, noise)
     images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
+    _warn(brain.notes + images.notes)
     name = f"{Path(stimuli).name}-{'-'.join(brain.rois)}"
     folder = Path(out) if out else target.results_dir.parent / "rsa" / name
     progress = StepProgress()
@@ -117,15 +134,17 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
                           device=resolve_device(device), batch_size=batch_size, progress=progress)
     finally:
         progress.close()
+    _warn([undefined_summary(payload["rows"])])
     if as_json:
         print_json(payload)
         return
+    flag, flags = _flag_column(payload["rows"])
     print_table(f"RSA {target.name}: {payload['n_stimuli']} stimuli, {payload['rdm_method']} RDMs, "
                 f"{payload['settings']['method']} ({n_bootstrap} bootstrap, {n_permutations} permutations)",
-                ["layer", "ROI", "similarity", "95% CI", "p", "p FDR", "noise ceiling"],
+                ["layer", "ROI", "similarity", "95% CI", "p", "p FDR", "noise ceiling", *flag],
                 [[r["model"], r["roi"], _fmt(r["similarity"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                   _fmt_p(r["p"]), _fmt_p(r["p_fdr"]),
-                  f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}"] for r in payload["rows"]],
+                  f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}", *f] for r, f in zip(payload["rows"], flags)],
                 right=["similarity", "p", "p FDR"])
     print_line(f"results: {folder / 'rsa.json'} (table rsa.csv, figures in {folder / 'figures'})")
 
@@ -158,7 +177,8 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     from ..device import resolve_device
     from ..errors import UserError
     from ..robustness import check_eps, parse_eps
-    from ..rsa_study import AdversarialSettings, load_brain, load_stimuli, run_rsa_adversarial, test_split_stimuli
+    from ..rsa_study import AdversarialSettings, load_brain, run_rsa_adversarial, undefined_summary
+    from ..stimuli import load_stimuli, test_split_stimuli
     from ..targets import resolve_model
 
     _check_counts(n_bootstrap, n_permutations)
@@ -179,6 +199,7 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
         images = load_stimuli(stimuli, channels, size)
     check_eps(eps_values, norm, images.images[0].numel())
     brain = load_brain((), (), None, None, brain_rdms, "correlation", None) if brain_rdms else None
+    _warn(images.notes + (brain.notes if brain else []))
     surrogate_model = resolve_model(surrogate, runs_dir).model if surrogate else None
     settings = AdversarialSettings(eps=eps_values[0], norm=norm, white_steps=white_steps, black=black,
                                    queries=queries, surrogate=surrogate, seed=seed)
@@ -192,28 +213,32 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
                                       batch_size=batch_size, progress=progress)
     finally:
         progress.close()
+    _warn([undefined_summary(payload["similarity_to_clean"]), undefined_summary(payload["brain_rows"])])
     if as_json:
         print_json(payload)
         return
     effect = payload["attack_effect"]
     print_line(f"prediction changed: white-box {100 * effect['white']['prediction_changed']:.1f}%, "
                f"black-box {100 * effect['black']['prediction_changed']:.1f}% of {payload['n_stimuli']} stimuli")
+    flag, flags = _flag_column(payload["white_vs_black"])
     print_table("White- vs black-box: RDM similarity to the clean RDM, and displacement from the clean pattern",
                 ["layer", "sim white", "sim black", "diff [95% CI]", "p boot (FDR)", "displ. white", "displ. black",
-                 "p Wilcoxon (FDR)"],
+                 "p Wilcoxon (FDR)", *flag],
                 [[r["model"] if "model" in r else r["layer"], _fmt(r["similarity_a"]), _fmt(r["similarity_b"]),
                   f"{_fmt(r['difference'])} [{_fmt(r.get('ci_low', float('nan')))}, "
                   f"{_fmt(r.get('ci_high', float('nan')))}]",
                   f"{_fmt_p(r.get('p_bootstrap', float('nan')))} ({_fmt_p(r.get('p_bootstrap_fdr', float('nan')))})",
                   _fmt(r["displacement_a"]), _fmt(r["displacement_b"]),
-                  f"{_fmt_p(r['p_wilcoxon'])} ({_fmt_p(r['p_wilcoxon_fdr'])})"] for r in payload["white_vs_black"]],
+                  f"{_fmt_p(r['p_wilcoxon'])} ({_fmt_p(r['p_wilcoxon_fdr'])})", *f]
+                 for r, f in zip(payload["white_vs_black"], flags)],
                 right=["sim white", "sim black"])
     if payload["brain_rows"]:
+        flag, flags = _flag_column(payload["brain_rows"])
         print_table("Network RDMs (layer/variant) vs brain",
-                    ["layer/variant", "ROI", "similarity", "95% CI", "p FDR", "noise ceiling"],
+                    ["layer/variant", "ROI", "similarity", "95% CI", "p FDR", "noise ceiling", *flag],
                     [[r["model"], r["roi"], _fmt(r["similarity"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-                      _fmt_p(r["p_fdr"]), f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}"]
-                     for r in payload["brain_rows"]], right=["similarity"])
+                      _fmt_p(r["p_fdr"]), f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}", *f]
+                     for r, f in zip(payload["brain_rows"], flags)], right=["similarity"])
     print_line(f"results: {folder / 'rsa_adversarial.json'} (figures in {folder / 'figures'})")
 
 
@@ -247,7 +272,8 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
     Model × model RDM similarity per layer on the same stimuli, with bootstrap CIs over stimuli."""
     from ..device import resolve_device
     from ..errors import UserError
-    from ..rsa_study import load_stimuli, run_rsa_models, test_split_stimuli
+    from ..rsa_study import run_rsa_models
+    from ..stimuli import load_stimuli, test_split_stimuli
     from ..targets import resolve_model
 
     _check_counts(n_bootstrap, 0)
@@ -266,6 +292,7 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
             fitted[label] = test_split_stimuli(first.data, first.data_root, first.data_options, n, channels, size)
         else:
             fitted[label] = load_stimuli(stimuli, channels, size)
+    _warn(next(iter(fitted.values())).notes)
     layer_list = [x.strip() for x in layers.split(",") if x.strip()]
     folder = (Path(out) if out else
               Path(runs_dir) / "rsa-models" / f"{'-'.join(t.name for t in targets)}-{Path(stimuli).name}")

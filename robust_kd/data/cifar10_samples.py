@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .dataset import ImageDataset
+from .imagefile import read_image
 from .registry import register_dataset
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -30,7 +30,7 @@ def samples_folder() -> Path:
 def read_samples(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images N×3×32×32 uint8, labels) from files named <prefix>_<index>_<label>.png, in index order."""
     files = sorted(folder.glob("cifar10_*.png"), key=lambda p: int(p.stem.split("_")[1]))
-    images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files])
+    images = np.stack([np.asarray(read_image(f, "RGB")).transpose(2, 0, 1) for f in files])
     labels = np.array([int(f.stem.split("_")[2]) for f in files], dtype=np.int64)
     return images.astype(np.uint8), labels
 

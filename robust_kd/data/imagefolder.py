@@ -6,6 +6,7 @@ uint8, so training never touches a file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from ..errors import UserError
 from .dataset import ImageDataset, channel_stats
+from .imagefile import is_grey, read_image
 from .registry import register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -20,48 +22,53 @@ TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
 
 
 def _class_folders(folder: Path) -> list[Path]:
+    _listable(folder)
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files under a class folder (at any depth); an unreadable folder is refused, not skipped."""
+    _listable(folder)
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            _listable(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            files.append(path)
+    return files
+
+
+def _listable(folder: Path) -> None:
+    """pathlib skips a folder it may not list without a word: a class would load with no images."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as err:
+        raise UserError(f"imagefolder: cannot list folder '{folder}' ({err.strerror or err}); make it readable "
+                        "(chmod u+rx) or move it out of the data folder") from None
 
 
 def _read_image(path: Path, size: int, mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            scale = size / min(img.size)
-            new_size = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
-            img = img.resize(new_size, Image.BILINEAR)
-            left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"imagefolder: cannot read image '{path}' ({err}); remove or replace the file") from None
+    img = read_image(path, mode)
+    scale = size / min(img.size)
+    new_size = (max(size, round(img.size[0] * scale)), max(size, round(img.size[1] * scale)))
+    img = img.resize(new_size, Image.BILINEAR)
+    left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
+    array = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
 def _detect_mode(files: list[Path]) -> str:
-    from PIL import Image
-
-    for path in files[:50]:
-        try:
-            with Image.open(path) as img:
-                if img.mode not in ("L", "1", "I;16", "I", "LA"):
-                    return "RGB"
-        except OSError:
-            continue  # reported properly when the file is read
-    return "L"
+    return "L" if all(is_grey(path) for path in files[:50]) else "RGB"
 
 
-def _load_split(folders: list[tuple[int, Path]], size: int, mode: str) -> tuple[list[np.ndarray], list[int]]:
-    """Read every image of each (label, class folder) pair."""
+def _load_split(folders: list[tuple[int, list[Path]]], size: int, mode: str) -> tuple[list[np.ndarray], list[int]]:
+    """Read every image of each (label, image files of its class folder) pair."""
     images, labels = [], []
-    for label, folder in folders:
-        for path in _image_files(folder):
+    for label, files in folders:
+        for path in files:
             images.append(_read_image(path, size, mode))
             labels.append(label)
     return images, labels
@@ -104,19 +111,25 @@ def imagefolder(root: Path, size: int = 32, grayscale: bool | None = None, test_
         raise UserError(
             f"imagefolder: '{train_root}' must hold one sub-folder per class (at least 2), found {len(classes)}"
         )
-    all_files = [f for folder in classes.values() for f in _image_files(folder)]
+    per_class = {name: _image_files(folder) for name, folder in classes.items()}
+    all_files = [f for files in per_class.values() for f in files]
     if not all_files:
         raise UserError(f"imagefolder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under '{train_root}'")
+    empty = [name for name, files in per_class.items() if not files]
+    if empty:
+        raise UserError(f"imagefolder: class folder '{classes[empty[0]]}' holds no images "
+                        f"({len(empty)} of {len(classes)} classes have none); add images or remove the folder")
     mode = _detect_mode(all_files) if grayscale is None else ("L" if grayscale else "RGB")
 
-    train_x, train_y = _load_split(list(enumerate(classes.values())), size, mode)
+    train_x, train_y = _load_split(list(enumerate(per_class.values())), size, mode)
     if presplit:
         assert test_dir is not None
         extra = sorted(set(p.name for p in _class_folders(test_dir)) - set(classes))
         if extra:
             raise UserError(f"imagefolder: '{test_dir}' has classes missing from train/: {', '.join(extra)}")
         # labels follow the train class order, even where a class has no test images
-        test_folders = [(label, test_dir / name) for label, name in enumerate(classes) if (test_dir / name).is_dir()]
+        test_folders = [(label, _image_files(test_dir / name)) for label, name in enumerate(classes)
+                        if (test_dir / name).is_dir()]
         test_x, test_y = _load_split(test_folders, size, mode)
     else:
         labels = np.asarray(train_y)

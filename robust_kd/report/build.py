@@ -311,11 +311,20 @@ def _embed(folder: str, stored: str | None, caption: str, name: str) -> Figure |
     return Figure(name, path.read_bytes(), caption) if path.is_file() else None
 
 
+def _undefined(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """An 'undefined' column saying why a similarity (and so its CI and p) is n/a, when a row needs it."""
+    if not any(r.get("undefined") for r in rows):
+        return [], [[] for _ in rows]
+    return ["undefined"], [[str(r.get("undefined") or "")] for r in rows]
+
+
 def _brain_table(rows: list[dict[str, Any]], caption: str):
-    return table(["layer", "ROI", "similarity", "CI low", "CI high", "p", "p FDR", "noise lower", "noise upper"],
+    flag, flags = _undefined(rows)
+    return table(["layer", "ROI", "similarity", "CI low", "CI high", "p", "p FDR", "noise lower", "noise upper",
+                  *flag],
                  [[r.get("model", ""), r.get("roi", ""), num(r.get("similarity")), num(r.get("ci_low")),
                    num(r.get("ci_high")), pval(r.get("p")), pval(r.get("p_fdr")), num(r.get("noise_lower")),
-                   num(r.get("noise_upper"))] for r in rows], caption)
+                   num(r.get("noise_upper")), *f] for r, f in zip(rows, flags)], caption)
 
 
 def _rsa_blocks(run_name: str, k: int, res: dict[str, Any], paragraphs: list[str]) -> list[Any]:
@@ -349,13 +358,15 @@ def _rsa_blocks(run_name: str, k: int, res: dict[str, Any], paragraphs: list[str
             paragraphs.append(f"{run_name}: the attacks changed the model's prediction on "
                               f"{100 * changed['white']:.1f}% (white-box) and {100 * changed['black']:.1f}% "
                               f"(black-box) of the {res.get('n_stimuli')} stimuli; labels: {res.get('labels', '')}.")
+        pairs = res.get("white_vs_black", [])
+        flag, flags = _undefined(pairs)
         blocks.append(table(["layer", "sim. to clean, white", "sim. to clean, black", "difference", "CI low",
-                             "CI high", "p boot FDR", "displ. white", "displ. black", "p Wilcoxon FDR"],
+                             "CI high", "p boot FDR", "displ. white", "displ. black", "p Wilcoxon FDR", *flag],
                             [[r.get("layer", r.get("model", "")), num(r.get("similarity_a")),
                               num(r.get("similarity_b")), num(r.get("difference")), num(r.get("ci_low")),
                               num(r.get("ci_high")), pval(r.get("p_bootstrap_fdr")), num(r.get("displacement_a")),
-                              num(r.get("displacement_b")), pval(r.get("p_wilcoxon_fdr"))]
-                             for r in res.get("white_vs_black", [])], caption))
+                              num(r.get("displacement_b")), pval(r.get("p_wilcoxon_fdr")), *f]
+                             for r, f in zip(pairs, flags)], caption))
         if res.get("brain_rows"):
             blocks.append(_brain_table(res["brain_rows"],
                                        f"{run_name}: every layer × stimulus type vs {res.get('brain')}"))
