@@ -478,8 +478,7 @@ def _palette_image(transparent: bool) -> tuple[Image.Image, np.ndarray]:
     img.putpalette(palette.ravel().tolist())
     expected = palette[index]
     if transparent:
-        img.info["transparency"] = 2                       # blue is transparent: black over black
-        expected = np.where((index == 2)[..., None], 0, expected)
+        img.info["transparency"] = 2                       # blue is transparent: dropped, as torchvision does
     return img, expected
 
 
@@ -488,8 +487,7 @@ def _alpha(mode: str) -> tuple[Image.Image, np.ndarray]:
     colour = rng.integers(0, 256, (4, 4, 3 if mode == "RGBA" else 1), dtype=np.uint8)
     alpha = rng.integers(0, 256, (4, 4, 1), dtype=np.uint8)
     img = Image.fromarray(np.concatenate([colour, alpha], -1), mode)
-    expected = np.rint(colour * (alpha / 255.0)).astype(np.uint8)
-    return img, (np.repeat(expected, 3, -1) if mode == "LA" else expected)
+    return img, (np.repeat(colour, 3, -1) if mode == "LA" else colour)      # alpha dropped, as torchvision does
 
 
 def _cmyk() -> tuple[Image.Image, np.ndarray]:

@@ -5,8 +5,8 @@
 - **Bit depths**: 16-bit images are scaled by their depth (value × 255 / 65535, rounded), not clipped
   at 255; Pillow already reads 16-bit RGB(A) PNGs as 8 bits per channel (the high byte).
 - **Modes**: each mode Pillow may return has its converter in :data:`CONVERTERS`; a mode without one
-  (LAB, signed 16-bit, ...) is refused. Transparent pixels are composited over black (the colour
-  multiplied by its alpha), so hidden colour under alpha 0 does not leak into the data.
+  (LAB, signed 16-bit, ...) is refused. Alpha is dropped, as torchvision's image loader does
+  (``convert("RGB")``), so an image folder reads as it does in torchvision and in earlier versions.
 """
 
 from __future__ import annotations
@@ -100,15 +100,9 @@ def _grey(img, path):
     return img.convert("L")
 
 
-def _over_black(img, path):
-    """Alpha composited over black: each channel × alpha / 255, rounded."""
-    from PIL import Image
-
-    grey = img.mode in ("LA", "La")
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-    colour = np.rint(rgba[..., :3] * rgba[..., 3:] / 255.0).astype(np.uint8)
-    out = Image.fromarray(colour, "RGB")
-    return out.convert("L") if grey else out
+def _drop_alpha(img, path):
+    """Transparency dropped (the colour under it kept), as torchvision's loader reads such images."""
+    return img.convert("L") if img.mode in ("LA", "La") else img.convert("RGB")
 
 
 def _sixteen_bit(img, path):
@@ -144,7 +138,7 @@ def _scaled(values: np.ndarray, full_scale: float):
 Converter = Callable[..., object]
 CONVERTERS: dict[str, Converter] = {
     "1": _grey, "L": _plain, "P": _plain, "RGB": _plain, "RGBX": _plain, "CMYK": _plain, "YCbCr": _plain,
-    "HSV": _plain, "LA": _over_black, "La": _over_black, "PA": _over_black, "RGBA": _over_black,
-    "RGBa": _over_black, "P+alpha": _over_black, "I": _thirty_two_bit, "F": _floating,
+    "HSV": _plain, "LA": _drop_alpha, "La": _drop_alpha, "PA": _drop_alpha, "RGBA": _drop_alpha,
+    "RGBa": _drop_alpha, "P+alpha": _drop_alpha, "I": _thirty_two_bit, "F": _floating,
     **{m: _sixteen_bit for m in SIXTEEN_BIT},
 }
