@@ -414,7 +414,7 @@ ODD = "-odd folder ü ∂"
 def test_paths_with_spaces_unicode_and_leading_dashes_work(tmp_path, capsys, monkeypatch):
     """A runs folder named '-odd folder ü ∂' (relative, so it starts with a dash) trains, is attacked
     and reported on, the report with the quickstart's own command line (whose positional folder
-    could be taken for an option)."""
+    could be taken for an option); an --out in folders that do not exist yet is made."""
     from robust_kd.quickstart import PLANS, build_chain
 
     monkeypatch.chdir(tmp_path)
@@ -428,6 +428,8 @@ def test_paths_with_spaces_unicode_and_leading_dashes_work(tmp_path, capsys, mon
     capsys.readouterr()
     assert main(chain.steps[-1].argv) == 0, capsys.readouterr().err
     assert (Path(ODD) / "report" / "report.html").is_file()
+    assert main(models_show("--out", f"{ODD}/new/deeper ü/-t.png")) == 0     # missing folders are made
+    assert (Path(ODD) / "new" / "deeper ü" / "-t.png").stat().st_size > 0
 
 
 def test_a_suite_named_with_300_characters_gets_a_results_file_of_a_shortened_name(tmp_path, capsys):
