@@ -16,6 +16,7 @@ with the format's kind and version and the key of the work it belongs to, then t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -30,13 +31,22 @@ Problem = Literal["missing", "damaged", "version", "other"]
 
 
 def write_atomically(path: Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``. The content is
+    made in memory first, so that a full disk is an OSError naming ``path`` (``torch.save`` would turn
+    a failed write into a RuntimeError), and ``path`` keeps its old content."""
+    buffer: IO[Any] = io.BytesIO() if "b" in mode else io.StringIO()
+    write(buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
-            write(f)
+            f.write(buffer.getvalue())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename not in (None, tmp) or err.filename2 is not None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -17,9 +17,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename in (None, tmp) and err.filename2 is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err    # a full disk: say which file
         raise
 
 

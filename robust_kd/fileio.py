@@ -12,24 +12,83 @@ from typing import IO, Any, Iterator
 import torch
 
 
+class _Recording:
+    """A file that remembers the error of a failed write: ``torch.save`` reports one as a RuntimeError
+    ("unexpected pos"), which would hide that the disk is full."""
+
+    def __init__(self, file: IO[Any]) -> None:
+        self._file = file
+        self.failure: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.failure = self.failure or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def _about(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` where it named nothing (a failed write) or the temporary file beside it."""
+    named = err.filename
+    if err.filename2 is not None or (named is not None and not os.fsdecode(named).endswith(".tmp")):
+        return err
+    return OSError(err.errno, err.strerror, str(path))
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename."""
+    """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename. On any
+    failure (a full disk included) the temporary file is removed and ``path`` is left as it was; an
+    OSError names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = ""
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, mode) as raw:
+            f = _Recording(raw)
+            try:
+                yield f  # type: ignore[misc]
+            except Exception as err:
+                if f.failure is not None and not isinstance(err, OSError):
+                    raise f.failure from err
+                raise
+            raw.flush()
+            os.fsync(raw.fileno())
+        _readable_as_usual(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        named = _about(err, path)
+        if named is err:
+            raise
+        raise named from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str) -> None:
+    if tmp:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:      # the folder became read-only after the file was made in it
+            pass
+
+
+def _readable_as_usual(tmp: str) -> None:
+    """Give the file the mode a plain ``open`` would (mkstemp makes it private); where the file system
+    has no modes (some network and FAT mounts refuse chmod), it keeps the one it has."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+    except OSError:
+        pass
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -150,8 +150,8 @@ def build_chain(plan: Plan, out: Path, *, data: str | None = None, data_root: st
                              "--n-bootstrap", str(plan.rsa_resamples), "--n-permutations", str(plan.rsa_resamples),
                              *common], f"{students[0]}/rsa/*/rsa_adversarial.json"))
     chain.steps.append(Step("report", "write the report",
-                            ["report", str(out), "--out", str(out / "report"), "--title",
-                             f"robust-kd quickstart ({plan.name})"], "report/report.html"))
+                            ["report", "--out", str(out / "report"), "--title", f"robust-kd quickstart ({plan.name})",
+                             "--", str(out)], "report/report.html"))     # '--': a folder named '-x' is no option
     return chain
 
 

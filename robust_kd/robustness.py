@@ -28,6 +28,7 @@ from . import distributed
 from .device import resolve_device
 from .errors import UserError
 from .fileio import one_at_a_time, write_json
+from .paths import check_folder, fit_name
 from .jpeg.variants import hard_model_bpda, is_jpegdl, soft_model_bpda, twin_without_jpeg
 from .targets import ModelTarget
 
@@ -221,10 +222,11 @@ def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: i
                  checkpoint: str = "", precision: str = "fp32") -> str:
     """The results file's name: every setting that changes the numbers and that a rerun must not mix
     up (``data``: only when it is not the model's own; ``checkpoint``: only when not the run's last.pt;
-    ``precision``: only when not fp32)."""
+    ``precision``: only when not fp32). A name too long for a file system (a long suite name, many
+    radii) keeps its start and a digest of the rest (paths.fit_name)."""
     eps_text = "default" if eps is None else "_".join(attacks.eps_label(e, norm).replace("/", "-") for e in eps)
     extra = "".join(f"-{_safe(part)}" for part in (data, checkpoint, "" if precision == "fp32" else precision) if part)
-    return f"{_safe(suite)}-{norm}-{eps_text}-n{n}-seed{seed}{extra}"
+    return fit_name(f"{_safe(suite)}-{norm}-{eps_text}-n{n}-seed{seed}{extra}")
 
 
 @dataclass
@@ -252,6 +254,9 @@ class AttackRun:
             raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_folder(self.target.results_dir, "the results folder",
+                     advice="give --model a copy of the run folder in a place you can write to (for a pretrained "
+                            "model: another --runs-dir)")
         try:
             check_precision(self.precision)
         except AttackError as err:

@@ -3,6 +3,7 @@ as one run object built with keywords (like :class:`robust_kd.robustness.AttackR
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from .device import resolve_device
 from .errors import UserError
 from .fileio import write_json
 from .jpeg.variants import is_jpegdl, transfer_source
+from .paths import check_file, check_folder, fit_name
 from .robustness import Points, check_eps, load_points, parse_eps
 from .targets import ModelTarget, resolve_model
 
@@ -44,9 +46,12 @@ class TransferRun:
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--n", self.n)):
             if value is not None and value < 1:
                 raise UserError(f"{option} must be at least 1, got {value}")
-        if self.out and Path(self.out).is_dir():
+        if self.out and os.path.isdir(self.out):
             raise UserError(f"--out '{self.out}' is a folder; give the path of a JSON file, e.g. "
                             f"{Path(self.out) / 'matrix.json'}")
+        if self.out:
+            check_file(self.out, "--out", suffix=".json")
+        check_folder(Path(self.runs_dir) / "transfer", "--runs-dir")    # the examples made so far go there
 
     def execute(self, progress: Progress | None = None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
@@ -107,7 +112,8 @@ class TransferRun:
                 {name: how for name, (_, how) in as_crafted.items()})
 
     def _settings_name(self, eps: float, n: int) -> str:
-        return (f"{'+'.join(Path(s).name for s in self.sources)}-to-{'+'.join(Path(t).name for t in self.targets)}"
-                f"-{self.norm}-{attacks.eps_label(eps, self.norm).replace('/', '-')}-n{n}"
-                f"{f'-steps{self.steps}' if self.steps != 20 else ''}{'-soft' if self.jpeg_gradient == 'soft' else ''}"
-                f"{'' if self.precision == 'fp32' else f'-{self.precision}'}")
+        models = f"{'+'.join(Path(s).name for s in self.sources)}-to-{'+'.join(Path(t).name for t in self.targets)}"
+        return fit_name(f"{models}-{self.norm}-{attacks.eps_label(eps, self.norm).replace('/', '-')}-n{n}"
+                        f"{f'-steps{self.steps}' if self.steps != 20 else ''}"
+                        f"{'-soft' if self.jpeg_gradient == 'soft' else ''}"
+                        f"{'' if self.precision == 'fp32' else f'-{self.precision}'}")

@@ -17,6 +17,7 @@ from ..errors import UserError
 from .attack_cmd import attack, transfer
 from .data_cmd import data
 from .distill_cmd import distill
+from .fs_errors import user_path_problem
 from .models_cmd import models
 from .quickstart_cmd import quickstart
 from .report_cmd import report
@@ -128,6 +129,12 @@ def _run(args: list[str]) -> int:
         line = f"robust-kd: error: {_one_line(str(err))}"
         say_once(err, lambda: print(line, file=sys.stderr, flush=True))
         code = err.exit_code
+    except OSError as err:      # a full disk, a read-only folder, a name too long: one line; others are bugs
+        line = user_path_problem(err, args[0] if args else "")
+        if line is None:
+            raise
+        print(f"robust-kd: error: {_one_line(line)}", file=sys.stderr, flush=True)
+        code = 2
     except click.exceptions.NoArgsIsHelpError as err:
         print(err.ctx.get_help() if err.ctx else "", file=sys.stderr)
         code = 0

@@ -68,6 +68,7 @@ def show_model(show: str, num_classes: int, runs_dir: str, out: str | None, as_j
     from ..jpeg import JpegLayer, standard_tables
     from ..jpeg.plot import plot_tables
     from ..models import model_complexity
+    from ..paths import check_file
 
     model, source, run = _resolve(show, num_classes, runs_dir)
     params, macs = model_complexity(model, (model.in_channels, 32, 32))
@@ -85,6 +86,7 @@ def show_model(show: str, num_classes: int, runs_dir: str, out: str | None, as_j
             panels[f"learned {kind}"] = table
             panels[f"standard {kind} (q=50)"] = standard[kind]
         png = Path(out) if out else (run / "jpeg_tables.png" if run else Path(f"{model.arch}_jpeg_tables.png"))
+        check_file(png, "--out", suffix=".png")
         plot_tables(panels, png, title=f"{model.arch}: quantization tables ({source})")
         info["jpeg"] = {"options": layer.options(), "tables": {k: v.tolist() for k, v in learned.items()},
                         "standard_q50": {k: standard[k].tolist() for k in learned}, "heatmap": str(png)}

@@ -36,6 +36,7 @@ def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root
     Every step prints the command it runs, so each can be rerun or varied by hand. Rerunning resumes
     where the last run stopped; --fresh starts over."""
     from .. import quickstart as qs
+    from ..paths import check_folder
     from . import main
 
     if full and plan_name not in ("quick", "full"):
@@ -47,6 +48,7 @@ def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root
         for k, step in enumerate(chain.steps, 1):
             print_line(f"[{k}/{len(chain.steps)}] {step.title}\n  {qs.command_line(step)}")
         return
+    check_folder(folder, "--out")
     settings = {"plan": plan.name, "data": data or plan.data, "data_root": data_root}
     state = qs.prepare_folder(folder, settings, fresh, chain.owned)
     print_line(f"quickstart ({plan.name}: {plan.description}) into {folder}")

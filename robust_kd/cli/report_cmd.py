@@ -23,12 +23,12 @@ def report(paths: tuple[str, ...], out: str | None, title: str) -> None:
     attack that broke each point and the sanity flags, accuracy-vs-eps curves, transfer matrices, JPEG-DL
     tables, and RSA results."""
     from ..errors import UserError
+    from ..paths import check_folder
     from ..report import collect, write_report
 
     first = Path(paths[0])
     folder = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out '{folder}' is a file; give a folder for report.html and report.md")
+    check_folder(folder, "--out", advice="give --out a folder for report.html and report.md")
     data = collect(list(paths))
     for line in data.skipped:
         print_line(f"left out {line}")

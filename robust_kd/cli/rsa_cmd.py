@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import click
 
+from ..paths import check_folder, fit_name
 from .output import StepProgress, print_json, print_line, print_table
 from .params import NORM
 
@@ -124,8 +125,8 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
     brain = load_brain(fmri, rois, conditions, None, brain_rdms, brain_method, noise)
     images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
     _warn(brain.notes + images.notes)
-    name = f"{Path(stimuli).name}-{'-'.join(brain.rois)}"
-    folder = Path(out) if out else target.results_dir.parent / "rsa" / name
+    name = fit_name(f"{Path(stimuli).name}-{'-'.join(brain.rois)}")
+    folder = check_folder(Path(out) if out else target.results_dir.parent / "rsa" / name, "--out")
     progress = StepProgress()
     try:
         payload = run_rsa(model, target.name, target.source, images, brain, folder, layers=_layers(layers),
@@ -203,7 +204,9 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     surrogate_model = resolve_model(surrogate, runs_dir).model if surrogate else None
     settings = AdversarialSettings(eps=eps_values[0], norm=norm, white_steps=white_steps, black=black,
                                    queries=queries, surrogate=surrogate, seed=seed)
-    folder = Path(out) if out else target.results_dir.parent / "rsa" / f"adversarial-{Path(stimuli).name}-{black}"
+    folder = check_folder(Path(out) if out else
+                          target.results_dir.parent / "rsa" / fit_name(f"adversarial-{Path(stimuli).name}-{black}"),
+                          "--out")
     progress = StepProgress()
     try:
         payload = run_rsa_adversarial(model, target.name, target.source, images, folder, settings=settings,
@@ -294,8 +297,9 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
             fitted[label] = load_stimuli(stimuli, channels, size)
     _warn(next(iter(fitted.values())).notes)
     layer_list = [x.strip() for x in layers.split(",") if x.strip()]
-    folder = (Path(out) if out else
-              Path(runs_dir) / "rsa-models" / f"{'-'.join(t.name for t in targets)}-{Path(stimuli).name}")
+    folder = check_folder(Path(out) if out else
+                          Path(runs_dir) / "rsa-models" / fit_name(f"{'-'.join(t.name for t in targets)}-"
+                                                                   f"{Path(stimuli).name}"), "--out")
     progress = StepProgress()
     try:
         payload = run_rsa_models({lab: (t.model, t.source) for lab, t in zip(labels, targets)}, fitted, folder,

@@ -12,6 +12,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 
 from ..errors import UserError
 from ..fileio import write_json, write_text
+from ..paths import check_folder, check_name
 
 # Keys that may differ between the first start of a run and its resumption.
 RESUMABLE_DIFFERENCES = {"device", "eval_batch_size"}
@@ -86,6 +88,10 @@ class RunFolder:
     @classmethod
     def _prepare(cls, runs_dir: str | Path, name: str, config: dict[str, Any], *, fresh: bool = False) -> "RunFolder":
         run = cls(Path(runs_dir) / safe_run_name(name))
+        check_folder(runs_dir, "--runs-dir")
+        check_name(run.path.name, runs_dir, "give a shorter --name")
+        if os.path.isdir(run.path):
+            check_folder(run.path, "--runs-dir")     # a run to resume: it is written in
         if run.path.exists() and not run.path.is_dir():
             raise UserError(f"'{run.path}' exists and is not a folder; choose another --name")
         if fresh and run.config_file.is_file():
