@@ -33,6 +33,7 @@ from neuro import NeuroError, RDMs
 from .errors import UserError
 from .fileio import write_json, write_text
 from .jpeg.variants import is_jpegdl, soft_model_bpda, transfer_source
+from .md_escape import inline
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 ProgressFn = Callable[[str, int, int], None] | None
@@ -296,15 +297,15 @@ def run_rsa(model: nn.Module, model_name: str, model_source: str, stimuli: Stimu
 
 
 def _summary_markdown(p: dict) -> str:
-    lines = [f"# RSA: {p['model']}", "", f"- stimuli: {p['stimuli']} ({p['n_stimuli']} images)",
-             f"- brain: {p['brain']}", f"- RDMs: {p['rdm_method']}; comparison: {p['settings']['method']}; "
+    lines = [f"# RSA: {inline(p['model'])}", "", f"- stimuli: {inline(p['stimuli'])} ({p['n_stimuli']} images)",
+             f"- brain: {inline(p['brain'])}", f"- RDMs: {p['rdm_method']}; comparison: {p['settings']['method']}; "
              f"{p['settings']['n_bootstrap']} bootstrap samples over {p['settings']['bootstrap_over']}, "
              f"{p['settings']['n_permutations']} permutations, seed {p['settings']['seed']}", "",
              "| layer | ROI | similarity | 95% CI | p | p (FDR) | noise ceiling |", "|---|---|---:|---|---:|---:|---|"]
     for r in p["rows"]:
         ceiling = f"{r['noise_lower']:.3f}–{r['noise_upper']:.3f}" if np.isfinite(r["noise_lower"]) else "n/a"
-        lines.append(f"| {r['model']} | {r['roi']} | {r['similarity']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-                     f"| {r['p']:.3g} | {r['p_fdr']:.3g} | {ceiling} |")
+        lines.append(f"| {inline(r['model'])} | {inline(r['roi'])} | {r['similarity']:.3f} | "
+                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['p']:.3g} | {r['p_fdr']:.3g} | {ceiling} |")
     if p.get("descriptors", {}).get("simulated"):
         lines += ["", "**SIMULATED brain data: not a measurement.**"]
     lines += ["", "![RSA](figures/rsa_bars.png)", "", "![network RDMs](figures/network_rdms.png)", ""]
