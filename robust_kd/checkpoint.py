@@ -24,6 +24,7 @@ from torch import nn
 from . import __version__
 from .errors import UserError
 from .fileio import save_torch
+from .model_checks import check_metadata, check_weights
 
 FORMAT = "robust-kd-checkpoint"
 FORMAT_VERSION = 1
@@ -108,7 +109,8 @@ def _what_the_file_is(path: Path) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a checkpoint file; every failure is a one-line UserError."""
+    """Load and check a checkpoint file: its metadata (types, ranges) and its weights (finite), for
+    every verb that reads one (see :mod:`robust_kd.model_checks`); every failure is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist; give the path of a .pt file from a run folder")
@@ -139,27 +141,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_METADATA if not isinstance(metadata, dict) or k not in metadata]
     if missing or not isinstance(payload.get("model"), dict):
         raise UserError(f"'{path}' is an incomplete robust-kd checkpoint (missing {', '.join(missing) or 'weights'})")
+    check_metadata(path, metadata)
+    check_weights(f"'{path}'", payload["model"])
     return payload
 
 
 def build_model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
+    """The untrained model the (checked) metadata describes."""
     from .models import create_model
 
-    return create_model(
-        metadata["arch"],
-        int(metadata["num_classes"]),
-        in_channels=int(metadata["in_channels"]),
-        image_size=int(metadata["image_size"]),
-        mean=metadata["normalization"]["mean"],
-        std=metadata["normalization"]["std"],
-        input_layer_options=metadata.get("input_layer_options"),
-    )
+    try:
+        return create_model(
+            metadata["arch"],
+            int(metadata["num_classes"]),
+            in_channels=int(metadata["in_channels"]),
+            image_size=int(metadata["image_size"]),
+            mean=metadata["normalization"]["mean"],
+            std=metadata["normalization"]["std"],
+            input_layer_options=metadata.get("input_layer_options"),
+        )
+    except (TypeError, ValueError) as err:     # input_layer_options that the layer does not take
+        raise UserError(f"the checkpoint's metadata does not describe a {metadata['arch']} "
+                        f"({str(err).splitlines()[0][:160]}); the file is corrupt or was edited") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model of a checkpoint from its metadata alone, in eval mode."""
     payload = read_checkpoint(path)
-    model = build_model_from_metadata(payload["metadata"])
+    try:
+        model = build_model_from_metadata(payload["metadata"])
+    except UserError as err:
+        raise UserError(f"'{path}': {err}") from None
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:

@@ -155,6 +155,30 @@ def build_chain(plan: Plan, out: Path, *, data: str | None = None, data_root: st
     return chain
 
 
+def check_plan(plan: Plan, *, data: str | None = None, data_root: str | None = None, device: str = "auto") -> None:
+    """Everything the chain's steps will need, checked before the first starts (a mistake in a late step's
+    settings used to surface only after the earlier steps had run, and left a quickstart folder that a
+    rerun with the mistake fixed would not accept): the device, every training's recipe, model and options,
+    the data (loaded once), every distillation method, every suite and eps."""
+    from .device import resolve_device
+    from .distill.setup import resolve_distill_config
+    from .robustness import parse_eps, suite_source
+    from .train import load_data_once, resolve_train_config
+
+    resolve_device(device)
+    settings = {"data": {"name": data or plan.data, "root": data_root}, "device": device}
+    overrides = list(plan.train_overrides)
+    configs = [resolve_train_config(plan.recipe, {**settings, "model": model}, overrides)
+               for model in (plan.teacher, plan.jpegdl)]
+    for method in plan.methods:
+        resolve_distill_config(plan.recipe, method, plan.teacher, {**settings, "model": plan.student}, overrides)
+    for suite, _, eps in plan.suites:
+        suite_source(suite)
+        parse_eps(eps)
+    parse_eps(plan.eps)
+    load_data_once(configs[0])
+
+
 def command_line(step: Step) -> str:
     return "robust-kd " + " ".join(shlex.quote(a) for a in step.argv)
 

@@ -24,7 +24,7 @@ from torch import nn
 import attacks
 from attacks import AttackError, ModelOutputError, check_precision, slow_here
 
-from . import distributed
+from . import compatibility, distributed
 from .device import resolve_device
 from .errors import UserError
 from .fileio import one_at_a_time, write_json
@@ -138,6 +138,7 @@ class Points:
     data: str
     class_names: tuple[str, ...]
     short_of: int | None = None     # the --n asked for, when the data set has fewer test points
+    interface: compatibility.Interface | None = None    # classes, image shape and pixel range of the data
 
     def shortage(self) -> str | None:
         """A line for the user when --n asked for more points than the test split has, or None."""
@@ -161,17 +162,12 @@ def load_points(target: ModelTarget, data: str | None, data_root: str | None, n:
         if n < 1:
             raise UserError(f"--n must be at least 1, got {n}")
         images, labels = images[:n], labels[:n]
-    model = target.model
-    channels = getattr(model, "in_channels", images.shape[1])
-    if images.shape[1] != channels:
-        raise UserError(f"{target.name} takes {channels}-channel images but {name} has {images.shape[1]} channels; "
-                        "attack it on the data it was trained on (--data)")
-    classes = getattr(model, "num_classes", len(dataset.class_names))
-    if classes != len(dataset.class_names):
-        raise UserError(f"{target.name} has {classes} classes but {name} has {len(dataset.class_names)}; "
-                        "attack it on the data it was trained on (--data)")
+    side = images.shape[-1] if images.shape[-1] == images.shape[-2] else None
+    interface = compatibility.of_data(name, len(dataset.class_names), images.shape[1], side, dataset.class_names)
+    compatibility.require_match(compatibility.of_model(target.name, target.model), interface,
+                                "attack it on the data it was trained on (--data)")
     return Points(images.float() / 255.0, labels.long(), name, dataset.class_names,
-                  short_of=n if n is not None and n > len(labels) else None)
+                  short_of=n if n is not None and n > len(labels) else None, interface=interface)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from neuro import NeuroError, RDMs
 from .errors import UserError
 from .fileio import write_json, write_text
 from .jpeg.variants import is_jpegdl, soft_model_bpda, transfer_source
+from .md_escape import inline
 from .stimuli import Stimuli, fit_to_model, load_stimuli, test_split_stimuli  # noqa: F401  (re-exported)
 
 ProgressFn = Callable[[str, int, int], None] | None
@@ -214,17 +215,17 @@ def run_rsa(model: nn.Module, model_name: str, model_source: str, stimuli: Stimu
 
 
 def _summary_markdown(p: dict) -> str:
-    lines = [f"# RSA: {p['model']}", "", f"- stimuli: {p['stimuli']} ({p['n_stimuli']} images)",
-             f"- brain: {p['brain']}", f"- RDMs: {p['rdm_method']}; comparison: {p['settings']['method']}; "
+    lines = [f"# RSA: {inline(p['model'])}", "", f"- stimuli: {inline(p['stimuli'])} ({p['n_stimuli']} images)",
+             f"- brain: {inline(p['brain'])}", f"- RDMs: {p['rdm_method']}; comparison: {p['settings']['method']}; "
              f"{p['settings']['n_bootstrap']} bootstrap samples over {p['settings']['bootstrap_over']}, "
              f"{p['settings']['n_permutations']} permutations, seed {p['settings']['seed']}", "",
              "| layer | ROI | similarity | 95% CI | p | p (FDR) | noise ceiling | undefined |",
              "|---|---|---:|---|---:|---:|---|---|"]
     for r in p["rows"]:
         ceiling = f"{_num(r['noise_lower'])}–{_num(r['noise_upper'])}" if np.isfinite(r["noise_lower"]) else "n/a"
-        lines.append(f"| {r['model']} | {r['roi']} | {_num(r['similarity'])} | [{_num(r['ci_low'])}, "
+        lines.append(f"| {inline(r['model'])} | {inline(r['roi'])} | {_num(r['similarity'])} | [{_num(r['ci_low'])}, "
                      f"{_num(r['ci_high'])}] | {_num(r['p'], '.3g')} | {_num(r['p_fdr'], '.3g')} | {ceiling} "
-                     f"| {r.get('undefined') or ''} |")
+                     f"| {inline(r.get('undefined') or '')} |")
     if p.get("descriptors", {}).get("simulated"):
         lines += ["", "**SIMULATED brain data: not a measurement.**"]
     lines += ["", "![RSA](figures/rsa_bars.png)", "", "![network RDMs](figures/network_rdms.png)", ""]

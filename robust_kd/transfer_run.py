@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import attacks
 
+from . import compatibility
 from .device import resolve_device
 from .errors import UserError
 from .fileio import write_json
@@ -81,12 +82,21 @@ class TransferRun:
         return path, matrix
 
     def _points(self, resolved: dict[str, ModelTarget], notify: Callable[[str], None]) -> Points:
-        """The first source's data (or --data); every model must take them (same channels and classes)."""
-        points = load_points(resolved[self.sources[0]], self.data, self.data_root, self.n)
+        """The first source's data (or --data). Every model must fit the first source (the same classes,
+        by number and, where both checkpoints name them, by name; image shape; pixel range) and the data."""
+        first = resolved[self.sources[0]]
+        reference = compatibility.of_model(f"source '{self.sources[0]}'", first.model)
+        for name, target in resolved.items():
+            role = "source" if name in self.sources else "target"
+            compatibility.require_match(reference, compatibility.of_model(f"{role} '{name}'", target.model),
+                                        "give sources and targets trained on the same classes and image size")
+        points = load_points(first, self.data, self.data_root, self.n)
         if points.shortage() and self.n_given:    # the default --n (500) is more than small data sets have: not news
             notify(points.shortage())
-        for target in resolved.values():
-            load_points(target, points.data, self.data_root, 1)
+        for name, target in resolved.items():
+            if points.interface is not None:
+                compatibility.require_match(compatibility.of_model(f"'{name}'", target.model), points.interface,
+                                            "transfer on the data the models were trained on (--data)")
         return points
 
     def _eps(self, points: Points) -> float:

@@ -272,6 +272,7 @@ def test_under_torchrun_each_process_takes_its_own_gpu(monkeypatch):
     from robust_kd.errors import UserError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("cuda") == torch.device("cuda:1") == resolve_device("auto")
@@ -283,6 +284,8 @@ def test_under_torchrun_each_process_takes_its_own_gpu(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(UserError, match="unknown device"):
         resolve_device("gpu")
+    with pytest.raises(UserError, match="no cuda device number 2; this machine has: cpu, cuda:0 .*cuda:1"):
+        resolve_device("cuda:2")
 
 
 def _descendants(pid: int) -> list[int]:

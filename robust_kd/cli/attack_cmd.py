@@ -172,6 +172,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     """
     import attacks
 
+    from ..device import resolve_device
     from ..errors import UserError
     from ..robustness import AttackRun, parse_eps, suite_source
     from ..targets import resolve_model
@@ -194,6 +195,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
                                               norm=norm, seed=seed)
         except attacks.AttackError as err:
             raise UserError(str(err)) from None
+    resolve_device(device)                   # a device this machine lacks: said before any work
     target = resolve_model(model_spec, runs_dir)
     run = AttackRun(target, source, eps_values, norm, n, seed, batch_size, data, data_root, device,
                     fresh, eot, convergence_check, save_examples, precision)

@@ -22,7 +22,8 @@ from .output import print_json, print_line
 @click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default auto).")
 @click.option("--name", metavar="NAME",
-              help="Run folder name (default: STUDENT_from_TEACHER_METHOD_DATA_RECIPE_seedN).")
+              help="Run folder name under --runs-dir: letters, digits, _ . = - "
+                   "(default: STUDENT_from_TEACHER_METHOD_DATA_RECIPE_seedN). One training at a time per run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders live.")
 @click.option("--fresh", is_flag=True, help="Delete this run's folder and start over.")
 @click.option("--list", "list_methods", is_flag=True, help="List the methods with their default options and exit.")

@@ -49,6 +49,7 @@ def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root
             print_line(f"[{k}/{len(chain.steps)}] {step.title}\n  {qs.command_line(step)}")
         return
     check_folder(folder, "--out")
+    qs.check_plan(plan, data=data, data_root=data_root, device=device)
     settings = {"plan": plan.name, "data": data or plan.data, "data_root": data_root}
     state = qs.prepare_folder(folder, settings, fresh, chain.owned)
     print_line(f"quickstart ({plan.name}: {plan.description}) into {folder}")

@@ -76,6 +76,19 @@ def _flag_column(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     return ["undefined"], [[r.get("undefined") or ""] for r in rows]
 
 
+def _surrogate(spec: str, target: Any, runs_dir: str) -> Any:
+    """The transfer attack's source model; it must have the model's classes, image shape and pixel range
+    (its examples are aimed at the model's own predictions)."""
+    from ..compatibility import of_model, require_match
+    from ..targets import resolve_model
+
+    surrogate = resolve_model(spec, runs_dir)
+    require_match(of_model(f"--model '{target.name}'", target.model),
+                  of_model(f"--surrogate '{spec}'", surrogate.model),
+                  "use a --surrogate trained on the data set of --model")
+    return surrogate.model
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x != x else f"{x:.3f}"
 
@@ -122,6 +135,7 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
     if list_layers:
         _print_layers(model)
         return
+    torch_device = resolve_device(device)
     brain = load_brain(fmri, rois, conditions, None, brain_rdms, brain_method, noise)
     images = load_stimuli(stimuli, int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32)))
     _warn(brain.notes + images.notes)
@@ -132,7 +146,7 @@ def rsa(model_spec: str, stimuli: str, layers: str, list_layers: bool, rdm_metho
         payload = run_rsa(model, target.name, target.source, images, brain, folder, layers=_layers(layers),
                           rdm_method=rdm_method, comparator=comparator, n_bootstrap=n_bootstrap,
                           n_permutations=n_permutations, over=bootstrap_over, seed=seed,
-                          device=resolve_device(device), batch_size=batch_size, progress=progress)
+                          device=torch_device, batch_size=batch_size, progress=progress)
     finally:
         progress.close()
     _warn([undefined_summary(payload["rows"])])
@@ -186,11 +200,17 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     eps_values = parse_eps(eps) or []
     if len(eps_values) != 1:
         raise UserError("--eps takes one value here, e.g. 8/255")
+    if (black == "transfer") != (surrogate is not None):
+        raise UserError("--black transfer needs --surrogate (a model name, checkpoint or run folder)"
+                        if black == "transfer" else
+                        "--surrogate applies to --black transfer only; add --black transfer or drop --surrogate")
     target = resolve_model(model_spec, runs_dir)
     model = target.model
     if list_layers:
         _print_layers(model)
         return
+    torch_device = resolve_device(device)
+    surrogate_model = _surrogate(surrogate, target, runs_dir) if surrogate else None
     channels, size = int(getattr(model, "in_channels", 3)), int(getattr(model, "image_size", 32))
     if stimuli == "test":
         if brain_rdms:
@@ -201,7 +221,6 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     check_eps(eps_values, norm, images.images[0].numel())
     brain = load_brain((), (), None, None, brain_rdms, "correlation", None) if brain_rdms else None
     _warn(images.notes + (brain.notes if brain else []))
-    surrogate_model = resolve_model(surrogate, runs_dir).model if surrogate else None
     settings = AdversarialSettings(eps=eps_values[0], norm=norm, white_steps=white_steps, black=black,
                                    queries=queries, surrogate=surrogate, seed=seed)
     folder = check_folder(Path(out) if out else
@@ -212,7 +231,7 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
         payload = run_rsa_adversarial(model, target.name, target.source, images, folder, settings=settings,
                                       brain=brain, surrogate=surrogate_model, layers=_layers(layers),
                                       rdm_method=rdm_method, comparator=comparator, n_bootstrap=n_bootstrap,
-                                      n_permutations=n_permutations, seed=seed, device=resolve_device(device),
+                                      n_permutations=n_permutations, seed=seed, device=torch_device,
                                       batch_size=batch_size, progress=progress)
     finally:
         progress.close()
@@ -283,6 +302,7 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
     specs = [s.strip() for s in model_specs.split(",") if s.strip()]
     if len(specs) < 2:
         raise UserError("--models needs at least two models, comma-separated")
+    torch_device = resolve_device(device)
     targets = [resolve_model(s, runs_dir) for s in specs]
     labels = [t.name for t in targets]
     if len(set(labels)) != len(labels):
@@ -304,7 +324,7 @@ def rsa_models(model_specs: str, stimuli: str, n: int, layers: str, rdm_method: 
     try:
         payload = run_rsa_models({lab: (t.model, t.source) for lab, t in zip(labels, targets)}, fitted, folder,
                                  layers=layer_list, rdm_method=rdm_method, comparator=comparator,
-                                 n_bootstrap=n_bootstrap, seed=seed, device=resolve_device(device),
+                                 n_bootstrap=n_bootstrap, seed=seed, device=torch_device,
                                  batch_size=batch_size, progress=progress)
     finally:
         progress.close()

@@ -16,7 +16,9 @@ from .output import print_json, print_line
 @click.option("--recipe", "-r", default="quick", show_default=True, help="Recipe in configs/recipes, or a YAML path.")
 @click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default auto).")
-@click.option("--name", metavar="NAME", help="Run folder name (default: MODEL_DATA_RECIPE_seedN).")
+@click.option("--name", metavar="NAME",
+              help="Run folder name under --runs-dir: letters, digits, _ . = - (default: MODEL_DATA_RECIPE_seedN). "
+                   "One training at a time per run folder.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where run folders live.")
 @click.option("--fresh", is_flag=True, help="Delete this run's folder and start over.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")

@@ -106,7 +106,8 @@ def prepare_distillation(
     from ..data import BatchLoader
     from ..device import autocast, resolve_device
     from ..models import create_model
-    from ..train import RunFolder, Trainer, evaluate, load_data_once
+    from ..train import RunFolder, Trainer, evaluate, load_data_once, start_trainer
+    from ..train.run import run_name
     from .objective import DistillationObjective
 
     teacher_meta = read_checkpoint(teacher_path)["metadata"]
@@ -114,6 +115,7 @@ def prepare_distillation(
     settings = {"model": student, "seed": seed, "device": device, "teacher": str(teacher_path),
                 "data": {"name": data, "root": data_root}}
     config, where = resolve_distill_config(recipe, method, teacher_arch, settings, overrides)
+    folder = run_name(name, default_distill_run_name(config, teacher_arch))
     torch_device = resolve_device(config.device)
     dataset = load_data_once(config)
     if int(teacher_meta["num_classes"]) != dataset.num_classes or int(teacher_meta["in_channels"]) != dataset.channels:
@@ -136,11 +138,11 @@ def prepare_distillation(
                         "process, or add distill.options.augment=none")
     objective = DistillationObjective(distiller, teacher, device=torch_device, teacher_arch=teacher_arch,
                                       student_arch=config.model, cache=config.distill.teacher_cache)
-    run = RunFolder.prepare(runs_dir, name or default_distill_run_name(config, teacher_arch), config.as_dict(),
-                            fresh=fresh)
+    run = RunFolder.prepare(runs_dir, folder, config.as_dict(), fresh=fresh)
     teacher_info = {"checkpoint": str(teacher_path), "arch": teacher_arch, "test_accuracy": teacher_accuracy}
     extra = {"method": config.distill.method, "method_options_from": where, "teacher": teacher_info}
-    trainer = Trainer(config, model, dataset, run, objective=objective, reporter=reporter, summary_extra=extra)
+    trainer = start_trainer(run, lambda: Trainer(config, model, dataset, run, objective=objective, reporter=reporter,
+                                                 summary_extra=extra))
     if reporter is not None:
         reporter.message(f"teacher {teacher_arch} ({teacher_path}): test accuracy {100 * teacher_accuracy:.2f}%; "
                          f"{config.distill.method} options from {where}")

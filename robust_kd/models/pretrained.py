@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..model_checks import check_weights
 from .registry import create_model
 
 
@@ -49,6 +50,9 @@ def _autoattack_resnet18() -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (any failure to read is a broken install)
         raise UserError(f"cannot read '{path}' ({type(err).__name__}); reinstall pyautoattack") from None
+    if not isinstance(state, dict):
+        raise UserError(f"'{path}' holds no state dict; reinstall pyautoattack")
+    check_weights(f"the pretrained model in '{path}'", state)
     renamed = {key.replace("shortcut", "downsample").replace("linear.", "fc."): value for key, value in state.items()}
     model = create_model("resnet18", 10, in_channels=3, image_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     model.net.load_state_dict(renamed)

@@ -68,16 +68,18 @@ def _metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _jpeg_tables(run: Path) -> dict[str, list] | None:
+def _jpeg_tables(run: Path) -> tuple[dict[str, list] | None, str | None]:
+    """The learned tables of a JPEG-DL run's last checkpoint, read (and checked) as every verb reads a
+    checkpoint; or why they are left out."""
     checkpoint = run / "checkpoints" / "last.pt"
     if not checkpoint.is_file():
-        return None
+        return None, None
     try:
         from ..checkpoint import read_checkpoint
-        tables = read_checkpoint(checkpoint).get("metadata", {}).get("jpeg_tables")
-    except UserError:
-        return None
-    return tables if isinstance(tables, dict) else None
+        tables = read_checkpoint(checkpoint)["metadata"].get("jpeg_tables")
+    except UserError as err:
+        return None, f"{checkpoint} (its JPEG tables): {str(err).removeprefix(repr(str(checkpoint)) + ': ')}"
+    return (tables, None) if isinstance(tables, dict) else (None, None)
 
 
 def _number(value: Any) -> bool:
@@ -144,7 +146,9 @@ def read_run(path: Path) -> RunRecord:
                 result["_folder"] = str(file.parent)
                 record.rsa.append(result)
     if "jpegdl" in record.arch:
-        record.jpeg_tables = _jpeg_tables(path)
+        record.jpeg_tables, problem = _jpeg_tables(path)
+        if problem:
+            record.skipped.append(problem)
     return record
 
 

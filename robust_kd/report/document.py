@@ -9,6 +9,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..md_escape import inline, paragraph
+
 
 @dataclass
 class Table:
@@ -93,35 +95,35 @@ def render_html(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(report: Report, files_dir: str) -> tuple[str, dict[str, bytes]]:
-    """The Markdown text and the figure files it links to (relative to the Markdown file)."""
-    lines = [f"# {report.title}", "", f"_{report.subtitle}_", ""]
+    """The Markdown text and the figure files it links to (relative to the Markdown file). Every text is
+    escaped (:mod:`robust_kd.md_escape`) as the HTML page escapes it: a run name or a results field shows
+    as typed, never as HTML, a link, or a broken table."""
+    lines = [f"# {inline(report.title)}", "", f"_{inline(report.subtitle)}_", ""]
     files: dict[str, bytes] = {}
     for section in report.sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {inline(section.title)}", ""]
         for p in section.paragraphs:
-            lines += [p, ""]
+            lines += [paragraph(p), ""]
         for block in section.blocks:
             if isinstance(block, Table):
-                if block.caption:
-                    lines += [f"**{block.caption}**", ""]
-                lines.append("| " + " | ".join(_md_cell(c) for c in block.columns) + " |")
-                lines.append("|" + "|".join("---:" if block.rows and _is_number(block.rows[0][i]) else "---"
-                                            for i in range(len(block.columns))) + "|")
-                for row in block.rows:
-                    lines.append("| " + " | ".join(_md_cell(v) for v in row) + " |")
-                lines.append("")
+                lines += _markdown_table(block)
             else:
                 path = f"{files_dir}/{block.name}"
                 files[block.name] = block.png
-                lines += [f"![{block.caption or block.name}]({path})", ""]
+                lines += [f"![{inline(block.caption or block.name)}]({path})", ""]
                 if block.caption:
-                    lines += [f"_{block.caption}_", ""]
+                    lines += [f"_{inline(block.caption)}_", ""]
     return "\n".join(lines), files
+
+
+def _markdown_table(block: Table) -> list[str]:
+    lines = [f"**{inline(block.caption)}**", ""] if block.caption else []
+    lines.append("| " + " | ".join(inline(c) for c in block.columns) + " |")
+    lines.append("|" + "|".join("---:" if block.rows and _is_number(block.rows[0][i]) else "---"
+                                for i in range(len(block.columns))) + "|")
+    lines += ["| " + " | ".join(inline(v) for v in row) + " |" for row in block.rows]
+    return [*lines, ""]
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> Table:

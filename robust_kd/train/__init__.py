@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from .objective import CrossEntropy, Objective, StepInfo
 from .parts import TrainingPart
 from .progress import PlainReporter, Reporter, RichReporter, default_reporter
 from .recipe import TrainConfig, list_recipes, resolve_train_config
-from .run import RunFolder
+from .run import RunFolder, run_name
 from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "evaluate",
     "list_recipes",
     "prepare_training",
+    "start_trainer",
     "resolve_train_config",
     "train",
 ]
@@ -59,6 +60,16 @@ def load_data_once(config: TrainConfig):
     return dataset
 
 
+def start_trainer(run: RunFolder, make: Callable[[], Trainer]) -> Trainer:
+    """The trainer of a run folder just prepared (and held); the hold ends with :meth:`Trainer.fit`, or
+    here when the trainer cannot be made."""
+    try:
+        return make()
+    except BaseException:
+        run.release()
+        raise
+
+
 def prepare_training(
     config: TrainConfig,
     *,
@@ -67,22 +78,31 @@ def prepare_training(
     fresh: bool = False,
     reporter: Reporter | None = None,
 ) -> Trainer:
-    """Check everything (data, model) before a run folder is touched, then set up the trainer."""
+    """Check everything (name, device, data, model) before a run folder is touched, then set up the
+    trainer. The run folder stays locked for this process (see :meth:`RunFolder.hold`) until the
+    trainer's :meth:`~Trainer.fit` ends."""
     from ..checkpoint import read_checkpoint
+    from ..compatibility import of_checkpoint, of_data, require_match
     from ..device import resolve_device
     from ..models import create_model, has_input_layer
 
+    folder = run_name(name, default_run_name(config))
     resolve_device(config.device)
-    if has_input_layer(config.model) and config.jpeg.init == "sensitivity":
-        read_checkpoint(config.jpeg.init_checkpoint)  # type: ignore[arg-type]  # fail before the run starts
+    init = None
+    if has_input_layer(config.model) and config.jpeg.init == "sensitivity":   # fail before the run starts
+        init = read_checkpoint(config.jpeg.init_checkpoint)["metadata"]  # type: ignore[arg-type]
     dataset = load_data_once(config)
+    if init is not None:
+        require_match(of_checkpoint(f"jpeg.init_checkpoint '{config.jpeg.init_checkpoint}'", init),
+                      of_data(dataset.name, dataset.num_classes, dataset.channels, dataset.size, dataset.class_names),
+                      "give jpeg.init_checkpoint a plain model trained on this data set")
     torch.manual_seed(config.seed)
     model = create_model(
         config.model, dataset.num_classes, in_channels=dataset.channels, image_size=dataset.size,
         mean=dataset.mean, std=dataset.std, input_layer_options=config.jpeg.layer_options(),
     )
-    run = RunFolder.prepare(runs_dir, name or default_run_name(config), config.as_dict(), fresh=fresh)
-    return Trainer(config, model, dataset, run, reporter=reporter)
+    run = RunFolder.prepare(runs_dir, folder, config.as_dict(), fresh=fresh)
+    return start_trainer(run, lambda: Trainer(config, model, dataset, run, reporter=reporter))
 
 
 def train(

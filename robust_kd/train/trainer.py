@@ -265,7 +265,14 @@ class Trainer:
         return record
 
     def fit(self) -> dict[str, Any]:
-        """Train to the configured number of epochs (resuming if possible); return the summary."""
+        """Train to the configured number of epochs (resuming if possible); return the summary. The run
+        folder's hold (:meth:`RunFolder.hold`) ends with it, however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.run.release()
+
+    def _fit(self) -> dict[str, Any]:
         state = self._resume()
         self.prepare(state)
         if self.shard[1] > 1:
