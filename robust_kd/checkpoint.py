@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from . import __version__
+from .bounds import shown
 from .errors import UserError
 from .fileio import save_torch
-from .model_checks import check_metadata, check_weights
+from .model_checks import check_weights
 
 FORMAT = "robust-kd-checkpoint"
 FORMAT_VERSION = 1
@@ -134,16 +135,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"'{path}' is a PyTorch file but not a robust-kd checkpoint (no robust-kd metadata); "
             "use a checkpoint from a robust-kd run folder"
         )
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"'{path}' was written by a newer robust-kd (format {payload['format_version']}); "
-                        "upgrade robust-kd")
+    version = payload.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"'{path}' is a damaged robust-kd checkpoint (its format_version is {shown(version)}, not a "
+                        "number); train again or use another file")
+    if version > FORMAT_VERSION:
+        raise UserError(f"'{path}' was written by a newer robust-kd (format {version}); upgrade robust-kd")
     metadata = payload.get("metadata")
     missing = [k for k in REQUIRED_METADATA if not isinstance(metadata, dict) or k not in metadata]
     if missing or not isinstance(payload.get("model"), dict):
         raise UserError(f"'{path}' is an incomplete robust-kd checkpoint (missing {', '.join(missing) or 'weights'})")
-    check_metadata(path, metadata)
+    from .checkpoint_metadata import metadata_problem   # it imports the model zoo
+
+    problem = metadata_problem(metadata) or _parts_problem(payload)
+    if problem is not None:
+        raise UserError(f"'{path}' is a damaged robust-kd checkpoint: {problem}; train again or use another file")
     check_weights(f"'{path}'", payload["model"])
     return payload
+
+
+def _parts_problem(payload: dict[str, Any]) -> str | None:
+    """The training state beside the weights (read on resume) must at least have the right shape."""
+    for part in ("optimizers", "trainer", "rng"):
+        if payload.get(part) is not None and not isinstance(payload[part], dict):
+            return f"its '{part}' is not a mapping"
+    return None
 
 
 def build_model_from_metadata(metadata: dict[str, Any]) -> nn.Module:

@@ -1,6 +1,6 @@
 """Typed configs from YAML and ``key=value`` overrides.
 
-A config is a tree of dataclasses. :func:`build` turns a plain mapping (from ``yaml.safe_load``)
+A config is a tree of dataclasses. :func:`build` turns a plain mapping (read by :mod:`robust_kd.yamlfile`)
 into that tree, checking every key and value, so that a typo or a wrong type stops the run before
 it starts with a message naming the dotted key.
 """
@@ -17,7 +17,9 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from .bounds import shown
 from .errors import UserError
+from .yamlfile import load_yaml_text, read_yaml_file
 
 T = TypeVar("T")
 
@@ -41,7 +43,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise UserError(f"config key '{key}' must be a mapping of its sub-keys, got {value!r}")
+            raise UserError(f"config key '{key}' must be a mapping of its sub-keys, got {shown(value)}")
         return build(tp, value, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -53,31 +55,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except UserError:
                 pass
-        raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+        raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {shown(value)}")
     if origin is typing.Literal:
         if value in args:
             return value
-        raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+        raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {shown(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+            raise UserError(f"config key '{key}' expects {_type_name(tp)}, got {shown(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise UserError(f"config key '{key}' expects a mapping, got {value!r}")
+            raise UserError(f"config key '{key}' expects a mapping, got {shown(value)}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"config key '{key}' expects true or false, got {value!r}")
+        raise UserError(f"config key '{key}' expects true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise UserError(f"config key '{key}' expects an integer, got {value!r}")
+        raise UserError(f"config key '{key}' expects an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-2 (no dot) as a string
             try:
@@ -86,15 +88,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
-                raise UserError(f"config key '{key}' must be a finite number, got {value!r}")
+                raise UserError(f"config key '{key}' must be a finite number, got {shown(value)}")
             return float(value)
-        raise UserError(f"config key '{key}' expects a number, got {value!r}")
+        raise UserError(f"config key '{key}' expects a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UserError(f"config key '{key}' expects a string, got {value!r}")
+        raise UserError(f"config key '{key}' expects a string, got {shown(value)}")
     raise TypeError(f"unsupported config type {tp!r} for '{key}'")
 
 
@@ -125,7 +127,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"cannot read override '{text}': write key=value, e.g. optimizer.lr=0.1 or epochs=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw, f"override '{key}=…'") if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -160,18 +162,8 @@ def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"config file '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read config file '{path}' ({type(err).__name__}); give a YAML text file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}; fix the syntax") from None
+    """A config file's mapping (empty for an empty file); every failure is a one-line UserError."""
+    data = read_yaml_file(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -18,19 +18,20 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import yaml
 from torch import nn
 
 import attacks
 from attacks import AttackError, ModelOutputError, check_precision, slow_here
 
 from . import compatibility, distributed
+from .bounds import shown
 from .device import resolve_device
 from .errors import UserError
 from .fileio import one_at_a_time, write_json
 from .paths import check_folder, fit_name
 from .jpeg.variants import hard_model_bpda, is_jpegdl, soft_model_bpda, twin_without_jpeg
 from .targets import ModelTarget
+from .yamlfile import read_yaml_file
 
 MAX_LINF_EPS = 1.0
 
@@ -81,8 +82,8 @@ def shipped_suites() -> dict[str, tuple[Path, dict[str, Any]]]:
     found = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = read_yaml_file(path, "suite file")
+        except UserError:
             continue
         if isinstance(data, dict) and path.stem != "example_custom":
             found[path.stem] = (path, data)
@@ -108,16 +109,14 @@ def suite_source(suite: str) -> str | dict[str, Any]:
             raise UserError(f"unknown suite '{suite}'{hint}; choose one of: {', '.join(names)}, "
                             "or give a YAML suite file (see configs/suites/example_custom.yaml)")
         path = shipped
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"cannot read suite file '{path}': {type(err).__name__}{where}; "
-                        "check that it is YAML text") from None
+    data = read_yaml_file(path, "suite file")
     if not isinstance(data, dict):
         raise UserError(f"suite file '{path}' must hold a mapping with 'name' and 'attacks'")
     data.setdefault("name", path.stem)
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"suite file '{path}': 'name' must be a non-empty text (it names the results files), "
+                        f"got {shown(name)}; write e.g. name: my_suite")
     return data
 
 

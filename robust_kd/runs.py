@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from .errors import UserError
+from .yamlfile import read_yaml_file
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -15,8 +16,8 @@ def runs_of(runs_dir: str | Path, model: str) -> list[Path]:
     found = []
     for config_file in Path(runs_dir).glob("*/config.yaml"):
         try:
-            config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            config = read_yaml_file(config_file, "run config")
+        except UserError:
             continue  # not ours or damaged: not a candidate
         checkpoint = config_file.parent / CHECKPOINT
         if isinstance(config, dict) and config.get("model") == model and checkpoint.is_file():

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from .checkpoint import load_model
 from .errors import UserError
 from .runs import CHECKPOINT, latest_checkpoint
+from .yamlfile import read_yaml_file
 
 
 @dataclass
@@ -32,8 +32,8 @@ class ModelTarget:
 
 def _run_config(run: Path) -> dict[str, Any]:
     try:
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = read_yaml_file(run / "config.yaml", "run config")
+    except UserError:
         return {}
     return config if isinstance(config, dict) else {}
 

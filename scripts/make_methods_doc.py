@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import inspect
 import sys
+import typing
 from pathlib import Path
 
+from robust_kd.bounds import field_range
 from robust_kd.config import read_yaml
 from robust_kd.distill import CommonOptions, list_methods, method_entry
 from robust_kd.distill.setup import method_file, published_options
@@ -42,12 +44,32 @@ predicted class (probability shift), `lsr` replaces the target by label smoothin
 | `dtd_weight` | `flsw` | `flsw`: w = (1 − cos(z_s, z_t))^γ; `cwsm`: w = 1 / max softmax(z_s) |
 | `dtd_beta`, `dtd_gamma` | `2.0`, `1.0` | β and γ above (the paper's values were not retrieved) |
 | `dtd_min_temperature` | `0.5` | lower bound on τ_x |
+
+Every number an option takes has a declared range (the `allowed` columns, from the code); a value
+outside it stops `distill` with one line before anything is trained. Temperatures lie in
+[0.1, 100] (below 0.1 a softmax is one-hot and T² ≈ 0, at 0 it is undefined; above 100 it is flat)
+and loss weights in [0, 1000] (the largest published is TTM's β = 101).
 """
+
+
+def allowed(options_class: type, key: str) -> str:
+    """The values an option takes: its declared range, its choices, or true/false."""
+    field = next(f for f in dataclasses.fields(options_class) if f.name == key)
+    declared = field_range(field)
+    hint = typing.get_type_hints(options_class)[key]
+    if declared is not None:
+        text = declared.integers() if hint is int else str(declared)
+        return f"each in {text}" if typing.get_origin(hint) is list else text
+    if typing.get_origin(hint) is typing.Literal:
+        return ", ".join(f"`{a}`" for a in typing.get_args(hint))
+    return "`true`, `false`" if hint is bool else ""
 
 
 def render() -> str:
     common = {f.name for f in dataclasses.fields(CommonOptions)}
     parts = [HEADER]
+    parts.append("\n| option | allowed |\n|---|---|\n")
+    parts.extend(f"| `{key}` | {allowed(CommonOptions, key)} |\n" for key in sorted(common))
     for name in list_methods():
         entry = method_entry(name)
         options, _ = published_options(name, "", "")
@@ -55,11 +77,11 @@ def render() -> str:
         parts.append(f"\n## `{name}`: {entry.summary}\n")
         parts.append(f"Source: {entry.cls.source}.\n")
         parts.append("\n" + doc + "\n")
-        parts.append("\n| option | default |\n|---|---|\n")
+        parts.append("\n| option | default | allowed |\n|---|---|---|\n")
         for key, value in options.items():
             if key in common and value == getattr(CommonOptions(), key):
                 continue
-            parts.append(f"| `{key}` | `{value}` |\n")
+            parts.append(f"| `{key}` | `{value}` | {allowed(entry.cls.Options, key)} |\n")
         path = method_file(name)
         pairs = (read_yaml(path).get("pairs") or {}) if path.is_file() else {}
         if pairs:

@@ -58,7 +58,7 @@ def test_train_prints_the_final_accuracy_and_json(capsys, runs_dir):
     (["train", "--data", "mnist", "--data-root", "nonexistent/mnist"],
      "data folder 'nonexistent/mnist' does not exist"),
     (["train", "--data", "cifar10"], "needs a folder: pass --data-root"),
-    (["train", "--data", "synthetic", "data.options.size=4"], r"need 8 ≤ size"),
+    (["train", "--data", "synthetic", "data.options.size=4"], r"option size must be an integer from 8 to 256"),
     (["train", "optimizer.lrr=0.1"], "unknown config key 'optimizer.lrr'"),
     (["train", "epochs=three"], "config key 'epochs' expects an integer, got 'three'"),
     (["train", "--recipe", "slow"], "unknown recipe 'slow'"),

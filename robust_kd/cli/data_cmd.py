@@ -44,6 +44,7 @@ def data(show: str | None, data_root: str | None, as_json: bool) -> None:
         rows.append({
             "name": entry.name, "channels": entry.channels, "size": entry.size, "classes": entry.num_classes,
             "where": where, "description": entry.description, "licence": entry.licence, "options": entry.options(),
+            "option_values": {key: spec.describe() for key, spec in entry.option_specs.items()},
         })
     if as_json:
         print_json(rows)

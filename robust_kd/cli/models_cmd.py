@@ -12,7 +12,7 @@ from .output import print_json, print_line, print_table
 
 @click.command()
 @click.option("--num-classes", type=int, default=100, show_default=True,
-              help="Classes of the head used for the counts.")
+              help="Classes of the head used for the counts (2 to 100,000).")
 @click.option("--show", metavar="NAME|CHECKPOINT",
               help="Describe one model; for jpegdl_* models, draw its quantization tables "
                    "(the newest run's when there is one).")
@@ -26,9 +26,11 @@ def models(num_classes: int, show: str | None, runs_dir: str, out: str | None, a
     """
     from ..errors import UserError
     from ..models import create_model, list_models, model_complexity, model_family
+    from ..models.registry import MAX_NUM_CLASSES
 
-    if num_classes < 2:
-        raise UserError(f"--num-classes must be at least 2, got {num_classes}")
+    if not 2 <= num_classes <= MAX_NUM_CLASSES:
+        raise UserError(f"--num-classes must be from 2 to {MAX_NUM_CLASSES:,} (a head that large is already up to "
+                        f"800 MB), got {num_classes}")
     if show is not None:
         show_model(show, num_classes, runs_dir, out, as_json)
         return

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bounds import Range
 from ..errors import UserError
 from .dataset import ImageDataset, channel_stats
 from .imagefile import is_grey, read_image
+from .options import Option
 from .registry import register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -92,17 +94,18 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
     "imagefolder",
     description="your images, one folder per class (optionally under train/ and test/), resized to --size",
     channels=None, size=None, num_classes=None, needs_root=True, licence="yours",
+    options={
+        "size": Option(int, Range(8, 512)),
+        "grayscale": Option(bool, optional=True),
+        "test_fraction": Option(float, Range(0, 1, low_open=True, high_open=True)),
+        "seed": Option(int, Range(0, 2**32 - 1)),
+    },
 )
 def imagefolder(root: Path, size: int = 32, grayscale: bool | None = None, test_fraction: float = 0.2,
                 seed: int = 0) -> ImageDataset:
     if not root.is_dir():
         raise UserError(f"imagefolder: folder '{root}' does not exist; "
                         "pass --data-root <folder with one sub-folder per class>")
-    if not 8 <= int(size) <= 512:
-        raise UserError(f"imagefolder: size must be between 8 and 512 pixels, got {size}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise UserError(f"imagefolder: test_fraction must lie strictly between 0 and 1, got {test_fraction}")
-    size = int(size)
     test_dir = next((root / n for n in TEST_SPLIT_NAMES if (root / n).is_dir()), None)
     presplit = (root / "train").is_dir() and test_dir is not None
     train_root = root / "train" if presplit else root

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from ..errors import UserError
 from .dataset import ImageDataset
+from .options import Option, checked_options
 
 Loader = Callable[..., ImageDataset]
 
@@ -27,6 +29,7 @@ class DatasetEntry:
     default_root: str | None
     needs_root: bool
     licence: str
+    option_specs: Mapping[str, Option] = field(default_factory=dict)  # every keyword option: type and range
 
     @property
     def reads_folder(self) -> bool:
@@ -35,8 +38,11 @@ class DatasetEntry:
 
     def options(self) -> list[str]:
         """Keyword options the loader accepts beyond root/download."""
-        params = inspect.signature(self.loader).parameters
-        return [p for p in params if p not in ("root", "download")]
+        return list(self.option_specs)
+
+
+def _loader_options(loader: Loader) -> list[str]:
+    return [p for p in inspect.signature(loader).parameters if p not in ("root", "download")]
 
 
 _DATASETS: dict[str, DatasetEntry] = {}
@@ -52,14 +58,23 @@ def register_dataset(
     default_root: str | None = None,
     needs_root: bool = False,
     licence: str = "",
+    options: Mapping[str, Option] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator: register ``loader(root, download, **options) -> ImageDataset`` under ``name``."""
+    """Decorator: register ``loader(root, download, **options) -> ImageDataset`` under ``name``.
+
+    ``options`` declares the type and range of each of the loader's keyword options (all of them):
+    :func:`load_dataset` checks the user's values against them before the loader runs."""
 
     def wrap(loader: Loader) -> Loader:
         if name in _DATASETS:
             raise ValueError(f"data set {name!r} is registered twice")
+        declared = dict(options or {})
+        if set(declared) != set(_loader_options(loader)):
+            raise ValueError(f"data set {name!r} must declare exactly its loader's options "
+                             f"{_loader_options(loader)}, declared {sorted(declared)}")
         _DATASETS[name] = DatasetEntry(
-            name, loader, description, channels, size, num_classes, default_root, needs_root, licence
+            name, loader, description, channels, size, num_classes, default_root, needs_root, licence,
+            MappingProxyType(declared),
         )
         return loader
 
@@ -97,6 +112,7 @@ def load_dataset(
     if unknown:
         allowed = ", ".join(entry.options()) or "none"
         raise UserError(f"data set '{name}' has no option {', '.join(unknown)}; its options: {allowed}")
+    options = checked_options(name, entry.option_specs, options)
     if root is not None and not entry.reads_folder:
         raise UserError(f"data set '{name}' comes with the installed packages and reads no folder; drop --data-root "
                         f"'{root}' (or data.root=)")

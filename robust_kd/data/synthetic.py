@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..bounds import Range
 from ..errors import UserError
 from .dataset import ImageDataset
+from .options import Option
 from .registry import register_dataset
 
 
@@ -30,21 +32,34 @@ def _make_split(prototypes: torch.Tensor, n: int, noise: float,
     return (images.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
+# what this generator makes at most: (train + test)·channels·size² pixel values, e.g. 16,000 RGB images of
+# 32×32; while it works it holds a few float32 copies of them (about 1 GB at the limit)
+MAX_VALUES = 50_000_000
+
+
 @register_dataset(
     "synthetic",
     description="generated class prototypes with noise "
-                "(for tests and demos; options: channels, size, classes, train, test)",
+                "(for tests and demos; options: channels, size, classes, train, test, noise, seed)",
     channels=None, size=None, num_classes=None, licence="generated",
+    options={
+        "channels": Option(int, choices=(1, 3)),
+        "size": Option(int, Range(8, 256)),
+        "classes": Option(int, Range(2, 1000)),
+        "train": Option(int, Range(2, 1_000_000)),
+        "test": Option(int, Range(1, 1_000_000)),
+        "noise": Option(float, Range(0, 5)),     # the std of the noise on [0, 1] pixels; above 1 it is all noise
+        "seed": Option(int, Range(0, 2**32 - 1)),
+    },
 )
 def synthetic(channels: int = 3, size: int = 32, classes: int = 4, train: int = 256, test: int = 64,
               noise: float = 0.15, seed: int = 0) -> ImageDataset:
-    if int(channels) not in (1, 3):
-        raise UserError(f"synthetic: channels must be 1 or 3, got {channels}")
-    if not 8 <= int(size) <= 256 or int(classes) < 2 or int(train) < classes or int(test) < 1:
-        raise UserError(
-            f"synthetic: need 8 ≤ size ≤ 256, classes ≥ 2, train ≥ classes, test ≥ 1; got size={size}, "
-            f"classes={classes}, train={train}, test={test}"
-        )
+    if train < classes:
+        raise UserError(f"synthetic: train ({train}) must be at least classes ({classes}): one image per class")
+    values = (train + test) * channels * size * size
+    if values > MAX_VALUES:
+        raise UserError(f"synthetic: {train} + {test} images of {channels}×{size}×{size} are {values:,} pixel values, "
+                        f"more than the {MAX_VALUES:,} this generator makes; lower train, test or size")
     generator = torch.Generator().manual_seed(int(seed))
     coarse = torch.rand((int(classes), int(channels), 4, 4), generator=generator)
     prototypes = F.interpolate(coarse, size=(int(size), int(size)), mode="bilinear", align_corners=False)

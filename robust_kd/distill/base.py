@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bounds import field_range, out_of_range, ranged, shown
 from ..config import build
 from ..errors import UserError
 
@@ -39,17 +41,39 @@ if TYPE_CHECKING:
     from ..data import BatchLoader
 
 
+# The ranges every method's temperatures and loss weights are checked against (see ``ranged`` fields):
+# below T = 0.1 a softmax of ordinary logits is already one-hot and T² ≈ 0 switches the term off, at
+# T = 0 or below it is undefined or inverted; above 100 every distribution is flat. The largest
+# published weight is TTM's β = 101; 1000 leaves room for a sweep without letting a typo (1e6) through.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 100.0
+MAX_WEIGHT = 1000.0
+
+
+def temperature_field(default: float) -> float:
+    return ranged(default, MIN_TEMPERATURE, MAX_TEMPERATURE)
+
+
+def weight_field(default: float) -> float:
+    return ranged(default, 0.0, MAX_WEIGHT)
+
+
+def rate_field(default: float, *, one: bool = False) -> float:
+    """A share of the samples (or a mixing weight): [0, 1), or [0, 1] with ``one``."""
+    return ranged(default, 0.0, 1.0, high_open=not one)
+
+
 @dataclass
 class CommonOptions:
-    """Options of every method (KA and DTD, combinable with any of them)."""
+    """Options of every method (KA and DTD, combinable with any of them). Every number declares its
+    range (``ranged``); :func:`create_distiller` checks them all before training."""
 
     ka: Literal["none", "ps", "lsr"] = "none"
-    ka_epsilon: float = 0.1  # ka=lsr: smoothing mass spread over the wrong classes
+    ka_epsilon: float = ranged(0.1, 0.0, 1.0, low_open=True, high_open=True)  # ka=lsr: mass on the wrong classes
     dtd: bool = False
     dtd_weight: Literal["flsw", "cwsm"] = "flsw"
-    dtd_beta: float = 2.0
-    dtd_gamma: float = 1.0
-    dtd_min_temperature: float = 0.5
+    dtd_beta: float = ranged(2.0, 0.0, 100.0)
+    dtd_gamma: float = ranged(1.0, 0.0, 10.0)
+    dtd_min_temperature: float = temperature_field(0.5)
 
 
 @dataclass
@@ -188,6 +212,9 @@ def register_method(name: str, summary: str, **preset: Any) -> Callable[[type[Di
 def add_method(name: str, cls: type[Distiller], summary: str, **preset: Any) -> None:
     if name in _METHODS:
         raise ValueError(f"method {name!r} is registered twice")
+    unranged = _numbers_without_range(cls.Options)
+    if unranged:
+        raise ValueError(f"{cls.__name__}.Options must declare the range of {', '.join(unranged)} (bounds.ranged)")
     _METHODS[name] = MethodEntry(name, cls, dict(preset), summary)
 
 
@@ -211,8 +238,23 @@ def default_options(name: str) -> dict[str, Any]:
     return {**dataclasses.asdict(entry.cls.Options()), **entry.preset}
 
 
+def _numbers_without_range(options_class: type) -> list[str]:
+    """The int, float and list-of-float options that declare no range."""
+    hints = typing.get_type_hints(options_class)
+    numeric = (int, float, list[float], list[int])
+    return [f.name for f in dataclasses.fields(options_class) if hints[f.name] in numeric and field_range(f) is None]
+
+
 def create_distiller(name: str, options: dict[str, Any] | None = None) -> Distiller:
-    """Build method ``name`` with ``options`` over its defaults; unknown options are a UserError."""
+    """Build method ``name`` with ``options`` over its defaults; unknown options, wrong types and values
+    outside an option's declared range are a UserError."""
     entry = method_entry(name)
     values = {**entry.preset, **(options or {})}
-    return entry.cls(build(entry.cls.Options, values, prefix="distill.options."))
+    built = build(entry.cls.Options, values, prefix="distill.options.")
+    bad = out_of_range(built)
+    if bad is not None:
+        key, value, allowed = bad
+        default = default_options(name)[key.split("[")[0]]
+        raise UserError(f"distill.options.{key} must {allowed.requirement()}, got {shown(value)} "
+                        f"({name}'s default: {shown(default)}); see docs/methods.md for what it does")
+    return entry.cls(built)

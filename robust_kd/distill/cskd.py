@@ -7,19 +7,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import CommonOptions, Distiller, StepContext, register_method
+from .base import CommonOptions, Distiller, StepContext, register_method, temperature_field, weight_field
 from .functional import as_column, column_cosine, row_cosine
 
 
 @dataclass
 class CSKDOptions(CommonOptions):
-    temperature: float = 4.0
-    alpha: float = 2.0  # scale of each cosine term
-    kd_weight: float = 1.0  # λ, the single balancing factor of the paper's Eq. 9
-    ce_weight: float = 1.0
+    temperature: float = temperature_field(4.0)
+    alpha: float = weight_field(2.0)  # scale of each cosine term
+    kd_weight: float = weight_field(1.0)  # λ, the single balancing factor of the paper's Eq. 9
+    ce_weight: float = weight_field(1.0)
     cswt: bool = False  # add the cosine-similarity weighted temperature term
-    cswt_low: float = 2.0  # temperature of the sample most similar to its teacher
-    cswt_high: float = 6.0  # … and of the least similar one
+    cswt_low: float = temperature_field(2.0)  # temperature of the sample most similar to its teacher
+    cswt_high: float = temperature_field(6.0)  # … and of the least similar one
 
 
 @register_method("cskd", "cosine similarity between student and teacher batch predictions per class")

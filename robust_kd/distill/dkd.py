@@ -7,17 +7,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import CommonOptions, Distiller, StepContext, register_method
+from ..bounds import ranged
+from .base import CommonOptions, Distiller, StepContext, register_method, temperature_field, weight_field
 from .functional import as_column, squared, standardize
 
 
 @dataclass
 class DKDOptions(CommonOptions):
-    temperature: float = 4.0
-    alpha: float = 1.0  # TCKD weight
-    beta: float = 8.0  # NCKD weight (per pair in configs/methods/dkd.yaml)
-    ce_weight: float = 1.0
-    warmup_epochs: float = 20.0
+    temperature: float = temperature_field(4.0)
+    alpha: float = weight_field(1.0)  # TCKD weight
+    beta: float = weight_field(8.0)  # NCKD weight (per pair in configs/methods/dkd.yaml)
+    ce_weight: float = weight_field(1.0)
+    warmup_epochs: float = ranged(20.0, 0.0)
     standardize: bool = False  # DKD+LS: z-score logits first (with T = 2, α and β ×9)
 
 

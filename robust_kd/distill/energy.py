@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import CommonOptions, DistillSetup, Distiller, StepContext, register_method
+from .base import (
+    CommonOptions, DistillSetup, Distiller, StepContext, rate_field, register_method, temperature_field, weight_field,
+)
 from .functional import cutmix, energy, mixup, scaled_kd
 
 
 @dataclass
 class EnergyOptions(CommonOptions):
-    energy_temperature: float = 4.0  # T_E of the energy score E = −T_E·log Σ exp(z_t/T_E)
-    low_rate: float = 0.2  # share of training samples called low-energy (confident)
-    high_rate: float = 0.2  # share called high-energy (uncertain)
-    temperatures: list[float] = field(default_factory=lambda: [2.0, 4.0, 6.0])  # [sharp, mid, smooth]
+    energy_temperature: float = temperature_field(4.0)  # T_E of the energy score E = −T_E·log Σ exp(z_t/T_E)
+    low_rate: float = rate_field(0.2)  # share of training samples called low-energy (confident)
+    high_rate: float = rate_field(0.2)  # share called high-energy (uncertain)
+    temperatures: list[float] = temperature_field([2.0, 4.0, 6.0])  # [sharp, mid, smooth]
     direction: Literal["paper", "code"] = "paper"
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
+    ce_weight: float = weight_field(0.1)
+    kd_weight: float = weight_field(0.9)
     # HE-DA (method 'heda'): an extra KD term on mixed copies of the high-energy samples
     augment: Literal["none", "cutmix", "mixup"] = "none"
-    augment_high_rate: float = 0.5
-    augment_low_rate: float = 0.0
-    augment_temperature: float = 4.0
-    augment_weight: float = 0.9
+    augment_high_rate: float = rate_field(0.5)
+    augment_low_rate: float = rate_field(0.0)
+    augment_temperature: float = temperature_field(4.0)
+    augment_weight: float = weight_field(0.9)
 
 
 def _thresholds(sorted_energies: torch.Tensor, low_rate: float, high_rate: float) -> tuple[float, float]:
@@ -65,11 +67,9 @@ class EnergyKD(Distiller):
     def __init__(self, options: Any) -> None:
         super().__init__(options)
         o = options
-        if len(o.temperatures) != 3 or not all(t > 0 for t in o.temperatures):
-            raise UserError("distill.options.temperatures must be three positive numbers [sharp, mid, smooth]")
-        for name in ("low_rate", "high_rate", "augment_high_rate", "augment_low_rate"):
-            if not 0.0 <= getattr(o, name) < 1.0:
-                raise UserError(f"distill.options.{name} must lie in [0, 1), got {getattr(o, name)}")
+        if len(o.temperatures) != 3:        # each one's range is declared (and checked) with the options
+            raise UserError("distill.options.temperatures must be three positive numbers [sharp, mid, smooth], got "
+                            f"{len(o.temperatures)}")
         self.thresholds: tuple[float, float] | None = None
         self.augment_thresholds: tuple[float, float] | None = None
 

@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import CommonOptions, Distiller, StepContext, register_method
+from .base import CommonOptions, Distiller, StepContext, register_method, temperature_field, weight_field
 from .functional import scaled_kd, standardize
 
 
 @dataclass
 class KDOptions(CommonOptions):
-    temperature: float = 4.0
-    ce_weight: float = 0.1
-    kd_weight: float = 0.9
+    temperature: float = temperature_field(4.0)
+    ce_weight: float = weight_field(0.1)
+    kd_weight: float = weight_field(0.9)
 
 
 @register_method("kd", "Hinton KD: softened teacher probabilities, T²-scaled KL")
@@ -45,9 +45,9 @@ class KD(Distiller):
 
 @dataclass
 class LogitStandardizationOptions(CommonOptions):
-    temperature: float = 2.0
-    ce_weight: float = 0.1
-    kd_weight: float = 9.0
+    temperature: float = temperature_field(2.0)
+    ce_weight: float = weight_field(0.1)
+    kd_weight: float = weight_field(9.0)
 
 
 @register_method("ls", "KD on z-scored logits (logit standardization)")

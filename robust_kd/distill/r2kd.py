@@ -11,25 +11,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
-from ..errors import UserError
-from .base import CommonOptions, Distiller, StepContext, register_method
+from ..bounds import ranged
+from .base import CommonOptions, Distiller, StepContext, rate_field, register_method, temperature_field, weight_field
 from .functional import as_column, column_cosine, cutmix, cutout, mixup, row_cosine
 
 
 @dataclass
 class R2KDOptions(CommonOptions):
-    temperature: float = 4.0
-    value_weight: float = 2.0
-    rank_weight: float = 2.0
+    temperature: float = temperature_field(4.0)
+    value_weight: float = weight_field(2.0)
+    rank_weight: float = weight_field(2.0)
     rank: Literal["soft", "hard", "none"] = "soft"
-    rank_smoothness: float = 0.1  # soft ranks: sigmoid width in units of the row's standard deviation
-    ce_weight: float = 1.0
-    prune_rate: float = 0.1  # L1-unstructured pruning of every conv and linear weight of the copy
-    prune_weight: float = 0.7  # z_t ← w·z_teacher + (1 − w)·z_pruned
+    rank_smoothness: float = ranged(0.1, 0.0, 10.0, low_open=True)  # soft ranks: sigmoid width, in row stds
+    ce_weight: float = weight_field(1.0)
+    prune_rate: float = rate_field(0.1)  # L1-unstructured pruning of every conv and linear weight of the copy
+    prune_weight: float = rate_field(0.7, one=True)  # z_t ← w·z_teacher + (1 − w)·z_pruned
     augment: Literal["cutmix", "mixup", "cutout", "none"] = "cutmix"
-    cutmix_alpha: float = 1.0
-    mixup_alpha: float = 0.2
-    cutout_size: int = 8
+    cutmix_alpha: float = ranged(1.0, 0.0, 100.0, low_open=True)  # of Beta(α, α): α > 0
+    mixup_alpha: float = ranged(0.2, 0.0, 100.0, low_open=True)
+    cutout_size: int = ranged(8, 1, 512)
 
 
 def hard_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -74,8 +74,6 @@ class R2KD(Distiller):
 
     def __init__(self, options: R2KDOptions) -> None:
         super().__init__(options)
-        if not 0.0 <= options.prune_rate < 1.0 or not 0.0 <= options.prune_weight <= 1.0:
-            raise UserError("distill.options.prune_rate must lie in [0, 1) and prune_weight in [0, 1]")
         self.pruned: nn.Module | None = None
 
     def attach(self, teacher: nn.Module) -> None:

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import CommonOptions, Distiller, StepContext, register_method
+from ..bounds import ranged
+from .base import MAX_TEMPERATURE, MIN_TEMPERATURE, CommonOptions, Distiller, StepContext, register_method, weight_field
 from .functional import as_column
 
 
 @dataclass
 class TTMOptions(CommonOptions):
-    gamma: float = 0.1  # γ = 1/T: power transform of the teacher (per pair in configs/methods/*.yaml)
-    beta: float = 100.0  # weight of the matching term (TTM's resnet32x4→resnet8x4 value)
-    ce_weight: float = 1.0
+    # γ = 1/T: power transform of the teacher (per pair in configs/methods/*.yaml), T within the temperatures' range
+    gamma: float = ranged(0.1, 1 / MAX_TEMPERATURE, 1 / MIN_TEMPERATURE)
+    beta: float = weight_field(100.0)  # weight of the matching term (TTM's resnet32x4→resnet8x4 value)
+    ce_weight: float = weight_field(1.0)
     weighted: bool = False  # WTTM: weight each sample by U_γ(p_t) = Σ_j p_j^γ
 
 

@@ -9,6 +9,7 @@ the input normalization in front of it.
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import numbers
 import re
@@ -31,6 +32,9 @@ DEFAULT_STD = 0.25
 # The architectures halve the resolution three or four times before global pooling; below 8
 # pixels their last stages would only ever see 1x1 maps.
 MIN_IMAGE_SIZE = 8
+# A head for 100,000 classes is already up to 800 MB of float32 weights on the widest of these networks
+# (2,048 features); the largest image classification sets in use have about 22,000 (ImageNet-21k).
+MAX_NUM_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,15 @@ def has_input_layer(name: str) -> bool:
     return _lookup(name).input_layer is not None
 
 
+def input_layer_keywords(name: str) -> list[str]:
+    """The options the input layer of ``name`` takes (``input_layer_options``); none without such a layer."""
+    builder = _lookup(name).input_layer
+    if builder is None:
+        return []
+    parameters = inspect.signature(builder).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def model_family(name: str) -> str:
     """The family of a registered architecture, e.g. ``"resnet_cifar"`` or ``"vgg"``."""
     return _lookup(name).family
@@ -148,8 +161,8 @@ def create_model(
     ignored by the others. Bad arguments raise ``UserError`` with a one-line message.
     """
     spec = _lookup(name)
-    if not _is_int(num_classes) or num_classes < 2:
-        raise UserError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+    if not _is_int(num_classes) or not 2 <= num_classes <= MAX_NUM_CLASSES:
+        raise UserError(f"num_classes must be an integer from 2 to {MAX_NUM_CLASSES:,}, got {num_classes!r}")
     if not _is_int(in_channels) or in_channels not in SUPPORTED_IN_CHANNELS:
         raise UserError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
     if not _is_int(image_size) or image_size < MIN_IMAGE_SIZE:

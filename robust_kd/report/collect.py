@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from attacks import convergence_words
 
 from ..errors import UserError
+from ..yamlfile import read_yaml_file
 
 
 @dataclass
@@ -126,10 +126,9 @@ def read_run(path: Path) -> RunRecord:
     record = RunRecord(path=path, name=path.name, summary=_json(path / "summary.json"),
                        metrics=_metrics(path / "metrics.jsonl"))
     try:
-        config = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-                  if (path / "config.yaml").is_file() else {})
+        config = read_yaml_file(path / "config.yaml", "run config") if (path / "config.yaml").is_file() else {}
         record.config = config if isinstance(config, dict) else {}
-    except (OSError, ValueError, yaml.YAMLError):
+    except UserError:
         record.config = {}
     for file in sorted((path / "attacks").glob("*.json")) if (path / "attacks").is_dir() else []:
         result = _json(file)

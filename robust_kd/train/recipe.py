@@ -45,6 +45,9 @@ class AugmentConfig:
     hflip: bool | None = None  # None: whatever the data set says suits it
 
 
+MAX_SEED = 2**32 - 1     # what every random generator here takes (torch's seeds overflow at 2^64)
+
+
 @dataclass
 class TrainConfig:
     model: str = "resnet8x4"
@@ -62,6 +65,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [
+            (0 <= self.seed <= MAX_SEED, f"seed must be an integer from 0 to {MAX_SEED:,}, got {self.seed}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {self.eval_batch_size}"),

@@ -26,6 +26,7 @@ import yaml
 from ..errors import UserError
 from ..fileio import write_json, write_text
 from ..paths import check_folder, check_name
+from ..yamlfile import read_yaml_file
 
 # Keys that may differ between the first start of a run and its resumption.
 RESUMABLE_DIFFERENCES = {"device", "eval_batch_size"}
@@ -192,10 +193,9 @@ class RunFolder:
 
     def read_config(self) -> dict[str, Any]:
         try:
-            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise UserError(f"cannot read '{self.config_file}' ({type(err).__name__}); repair it or start over with "
-                            "--fresh") from None
+            data = read_yaml_file(self.config_file, "run config")
+        except UserError as err:
+            raise UserError(f"{err}; repair it or start over with --fresh") from None
         if not isinstance(data, dict):
             raise UserError(f"'{self.config_file}' is not a config mapping; start over with --fresh")
         return data
