@@ -31,18 +31,31 @@ class ModelTarget:
 
 
 def _run_config(run: Path) -> dict[str, Any]:
-    try:
-        config = read_yaml_file(run / "config.yaml", "run config")
-    except UserError:
+    """The run folder's config (its data set, root and options); none when the folder has no config.yaml.
+    A config.yaml that cannot be read is an error, not an empty config: the model would otherwise be
+    attacked on the default data set and fail later with a message about channels or classes."""
+    path = run / "config.yaml"
+    if not path.is_file():
         return {}
-    return config if isinstance(config, dict) else {}
+    config = read_yaml_file(path, "run config")
+    if not isinstance(config, dict):
+        raise UserError(f"run config '{path}' is not a mapping of settings; repair it (or delete it and give --data)")
+    return config
+
+
+def _data_of(config: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The data set the model was trained on: from its run's config, else the name its checkpoint records."""
+    data = config.get("data")
+    if isinstance(data, dict):
+        return data
+    recorded = getattr(model, "checkpoint_metadata", {}).get("dataset") or {}
+    return {"name": recorded["name"]} if isinstance(recorded.get("name"), str) else {}
 
 
 def _from_checkpoint(checkpoint: Path, name: str) -> ModelTarget:
     model = load_model(checkpoint)
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-    config = _run_config(run) if run is not None else {}
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    data = _data_of(_run_config(run) if run is not None else {}, model)
     return ModelTarget(
         name=name, arch=str(model.arch), model=model, source=f"checkpoint {checkpoint}",
         results_dir=(run if run is not None else checkpoint.parent) / "attacks",

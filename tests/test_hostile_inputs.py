@@ -28,6 +28,12 @@ CASES = [
     Case("empty checkpoint", _empty_checkpoint, "empty.pt"),
     Case("wrong type in an override", lambda s: ["train", "epochs=three", "--runs-dir", str(s / "runs")],
          "expects an integer"),
+    Case("attack: a negative seed", lambda s: ["attack", "--seed", "-5", "--runs-dir", str(s / "runs")],
+         r"--seed.*not in the range 0<=x<=4294967295"),
+    Case("train: a seed past 2^32", lambda s: ["train", "--seed", str(2**64), "--runs-dir", str(s / "runs")],
+         r"--seed.*not in the range"),
+    Case("rsa-adversarial: a seed past 2^32", lambda s: ["rsa-adversarial", "--seed", str(2**40)],
+         r"--seed.*not in the range"),
 ]
 
 

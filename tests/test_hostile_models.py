@@ -95,6 +95,9 @@ def earlier(tmp_path_factory) -> Path:
                 "big": {"size": 32}}
     for name, settings in fits_not.items():
         _as_run(runs, name, _untrained(ckpt / f"{name}.pt", **settings), base_run)
+    shutil.copytree(base_run, runs / "badconfig")
+    (runs / "badconfig" / "config.yaml").write_text("data: {name: synthetic\n")      # damaged: an unclosed mapping
+    shutil.copy(base, root / "bare.pt")                                                 # a checkpoint outside its run
     jpeg = create_model("jpegdl_resnet8", 4, image_size=16)
     save_checkpoint(ckpt / "jpeg_options.pt", jpeg, {})
     _edited(ckpt / "jpeg_options.pt", ckpt / "jpeg_options.pt", _metadata(input_layer_options={"bogus": 1}))
@@ -238,7 +241,22 @@ NAMES = [
                                            "--name", "../escape", *RUNS), r"holds a path separator"),
 ]
 
-CASES = [*LOADING, *FITTING, *DEVICES, *NAMES]
+RUN_CONFIG = [
+    Case("attack: a run whose config.yaml is damaged", _args("attack", "--model", "{s}/runs/badconfig", *RUNS),
+         r"run config '.*badconfig/config\.yaml' is not valid YAML"),
+    Case("transfer: a target whose config.yaml is damaged",
+         _args("transfer", "--source", "{s}/runs/base", "--target", "{s}/runs/badconfig", *RUNS),
+         r"run config '.*badconfig/config\.yaml' is not valid YAML"),
+]
+
+CASES = [*LOADING, *FITTING, *DEVICES, *NAMES, *RUN_CONFIG]
+
+
+def test_a_checkpoint_outside_its_run_is_attacked_on_the_data_set_it_records(earlier):
+    from robust_kd.targets import resolve_model
+
+    target = resolve_model(str(earlier / "bare.pt"), earlier / "runs")
+    assert target.data == "synthetic"       # its metadata's data set; it was 'embedded' whatever the model
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)

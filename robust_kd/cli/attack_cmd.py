@@ -8,7 +8,7 @@ import click
 
 from .. import console
 from .output import StepProgress, print_json, print_line, print_table
-from .params import NORM
+from .params import NORM, SEED
 
 
 def _robust_words(robust: int, total: int) -> str:
@@ -141,7 +141,7 @@ class _VariantProgress:
 @click.option("--batch-size", type=int, help="Points attacked together. Default: 64 on CPU, 256 on CUDA. It never "
                                              "changes a verdict; a rerun resumes inside the batch in flight only "
                                              "with the same batch size.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up.")
 @click.option("--eot", type=int, default=0, show_default=True,

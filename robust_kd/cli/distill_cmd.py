@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .output import print_json, print_line
+from .params import SEED
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -19,7 +20,7 @@ from .output import print_json, print_line
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set.")
 @click.option("--recipe", "-r", default="quick", show_default=True,
               help="Training recipe in configs/recipes, or a YAML path.")
-@click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation (default 0).")
+@click.option("--seed", type=SEED, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default auto).")
 @click.option("--name", metavar="NAME",
               help="Run folder name under --runs-dir: letters, digits, _ . = - "

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..train.recipe import MAX_SEED
+
 
 class CanonicalChoice(click.Choice):
     """A choice typed in any case (``linf``, ``LINF``) that becomes its canonical spelling (``Linf``);
@@ -22,3 +24,5 @@ class CanonicalChoice(click.Choice):
 
 
 NORM = CanonicalChoice(["Linf", "L2"])
+
+SEED = click.IntRange(0, MAX_SEED)   # as a recipe's seed key: what every random generator here takes

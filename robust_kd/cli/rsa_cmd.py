@@ -10,7 +10,7 @@ import click
 
 from ..paths import check_folder, fit_name
 from .output import StepProgress, print_json, print_line, print_table
-from .params import NORM
+from .params import NORM, SEED
 
 
 def _common(fn):
@@ -32,7 +32,7 @@ def _common(fn):
                                         "whitened-cosine", "whitened-pearson"])),
         click.option("--n-bootstrap", type=int, default=1000, show_default=True),
         click.option("--n-permutations", type=int, default=1000, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True),
         click.option("--device", default="auto", show_default=True),
         click.option("--runs-dir", default="runs", show_default=True, help="Where model names are looked up."),
@@ -281,7 +281,7 @@ Examples:
 @click.option("--compare", "comparator", default="spearman", show_default=True,
               type=click.Choice(["spearman", "pearson", "kendall-tau-a", "rho-a", "cosine"]))
 @click.option("--n-bootstrap", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--runs-dir", default="runs", show_default=True)

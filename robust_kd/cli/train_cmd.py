@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .output import print_json, print_line
+from .params import SEED
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -14,7 +15,7 @@ from .output import print_json, print_line
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set.")
 @click.option("--download", is_flag=True, help="Download CIFAR through torchvision (needs network access).")
 @click.option("--recipe", "-r", default="quick", show_default=True, help="Recipe in configs/recipes, or a YAML path.")
-@click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation (default 0).")
+@click.option("--seed", type=SEED, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default auto).")
 @click.option("--name", metavar="NAME",
               help="Run folder name under --runs-dir: letters, digits, _ . = - (default: MODEL_DATA_RECIPE_seedN). "
