@@ -71,7 +71,6 @@ def test_ruff_finds_nothing():
     import sys
 
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed (pip install -e '.[test]' installs it)")
+    assert ruff is not None, "ruff is not installed: pip install -e '.[test]' installs it (pinned there)"
     found = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
     assert found.returncode == 0, found.stdout[-4000:]

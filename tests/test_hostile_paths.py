@@ -460,14 +460,14 @@ def test_after_a_full_disk_the_same_command_resumes_and_finishes(tmp_path, capsy
     assert summary["epochs"] == 2 and not list(runs.rglob("*.tmp"))
 
 
-def test_an_os_error_about_the_code_itself_stays_a_traceback():
+def test_an_os_error_about_the_code_itself_stays_a_traceback(tmp_path):
     """Only errors about the user's paths become one line: one inside the installed code is a bug."""
     from robust_kd.cli.fs_errors import user_path_problem
 
     inside = OSError(errno.EACCES, "Permission denied", str(Path(__file__).parents[1] / "robust_kd" / "x.json"))
     assert user_path_problem(inside, "train") is None
-    assert user_path_problem(OSError(errno.EEXIST, "File exists", "/tmp"), "train") is None    # a folder: a bug
-    assert user_path_problem(OSError(errno.EBADF, "Bad file descriptor", "/tmp/x"), "train") is None
+    assert user_path_problem(OSError(errno.EEXIST, "File exists", str(tmp_path)), "train") is None  # a folder: a bug
+    assert user_path_problem(OSError(errno.EBADF, "Bad file descriptor", str(tmp_path / "x")), "train") is None
     line = user_path_problem(OSError(errno.ENOSPC, "No space left on device"), "attack")
     assert line is not None and line.startswith("cannot write: the disk is full")
 

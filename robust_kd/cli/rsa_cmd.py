@@ -239,6 +239,12 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
     if as_json:
         print_json(payload)
         return
+    _print_adversarial(payload)
+    print_line(f"results: {folder / 'rsa_adversarial.json'} (figures in {folder / 'figures'})")
+
+
+def _print_adversarial(payload: dict) -> None:
+    """The tables of rsa-adversarial: the attacks' effect, white- vs black-box, and (with brain RDMs) the brain."""
     effect = payload["attack_effect"]
     print_line(f"prediction changed: white-box {100 * effect['white']['prediction_changed']:.1f}%, "
                f"black-box {100 * effect['black']['prediction_changed']:.1f}% of {payload['n_stimuli']} stimuli")
@@ -261,7 +267,6 @@ def rsa_adversarial(model_spec: str, stimuli: str, layers: str, list_layers: boo
                     [[r["model"], r["roi"], _fmt(r["similarity"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                       _fmt_p(r["p_fdr"]), f"{_fmt(r['noise_lower'])}–{_fmt(r['noise_upper'])}", *f]
                      for r, f in zip(payload["brain_rows"], flags)], right=["similarity"])
-    print_line(f"results: {folder / 'rsa_adversarial.json'} (figures in {folder / 'figures'})")
 
 
 @click.command("rsa-models", epilog="""\b
