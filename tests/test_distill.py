@@ -15,6 +15,7 @@ from robust_kd.checkpoint import read_checkpoint
 from robust_kd.cli import main
 from robust_kd.distill import StepContext, create_distiller, list_methods
 from robust_kd.distill import energy as energy_module
+from robust_kd.distill.dkd import warmup_ramp
 from robust_kd.distill.r2kd import soft_ranks
 from robust_kd.distill.setup import distill, published_options
 from robust_kd.errors import UserError
@@ -153,13 +154,13 @@ def test_r2kd_value_and_rank_terms():
     ps, pt = softmax(ZS, 4.0), softmax(ZT, 4.0)
     value = 2.0 * 16.0 * ((1 - np.abs(cosine(ps, pt, axis=1)).mean()) + (1 - np.abs(cosine(ps, pt, axis=0)).mean()))
     spearman = np.mean([scipy.stats.spearmanr(ps[i], pt[i])[0] for i in range(B)])
-    got = ours("r2kd", {"rank": "hard", "augment": "none"})
+    got = ours("r2kd", {"augment": "none"})  # rank=hard: the released term is the default
     assert_terms(got, {"ce": ce(ZS, Y), "value": value, "rank": 2.0 * (1 - spearman)})
     # soft ranks: r_i = 1 + Σ_{j≠i} σ((x_i − x_j)/s), s = 0.1·std(row)
     s = 0.1 * ps.std(axis=1, ddof=1, keepdims=True)
     soft = 0.5 + (1 / (1 + np.exp(-(ps[:, :, None] - ps[:, None, :]) / s[:, :, None]))).sum(axis=2)
     rho = np.mean([np.corrcoef(soft[i], _ranks(pt)[i])[0, 1] for i in range(B)])
-    got = ours("r2kd", {"augment": "none"})
+    got = ours("r2kd", {"rank": "soft", "augment": "none"})
     assert got["rank"] == pytest.approx(2.0 * (1 - rho), abs=1e-5)
 
 
@@ -235,8 +236,15 @@ def test_dkd_with_its_warmup():
     early = ours("dkd", {}, context=_ctx())
     assert early["nckd"] > 0
     context = _ctx()
-    context.progress = 5.0  # a quarter of the 20-epoch warm-up
+    context.progress = 4.5  # half-way through the fifth epoch: mdistiller's epoch 5 of the 20-epoch warm-up
     assert_terms(ours("dkd", {}, context=context), _dkd_np(ZS, ZT, Y, 4.0, 1.0, 8.0, ramp=0.25))
+
+
+def test_dkd_warmup_counts_epochs_from_one_as_mdistiller():
+    """mdistiller passes the 1-based epoch: the first epoch already has 1/20 of the terms, constant within it."""
+    assert [warmup_ramp(p, 20.0) for p in (0.0, 0.5, 0.99, 1.0, 18.7, 19.0, 40.0)] == [
+        0.05, 0.05, 0.05, 0.1, 0.95, 1.0, 1.0]
+    assert warmup_ramp(0.3, 0.0) == 1.0
 
 
 def test_logit_standardization_and_dkd_ls():
@@ -281,7 +289,7 @@ def _grad_check(method, options, term=None, state=None):
 
 @pytest.mark.parametrize("method, options, term", [
     ("wttm", {}, "wttm"), ("dkd", {}, "nckd"), ("dkd", {}, "tckd"), ("cswt", {}, "cswt"),
-    ("r2kd", {"augment": "none"}, "rank"), ("r2kd", {"augment": "none"}, "value"), ("ls", {}, "kd"),
+    ("r2kd", {"rank": "soft", "augment": "none"}, "rank"), ("r2kd", {"augment": "none"}, "value"), ("ls", {}, "kd"),
     ("dtd", {}, "kd"), ("ka", {}, "kd"),
 ])
 def test_custom_terms_have_correct_gradients(method, options, term):
@@ -290,7 +298,8 @@ def test_custom_terms_have_correct_gradients(method, options, term):
 
 
 def test_released_r2kd_rank_term_has_no_gradient_but_the_soft_one_does():
-    distiller = create_distiller("r2kd", {"rank": "hard", "augment": "none"})
+    distiller = create_distiller("r2kd", {"augment": "none"})  # the default is the released term
+    assert distiller.options.rank == "hard"
     student = torch.tensor(ZS, requires_grad=True)
     rank = distiller.loss(student, torch.tensor(ZT), torch.tensor(Y), _ctx())["rank"]
     assert not rank.requires_grad

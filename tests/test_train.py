@@ -183,3 +183,18 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir, tmp_path, h
     for key, value in whole["model"].items():
         assert torch.allclose(value.float(), killed["model"][key].float(), atol=1e-6), key
     assert metrics_history(runs_dir / "killed") == metrics_history(runs_dir / "whole")
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("mobilenetv2", 0.01), ("jpegdl_mobilenetv2", 0.01), ("jpegdl_shufflev1", 0.01), ("jpegdl_shufflev2", 0.01),
+    ("resnet20", 0.05), ("jpegdl_resnet20", 0.05),
+])
+def test_standard_recipe_lr_of_jpegdl_models_is_their_architectures(model, expected):
+    """The JPEG-DL authors train jpegdl_<arch> at <arch>'s published LR (0.01 for MobileNetV2 and ShuffleNets)."""
+    assert resolve_train_config("standard", {"model": model}, []).base_lr() == expected
+
+
+def test_lr_by_model_names_a_jpegdl_model_exactly():
+    config = resolve_train_config("standard", {"model": "jpegdl_mobilenetv2"},
+                                  ["optimizer.lr_by_model.jpegdl_mobilenetv2=0.02"])
+    assert config.base_lr() == 0.02

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,14 @@ class DKDOptions(CommonOptions):
     standardize: bool = False  # DKD+LS: z-score logits first (with T = 2, α and β ×9)
 
 
+def warmup_ramp(progress: float, warmup_epochs: float) -> float:
+    """mdistiller's warm-up factor min(epoch / warmup, 1) with its 1-based epoch number, constant within an
+    epoch: 1/20 through the first epoch, 1 from epoch 20 on (``progress`` counts epochs done, from 0)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min((math.floor(progress) + 1) / warmup_epochs, 1.0)
+
+
 @register_method("dkd", "decoupled KD: target-class and non-target-class KL, weighted apart")
 @register_method("dkd_ls", "DKD on z-scored logits (DKD + logit standardization)",
                  standardize=True, temperature=2.0, alpha=9.0, beta=72.0)
@@ -30,9 +39,9 @@ class DKD(Distiller):
 
     With b = [p_y, 1 − p_y] (binary target/rest) and p̂ the distribution over the non-target
     classes, all at temperature T: TCKD = KL(b_t ‖ b_s), NCKD = KL(p̂_t ‖ p̂_s),
-    L = w_ce·CE + min(epoch/warmup, 1)·T²·(α·TCKD + β·NCKD). CIFAR defaults T = 4, α = 1, β = 8
-    (2 or 6 for some pairs), warmup 20 epochs. ``standardize`` applies logit standardization
-    (Sun et al. 2024) first; their DKD+LS uses T = 2 with α and β multiplied by 9.
+    L = w_ce·CE + min(epoch/warmup, 1)·T²·(α·TCKD + β·NCKD), the epoch counted from 1 as in mdistiller.
+    CIFAR defaults T = 4, α = 1, β = 8 (2 or 6 for some pairs), warmup 20 epochs. ``standardize``
+    applies logit standardization (Sun et al. 2024) first.
     """
 
     Options = DKDOptions
@@ -55,7 +64,7 @@ class DKD(Distiller):
         rest_s = F.log_softmax((zs / t).masked_fill(target, -torch.inf), dim=1)
         rest_t = F.log_softmax((zt / t).masked_fill(target, -torch.inf), dim=1)
         nckd = (rest_t.exp() * (rest_t - rest_s).masked_fill(target, 0.0)).sum(dim=1)
-        ramp = min(context.progress / o.warmup_epochs, 1.0) if o.warmup_epochs > 0 else 1.0
+        ramp = warmup_ramp(context.progress, o.warmup_epochs)
         scale = squared(temperature)
         return {
             "ce": o.ce_weight * F.cross_entropy(student, labels),

@@ -21,7 +21,7 @@ class R2KDOptions(CommonOptions):
     temperature: float = temperature_field(4.0)
     value_weight: float = weight_field(2.0)
     rank_weight: float = weight_field(2.0)
-    rank: Literal["soft", "hard", "none"] = "soft"
+    rank: Literal["hard", "soft", "none"] = "hard"  # hard: the released argsort ranks (no gradient)
     rank_smoothness: float = ranged(0.1, 0.0, 10.0, low_open=True)  # soft ranks: sigmoid width, in row stds
     ce_weight: float = weight_field(1.0)
     prune_rate: float = rate_field(0.1)  # L1-unstructured pruning of every conv and linear weight of the copy
@@ -64,8 +64,8 @@ class R2KD(Distiller):
     L_rank = w_r·(1 − mean_i ρ_S(P_s[i,:], P_t[i,:])) with Spearman's ρ per sample, w_v = w_r = 2.
     The same two losses are added on an augmented copy of the batch (CutMix, α = 1, by default),
     without labels; L = CE + L_val + L_rank + L_val,aug + L_rank,aug.
-    The released rank term uses argsort ranks and so has no gradient; ``rank=soft`` (default)
-    uses differentiable soft ranks for the student, ``rank=hard`` reproduces the released term.
+    The released rank term uses argsort ranks and so has no gradient: ``rank=hard`` (the default)
+    reproduces it; ``rank=soft`` (our option) gives the student differentiable soft ranks instead.
     """
 
     Options = R2KDOptions

@@ -17,10 +17,9 @@ import torch
 
 from ..config import apply_overrides, build, merge, read_yaml
 from ..errors import UserError
+from ..models.jpegdl import plain_architecture
 from ..train.recipe import TrainConfig, drop_unset, recipe_mapping
 from .base import create_distiller, default_options, method_entry
-
-JPEG_PREFIX = "jpegdl_"
 
 
 @dataclass
@@ -41,8 +40,7 @@ def method_file(method: str) -> Path:
 
 
 def pair_key(teacher_arch: str, student_arch: str) -> str:
-    strip = lambda name: name[len(JPEG_PREFIX):] if name.startswith(JPEG_PREFIX) else name  # noqa: E731
-    return f"{strip(teacher_arch)}->{strip(student_arch)}"
+    return f"{plain_architecture(teacher_arch)}->{plain_architecture(student_arch)}"
 
 
 def published_options(method: str, teacher_arch: str, student_arch: str) -> tuple[dict[str, Any], str]:

@@ -13,6 +13,12 @@ PREFIX = "jpegdl_"
 FAMILY = "jpegdl"
 
 
+def plain_architecture(name: str) -> str:
+    """``<arch>`` for ``jpegdl_<arch>``, any other name unchanged: the JPEG layer does not change which
+    per-architecture published values (learning rate, per-pair method options) apply."""
+    return name.removeprefix(PREFIX)
+
+
 def register_jpegdl_variants() -> None:
     for name in list_models():
         spec = _REGISTRY[name]

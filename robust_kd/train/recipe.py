@@ -10,6 +10,7 @@ from typing import Any, Literal
 from ..config import apply_overrides, build, merge, read_yaml, to_dict
 from ..errors import UserError
 from ..jpeg.config import JpegConfig
+from ..models.jpegdl import plain_architecture
 
 
 @dataclass
@@ -88,7 +89,10 @@ class TrainConfig:
                 raise UserError(message)
 
     def base_lr(self) -> float:
-        return self.optimizer.lr_by_model.get(self.model, self.optimizer.lr)
+        """The recipe's LR for this model: ``lr_by_model`` by its exact name, else by the plain architecture
+        (``jpegdl_mobilenetv2`` trains at mobilenetv2's LR, as the JPEG-DL authors did), else ``lr``."""
+        table = self.optimizer.lr_by_model
+        return table.get(self.model, table.get(plain_architecture(self.model), self.optimizer.lr))
 
     def as_dict(self) -> dict[str, Any]:
         return to_dict(self)
