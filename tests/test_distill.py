@@ -127,11 +127,50 @@ def test_heda_adds_kd_on_mixed_high_energy_samples(monkeypatch):
     state = {"thresholds": [-1e9, 1e9], "augment_thresholds": [-1e9, high]}
     got = ours("heda", {}, state, context=_ctx(images=images, student=student, teacher=teacher))
     chosen = energies > high
-    xs, xt = student(images).numpy()[chosen], teacher(images).numpy()[chosen]
-    expected = kd_np(ZS, ZT, Y)  # thresholds at ±inf: every sample at the mid temperature 4
+    rows = np.concatenate([[0, 1], np.flatnonzero(chosen)])  # released: the first two images lead the mixed batch
+    xs, xt = student(images).numpy()[rows], teacher(images).numpy()[rows]
+    expected = kd_np(ZS, ZT, Y)  # released HE-DA: plain KD at T = 4 (no per-sample temperatures)
     expected["kd_aug"] = 0.9 * 16.0 * kl(softmax(xt, 4.0), softmax(xs, 4.0)).mean()
     assert chosen.sum() == 3
     assert_terms(got, expected)
+    state = {"thresholds": [-1e9, 1e9], "augment_thresholds": [-1e9, 1e9]}  # none chosen: the lead pair alone
+    got = ours("heda", {}, state, context=_ctx(images=images, student=student, teacher=teacher))
+    xs, xt = student(images).numpy()[:2], teacher(images).numpy()[:2]
+    assert got["kd_aug"] == pytest.approx(0.9 * 16.0 * kl(softmax(xt, 4.0), softmax(xs, 4.0)).mean(), rel=1e-6)
+    got = ours("heda", {"augment_lead_images": False}, state, context=_ctx(images=images, student=student,
+                                                                         teacher=teacher))
+    assert got["kd_aug"] == 0.0
+
+
+def test_energy_kd_gives_confident_samples_the_sharp_temperature_as_released():
+    assert create_distiller("energy_kd").options.direction == "code"
+    distiller = create_distiller("energy_kd")
+    distiller.load_state_dict({"thresholds": [-10.0, -5.0], "augment_thresholds": [-10.0, -5.0]})
+    confident, uncertain = torch.tensor([[60.0, 0, 0]]), torch.tensor([[0.0, 0, 0]])  # E ≈ −60 and −4.4
+    assert float(distiller.sample_temperatures(confident)) == 2.0
+    assert float(distiller.sample_temperatures(uncertain)) == 6.0
+
+
+def test_heda_is_released_kd_with_he_da_and_energy_kd_with_it_an_option():
+    heda = create_distiller("heda")
+    assert not heda.options.energy_temperatures and heda.options.temperature == 4.0
+    assert create_distiller("heda", {"energy_temperatures": True}).options.augment == "cutmix"
+
+
+@pytest.mark.parametrize("method, options", [("heda", {}), ("ka", {}), ("energy_kd", {"energy_temperatures": False})])
+def test_ka_lsr_works_with_one_base_temperature(method, options):
+    distiller = create_distiller(method, {**options, "ka": "lsr"})
+    distiller.load_state_dict({"thresholds": [-10.0, -5.0], "augment_thresholds": [-1e9, 1e9]})
+    labels = torch.tensor(Y)
+    adjusted = distiller.adjust_teacher(torch.tensor(ZT), labels)
+    wrong = ZT.argmax(1) != Y
+    target = softmax(adjusted.numpy()[wrong], 4.0)
+    assert np.allclose(target[np.arange(wrong.sum()), Y[wrong]], 0.9)
+
+
+def test_ka_lsr_with_per_sample_energy_temperatures_is_one_line():
+    with pytest.raises(UserError, match="ka=lsr smooths a wrong teacher's target at one base temperature"):
+        create_distiller("energy_kd", {"ka": "lsr"})
 
 
 def test_cskd_and_cswt():
@@ -319,7 +358,7 @@ def test_published_per_pair_defaults():
     assert published_options("energy_kd", "resnet56", "resnet20")[0]["low_rate"] == 0.3
     options, where = published_options("wttm", "resnet8", "resnet8")
     assert options["beta"] == 3.0 and "pair" not in where
-    assert published_options("energy_kd", "a", "b")[0]["direction"] == "paper"
+    assert published_options("energy_kd", "a", "b")[0]["direction"] == "code"
 
 
 def test_every_method_config_builds_for_every_listed_pair():

@@ -19,16 +19,19 @@ from .functional import cutmix, energy, mixup, scaled_kd
 @dataclass
 class EnergyOptions(CommonOptions):
     energy_temperature: float = temperature_field(4.0)  # T_E of the energy score E = −T_E·log Σ exp(z_t/T_E)
+    energy_temperatures: bool = True  # per-sample T by energy (Energy KD); false: one T for all (HE-DA as released)
+    temperature: float = temperature_field(4.0)  # the one T when energy_temperatures is false
     low_rate: float = rate_field(0.2)  # share of training samples called low-energy (confident)
     high_rate: float = rate_field(0.2)  # share called high-energy (uncertain)
     temperatures: list[float] = temperature_field([2.0, 4.0, 6.0])  # [sharp, mid, smooth]
-    direction: Literal["paper", "code"] = "paper"
+    direction: Literal["code", "paper"] = "code"
     ce_weight: float = weight_field(0.1)
     kd_weight: float = weight_field(0.9)
-    # HE-DA (method 'heda'): an extra KD term on mixed copies of the high-energy samples
+    # HE-DA: an extra KD term on CutMix copies of the samples outside the augment thresholds
     augment: Literal["none", "cutmix", "mixup"] = "none"
     augment_high_rate: float = rate_field(0.5)
     augment_low_rate: float = rate_field(0.0)
+    augment_lead_images: bool = True  # the released mixed batch always starts with the batch's first two images
     augment_temperature: float = temperature_field(4.0)
     augment_weight: float = weight_field(0.9)
 
@@ -42,7 +45,8 @@ def _thresholds(sorted_energies: torch.Tensor, low_rate: float, high_rate: float
 
 
 @register_method("energy_kd", "KD with per-sample temperatures chosen by the teacher's energy score")
-@register_method("heda", "Energy KD plus HE-DA: KD on CutMix copies of the high-energy samples", augment="cutmix")
+@register_method("heda", "KD plus HE-DA: KD on CutMix copies of the high-energy samples", augment="cutmix",
+                 energy_temperatures=False)
 class EnergyKD(Distiller):
     """Kim, Ham, Lee, Jang and Kim, "Maximizing discrimination capability of knowledge distillation
     with energy function", Knowledge-Based Systems 296:111911 (2024).
@@ -50,15 +54,16 @@ class EnergyKD(Distiller):
     E(x) = −T_E·log Σ_c exp(z_t,c/T_E) with T_E = 4. Before training the teacher scores every
     augmented training batch; thresholds are the low_rate and high_rate quantiles of those energies.
     Each sample then gets T_i from ``temperatures`` = [sharp, mid, smooth] = [2, 4, 6]:
-    ``direction=paper`` (the abstract) gives low-energy (confident) samples the smooth 6 and
-    high-energy ones the sharp 2; ``direction=code`` (the released code) does the opposite.
-    L = w_ce·CE + w_kd·mean_i T_i²·KL_i(T_i).
+    ``direction=code`` (the released code and checkpoints, whose numbers were published) gives
+    low-energy (confident) samples the sharp 2 and high-energy ones the smooth 6;
+    ``direction=paper`` (the abstract's wording) does the opposite. L = w_ce·CE + w_kd·mean_i T_i²·KL_i(T_i).
 
-    HE-DA (``augment=cutmix|mixup``): the samples with energy above the ``augment_high_rate``
-    threshold (and below the ``augment_low_rate`` one, if positive) are mixed among themselves
-    and add w_aug·T²·KL at T = 4 between student and teacher on the mixed images (no labels).
-    The released code pads that sub-batch with the batch's first two images so it is never
-    empty; we skip the term when no sample qualifies instead.
+    HE-DA (``heda``, as released): plain KD at one T = 4 (``energy_temperatures=false``) plus
+    w_aug·T²·KL at T = 4 between student and teacher on CutMix copies (no labels) of the samples
+    with energy above the ``augment_high_rate`` threshold or below the ``augment_low_rate`` one. The
+    released mixed batch always starts with the batch's first two images (``augment_lead_images``)
+    and leaves out a chosen image whose pixels sum to exactly 0. ``heda`` with
+    ``energy_temperatures=true`` stacks the augmentation on Energy KD's per-sample temperatures.
     """
 
     Options = EnergyOptions
@@ -70,6 +75,10 @@ class EnergyKD(Distiller):
         if len(o.temperatures) != 3:        # each one's range is declared (and checked) with the options
             raise UserError("distill.options.temperatures must be three positive numbers [sharp, mid, smooth], got "
                             f"{len(o.temperatures)}")
+        if o.ka == "lsr" and o.energy_temperatures:
+            raise UserError("ka=lsr smooths a wrong teacher's target at one base temperature, but "
+                            "energy_temperatures=true gives each sample its own: use ka=ps, or "
+                            "distill.options.energy_temperatures=false")
         self.thresholds: tuple[float, float] | None = None
         self.augment_thresholds: tuple[float, float] | None = None
 
@@ -108,9 +117,10 @@ class EnergyKD(Distiller):
     def loss(self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
              context: StepContext) -> dict[str, torch.Tensor]:
         o = self.options
+        temperature = self.sample_temperatures(teacher) if o.energy_temperatures else o.temperature
         terms = {
             "ce": o.ce_weight * F.cross_entropy(student, labels),
-            "kd": o.kd_weight * scaled_kd(student, teacher, self.sample_temperatures(teacher)),
+            "kd": o.kd_weight * scaled_kd(student, teacher, temperature),
         }
         if o.augment != "none":
             terms["kd_aug"] = self._augmented_term(teacher, context)
@@ -119,14 +129,22 @@ class EnergyKD(Distiller):
     def calls_student_again(self) -> bool:
         return self.options.augment != "none"
 
+    def augment_rows(self, teacher: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The batch rows HE-DA mixes, in the released order: the first two images, then the chosen ones."""
+        o = self.options
+        if self.augment_thresholds is None:
+            raise RuntimeError("EnergyKD.prepare() must run before training")
+        low, high = self.augment_thresholds
+        scores = energy(teacher, o.energy_temperature)
+        chosen = ((scores > high) | (scores < low)) & (images.flatten(1).sum(dim=1) != 0)
+        rows = chosen.nonzero(as_tuple=True)[0]    # the one host sync of the term: its batch has this size
+        if o.augment_lead_images:
+            rows = torch.cat([torch.arange(min(2, images.shape[0]), device=rows.device), rows])
+        return rows
+
     def _augmented_term(self, teacher: torch.Tensor, context: StepContext) -> torch.Tensor:
         o = self.options
-        assert self.augment_thresholds is not None
-        scores = energy(teacher, o.energy_temperature)
-        chosen = scores > self.augment_thresholds[1]
-        if o.augment_low_rate > 0:
-            chosen |= scores < self.augment_thresholds[0]
-        rows = chosen.nonzero(as_tuple=True)[0]    # the one host sync of the term: its batch has this size
+        rows = self.augment_rows(teacher, context.images)
         if rows.numel() < 2:  # nothing to mix
             return teacher.new_zeros(())
         images = context.images[rows]

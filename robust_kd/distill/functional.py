@@ -6,6 +6,7 @@ A temperature ``T`` is a float or a B×1 tensor (one temperature per sample).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,14 +39,20 @@ def scaled_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float |
     return (squared(temperature) * kl_per_sample(student, teacher, temperature)).mean()
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
+    """a·b / (‖a‖·‖b‖ + eps), the form of the released R2KD and CSKD code (the eps on the product; for
+    a column of small probabilities it is not negligible, so it matters for agreeing with them)."""
+    return (a * b).sum(dim=dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
+
+
 def column_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Cosine similarity of each class column (over the batch): C values."""
-    return F.cosine_similarity(a, b, dim=0, eps=eps)
+    return _cosine(a, b, 0, eps)
 
 
 def row_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Cosine similarity of each sample's row (over the classes): B values."""
-    return F.cosine_similarity(a, b, dim=1, eps=eps)
+    return _cosine(a, b, 1, eps)
 
 
 def standardize(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -58,6 +65,39 @@ def energy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return -temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
+@dataclass(frozen=True)
+class CutMixDraw:
+    """The random draws of one CutMix: λ, the partner of each image, the box centre (row, column)."""
+
+    lam: float
+    partner: torch.Tensor
+    centre: tuple[int, int]
+
+
+def draw_cutmix(batch: int, height: int, width: int, generator: torch.Generator, alpha: float = 1.0) -> CutMixDraw:
+    """Draws in the reference CutMix's order: λ ~ Beta(α, α), the permutation, the row, the column."""
+    lam = _beta(alpha, generator)
+    partner = torch.randperm(batch, generator=generator)
+    row = int(torch.randint(height, (1,), generator=generator))
+    column = int(torch.randint(width, (1,), generator=generator))
+    return CutMixDraw(lam, partner, (row, column))
+
+
+def apply_cutmix(images: torch.Tensor, draw: CutMixDraw) -> torch.Tensor:
+    """Paste the box from each image's partner: sides ⌊size·√(1 − λ)⌋, centre ± side//2 clipped to the
+    image (the reference's box, one pixel short for an odd side)."""
+    _, _, height, width = images.shape
+    cut = (1.0 - draw.lam) ** 0.5
+    box_h, box_w = int(height * cut), int(width * cut)
+    cy, cx = draw.centre
+    top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
+    left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
+    mixed = images.clone()
+    partner = draw.partner.to(images.device)
+    mixed[:, :, top:bottom, left:right] = images[partner, :, top:bottom, left:right]
+    return mixed
+
+
 def cutmix(images: torch.Tensor, generator: torch.Generator, alpha: float = 1.0) -> torch.Tensor:
     """CutMix inside the batch: paste a box from a permuted partner into each image.
 
@@ -65,17 +105,7 @@ def cutmix(images: torch.Tensor, generator: torch.Generator, alpha: float = 1.0)
     that use it (their losses compare student and teacher on the mixed images).
     """
     batch, _, height, width = images.shape
-    lam = _beta(alpha, generator)
-    partner = torch.randperm(batch, generator=generator).to(images.device)
-    cut = (1.0 - lam) ** 0.5
-    box_h, box_w = int(height * cut), int(width * cut)
-    cy = int(torch.randint(height, (1,), generator=generator))
-    cx = int(torch.randint(width, (1,), generator=generator))
-    top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
-    left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
-    mixed = images.clone()
-    mixed[:, :, top:bottom, left:right] = images[partner, :, top:bottom, left:right]
-    return mixed
+    return apply_cutmix(images, draw_cutmix(batch, height, width, generator, alpha))
 
 
 def mixup(images: torch.Tensor, generator: torch.Generator, alpha: float = 0.2) -> torch.Tensor:

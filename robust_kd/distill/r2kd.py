@@ -32,6 +32,11 @@ class R2KDOptions(CommonOptions):
     cutout_size: int = ranged(8, 1, 512)
 
 
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits (autocast) in fp32; fp32 and fp64 as they are."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 def hard_ranks(x: torch.Tensor) -> torch.Tensor:
     """Ranks 1..C of each row (argsort of argsort): no gradient."""
     return x.argsort(dim=1).argsort(dim=1).to(x.dtype) + 1.0
@@ -47,10 +52,14 @@ def soft_ranks(x: torch.Tensor, smoothness: float) -> torch.Tensor:
     return pairwise.sum(dim=2) + 0.5  # the j = i term contributes σ(0) = 0.5
 
 
-def pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def rank_correlation_rows(ranks_a: torch.Tensor, ranks_b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each row's ranks, as the released code computes it: ranks divided by
+    C(C+1)/2, centred, then a·b / (‖a‖·‖b‖ + 1e-8) (the 1e-8 moves the value by ~1e-6 for C = 10)."""
+    classes = ranks_a.shape[1]
+    a, b = ranks_a / (classes * (classes + 1) / 2), ranks_b / (classes * (classes + 1) / 2)
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(eps)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
 
 
 @register_method("r2kd", "correlation distances (value and rank) with a pruned teacher and CutMix copies")
@@ -97,7 +106,7 @@ class R2KD(Distiller):
         if self.pruned is None:
             raise RuntimeError("R2KD.attach(teacher) must run before training")
         w = self.options.prune_weight
-        return w * teacher(images).float() + (1.0 - w) * self.pruned(images).float()
+        return w * _at_least_fp32(teacher(images)) + (1.0 - w) * _at_least_fp32(self.pruned(images))
 
     def correlation_terms(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.options
@@ -111,7 +120,7 @@ class R2KD(Distiller):
         if o.rank == "none":
             return value, student.new_zeros(())
         ranks_s = soft_ranks(p_s, o.rank_smoothness) if o.rank == "soft" else hard_ranks(p_s)
-        rank = o.rank_weight * (1.0 - pearson_rows(ranks_s, hard_ranks(p_t)).mean())
+        rank = o.rank_weight * (1.0 - rank_correlation_rows(ranks_s, hard_ranks(p_t)).mean())
         return value, rank
 
     def calls_student_again(self) -> bool:
