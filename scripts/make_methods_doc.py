@@ -65,9 +65,38 @@ def allowed(options_class: type, key: str) -> str:
     return "`true`, `false`" if hint is bool else ""
 
 
+def provenance(name: str) -> tuple[str, dict[str, str]]:
+    """The method file's ``source`` (the code its defaults come from) and ``departures`` (option=value: why)."""
+    path = method_file(name)
+    data = read_yaml(path) if path.is_file() else {}
+    return str(data.get("source", "")), dict(data.get("departures") or {})
+
+
+SOURCES = """
+## Sources and departures
+
+Each method's defaults are those of the code that produced its published numbers, checked against
+numbers produced by that code (`tests/test_fidelity.py`, fixtures in `tests/fixtures/fidelity`
+naming repository and commit). A departure is an option, off by default: the column lists them.
+
+| method | source of the defaults | departures (opt in with `distill.options.<option>=<value>`) |
+|---|---|---|
+"""
+
+
+def sources_table() -> str:
+    rows = []
+    for name in list_methods():
+        source, departures = provenance(name)
+        opted = "; ".join(f"`{key}`: {why}" for key, why in departures.items())
+        rows.append(f"| `{name}` | {source} | {opted} |\n")
+    return SOURCES + "".join(rows)
+
+
 def render() -> str:
     common = {f.name for f in dataclasses.fields(CommonOptions)}
-    parts = [HEADER]
+    intro, options_heading, common_options = HEADER.partition("## Options every method takes")
+    parts = [intro.rstrip("\n") + "\n", sources_table(), "\n" + options_heading + common_options]
     parts.append("\n| option | allowed |\n|---|---|\n")
     parts.extend(f"| `{key}` | {allowed(CommonOptions, key)} |\n" for key in sorted(common))
     for name in list_methods():
@@ -75,7 +104,7 @@ def render() -> str:
         options, _ = published_options(name, "", "")
         doc = inspect.cleandoc(entry.cls.__doc__ or "")
         parts.append(f"\n## `{name}`: {entry.summary}\n")
-        parts.append(f"Source: {entry.cls.source}.\n")
+        parts.append(f"Source: {entry.cls.source}. Defaults: {provenance(name)[0]}.\n")
         parts.append("\n" + doc + "\n")
         parts.append("\n| option | default | allowed |\n|---|---|---|\n")
         for key, value in options.items():

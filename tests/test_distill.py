@@ -522,3 +522,40 @@ def test_a_full_teacher_cache_is_read_without_asking_the_device_what_is_missing(
     with _HostSyncs() as reading:
         again = objective._teacher_for(batch)
     assert reading.seen == [] and torch.equal(again, first)
+
+
+def test_r2kd_pruned_copy_uses_batch_statistics_as_released_and_is_not_cached():
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * 36, C)).eval()
+    teacher[1].running_mean.fill_(5.0)  # running statistics far from any batch's
+    x = torch.randn(6, 3, 8, 8)
+    released = create_distiller("r2kd")
+    released.attach(teacher)
+    with torch.inference_mode():
+        whole, part = released.teacher_forward(teacher, x), released.teacher_forward(teacher, x[:3])
+    assert not torch.allclose(whole[:3], part, atol=1e-4)  # a sample's logits depend on its batch
+    assert not released.teacher_is_cacheable()
+    running = create_distiller("r2kd", {"pruned_batchnorm": "eval"})
+    running.attach(teacher)
+    with torch.inference_mode():
+        assert torch.allclose(running.teacher_forward(teacher, x)[:3], running.teacher_forward(teacher, x[:3]),
+                              atol=1e-5)
+    assert running.teacher_is_cacheable() and create_distiller("kd").teacher_is_cacheable()
+
+
+def test_every_method_names_its_source_and_its_departures_are_real_options():
+    """configs/methods/<name>.yaml: ``source`` (the code its defaults come from) and ``departures``: each
+    key an option=value of that method that its default is not (so every departure is off by default)."""
+    import yaml
+
+    folder = Path(__file__).resolve().parents[1] / "configs" / "methods"
+    for path in folder.glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert data["source"].strip(), path.name
+        defaults = published_options(path.stem, "", "")[0]
+        for departure in data["departures"]:
+            key, value = departure.split("=")
+            parsed = yaml.safe_load(value)
+            create_distiller(path.stem, {key: parsed})  # a real option with an allowed value
+            assert defaults[key] != parsed, f"{path.name}: {departure} is the default, not a departure"

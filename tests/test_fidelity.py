@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from robust_kd.distill import functional as functional_module
 from robust_kd.distill.energy import _thresholds
 from robust_kd.distill.functional import CutMixDraw, energy
 from robust_kd.distill.setup import published_options
+from robust_kd.jpeg import JpegConfig, JpegLayer, tables_from_sensitivity
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fidelity"
 ARCHITECTURE_NAMES = {"shufflenetv2": "shufflev2"}  # the authors' spelling -> ours
@@ -238,3 +240,66 @@ def test_every_method_with_released_code_has_a_fixture():
     pairs = {(c["method"], c["pair"]) for name in ("mdistiller_ls", "ttm", "energy") for c in load(name)["cases"]}
     for method in ("kd", "dkd", "ls", "dkd_ls", "ttm", "wttm", "energy_kd", "heda"):
         assert len({pair for m, pair in pairs if m == method}) >= 3, method
+
+
+# ---------------------------------------------------------------- JPEG-DL's layer
+
+
+ZIGZAG = [[0, 1, 5, 6, 14, 15, 27, 28], [2, 4, 7, 13, 16, 26, 29, 42], [3, 8, 12, 17, 25, 30, 41, 43],
+          [9, 11, 18, 24, 31, 40, 44, 53], [10, 19, 23, 32, 39, 45, 52, 54], [20, 22, 33, 38, 46, 51, 55, 60],
+          [21, 34, 37, 47, 50, 56, 59, 61], [35, 36, 48, 49, 57, 58, 62, 63]]  # JPEG's zigzag order
+
+
+def jpeg_arrays() -> dict:
+    with np.load(FIXTURES / "jpegdl.npz", allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+def shipped_sensitivity(arrays: dict, model: str) -> torch.Tensor:
+    """The authors' shipped map of ``model`` (three 64-vectors in zigzag order) as a 3×8×8 tensor."""
+    order = torch.tensor(ZIGZAG)
+    return torch.stack([torch.tensor(arrays[f"senmap_{c}_{model}_zigzag"])[order] for c in ("Y", "Cb", "Cr")])
+
+
+def test_sensitivity_tables_from_the_shipped_maps_equal_the_authors():
+    data, arrays = load("jpegdl"), jpeg_arrays()
+    for model, expected in data["tables_sensitivity_init_cifar100"].items():
+        luma, chroma = tables_from_sensitivity(shipped_sensitivity(arrays, model), JpegConfig().q_max)
+        assert torch.allclose(luma.float(), torch.tensor(expected["luma"]), rtol=1e-6), model
+        assert torch.allclose(chroma.float(), torch.tensor(expected["chroma"]), rtol=1e-6), model
+
+
+def authors_layer(tables: dict) -> JpegLayer:
+    """Our layer with the training config's defaults (the authors' CIFAR layer) and the given tables."""
+    layer = JpegLayer(3, **JpegConfig().layer_options())
+    layer.set_tables(torch.tensor(tables["luma"]), torch.tensor(tables["chroma"]))
+    return layer
+
+
+def flat_levels() -> torch.Tensor:
+    return torch.tensor([0.0, 0.25, 0.75, 1.0]).view(4, 1, 1, 1).expand(4, 3, 32, 32).double()
+
+
+@pytest.mark.parametrize("name", ["sensitivity_MobileNetV2", "standard_q50", "dcprobe_flat_sensitivity_MobileNetV2"])
+def test_jpeg_layer_in_the_authors_configuration_equals_their_layer(name):
+    """Per pixel, to 1e-5 of the [0, 1] range: 8-bit indices (which clip MobileNetV2's small luma DC step:
+    flat black and white come out as grey levels 99 and 157), tables in [1e-5, 255], chroma centred on 128.5."""
+    case, arrays = load("jpegdl")["cases"][name], jpeg_arrays()
+    images = flat_levels() if name.startswith("dcprobe") else torch.tensor(arrays["input_01"])
+    with torch.no_grad():
+        out = authors_layer(case["tables"])(images.float()).double()
+    expected = torch.tensor(arrays[case["npz"]["output_0to255"]]) / 255.0
+    assert float((out - expected).abs().max()) < 1e-5
+    if name.startswith("dcprobe"):
+        assert out[0].mean() * 255 == pytest.approx(99.0, abs=0.01) and out[3].mean() * 255 == pytest.approx(157.0,
+                                                                                                              abs=0.01)
+
+
+def test_our_unclipped_option_departs_from_the_authors_layer_where_8_bits_clip():
+    """The negative control: 16 bits and no chroma offset (our option) do not clip the flat images."""
+    case = load("jpegdl")["cases"]["dcprobe_flat_sensitivity_MobileNetV2"]
+    layer = JpegLayer(3, bits=16, table_min=0.05, chroma_offset=0.0)
+    layer.set_tables(torch.tensor(case["tables"]["luma"]), torch.tensor(case["tables"]["chroma"]))
+    with torch.no_grad():
+        out = layer(flat_levels().float())
+    assert float(out[0].mean()) * 255 < 1.0 and float(out[3].mean()) * 255 > 254.0

@@ -269,11 +269,12 @@ def test_the_jpeg_table_part_trains_the_tables_and_nothing_else():
     assert plain.epoch_metrics() == {} and plain.state_dict() == []
 
     model = create_model("jpegdl_resnet8", 4)
-    part = JpegTableTraining.of(model, JpegConfig(lr=0.01, lr_schedule="follow"))
+    part = JpegTableTraining.of(model, JpegConfig(lr=0.01, lr_schedule="follow", init="abs_avg"))
     assert part.parameters() == [model.input_layer.luma_table, model.input_layer.chroma_table]
     assert isinstance(part.optimizers()["jpeg"], torch.optim.Adam) and list(part.optimizers()) == ["jpeg"]
     assert part.learning_rates(0.05, 0.1) == {"jpeg": pytest.approx(0.005)}
-    assert JpegTableTraining.of(model, JpegConfig(lr=0.01)).learning_rates(0.05, 0.1) == {"jpeg": 0.01}
+    assert JpegTableTraining.of(model, JpegConfig(lr=0.01, lr_schedule="constant")).learning_rates(0.05, 0.1) == {
+        "jpeg": 0.01}
     part.prepare(context)  # abs_avg tables from the training images
     assert not torch.equal(model.input_layer.luma_table.detach(), standard_tables(50)[0])
     assert [sorted(t) for t in part.state_dict()] == [["chroma", "luma"]]
@@ -291,8 +292,10 @@ def test_the_jpeg_table_part_trains_the_tables_and_nothing_else():
 
 
 def test_sensitivity_init_without_a_checkpoint_is_refused_before_the_run(runs_dir):
-    with pytest.raises(UserError, match="jpeg.init=sensitivity needs jpeg.init_checkpoint"):
+    with pytest.raises(UserError, match="jpegdl_resnet8 starts its JPEG tables from the sensitivity of a "
+                                        "pretrained plain resnet8 .*'robust-kd train --model resnet8'"):
         resolve_train_config("quick", {"model": "jpegdl_resnet8"}, ["jpeg.init=sensitivity"])
+    assert resolve_train_config("standard", {"model": "resnet8"}, []).jpeg.init == "sensitivity"  # plain: unused
     config = resolve_train_config("quick", {"model": "jpegdl_resnet8"},
                                   ["jpeg.init=sensitivity", "jpeg.init_checkpoint=missing.pt"])
     with pytest.raises(UserError, match="missing.pt' does not exist"):

@@ -191,10 +191,11 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(runs_dir, tmp_path, h
 ])
 def test_standard_recipe_lr_of_jpegdl_models_is_their_architectures(model, expected):
     """The JPEG-DL authors train jpegdl_<arch> at <arch>'s published LR (0.01 for MobileNetV2 and ShuffleNets)."""
-    assert resolve_train_config("standard", {"model": model}, []).base_lr() == expected
+    plain_model = ["jpeg.init_checkpoint=plain.pt"]  # read only when training starts
+    assert resolve_train_config("standard", {"model": model}, plain_model).base_lr() == expected
 
 
 def test_lr_by_model_names_a_jpegdl_model_exactly():
     config = resolve_train_config("standard", {"model": "jpegdl_mobilenetv2"},
-                                  ["optimizer.lr_by_model.jpegdl_mobilenetv2=0.02"])
+                                  ["optimizer.lr_by_model.jpegdl_mobilenetv2=0.02", "jpeg.init=abs_avg"])
     assert config.base_lr() == 0.02

@@ -141,6 +141,11 @@ class Distiller:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
+    def teacher_is_cacheable(self) -> bool:
+        """Whether :meth:`teacher_forward` gives a sample the same logits in every batch (the teacher cache
+        relies on it)."""
+        return True
+
     def teacher_forward(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for ``images`` (R2KD mixes in a pruned copy here)."""
         return teacher(images)

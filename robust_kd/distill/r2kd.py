@@ -26,10 +26,12 @@ class R2KDOptions(CommonOptions):
     ce_weight: float = weight_field(1.0)
     prune_rate: float = rate_field(0.1)  # L1-unstructured pruning of every conv and linear weight of the copy
     prune_weight: float = rate_field(0.7, one=True)  # z_t ← w·z_teacher + (1 − w)·z_pruned
+    # released: the pruned copy is never put in eval mode, so its BatchNorm uses each batch's statistics
+    pruned_batchnorm: Literal["train", "eval"] = "train"
     augment: Literal["cutmix", "mixup", "cutout", "none"] = "cutmix"
     cutmix_alpha: float = ranged(1.0, 0.0, 100.0, low_open=True)  # of Beta(α, α): α > 0
     mixup_alpha: float = ranged(0.2, 0.0, 100.0, low_open=True)
-    cutout_size: int = ranged(8, 1, 512)
+    cutout_size: int = ranged(16, 1, 512)  # the released script's cutout length
 
 
 def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
@@ -68,7 +70,9 @@ class R2KD(Distiller):
     and Network Pruning", IEEE TKDE 2024.
 
     Teacher logits mix in a copy pruned once (10% L1-unstructured per conv/linear weight, no
-    fine-tuning): z_t ← 0.7·z_t + 0.3·z_pruned. With P = softmax(Z/T), T = 4:
+    fine-tuning): z_t ← 0.7·z_t + 0.3·z_pruned; as released, the copy's BatchNorm layers use the
+    statistics of each batch (``pruned_batchnorm=train``; ``eval``: its running statistics).
+    With P = softmax(Z/T), T = 4:
     L_val = w_v·T²·{[1 − mean_i |cos(P_s[i,:], P_t[i,:])|] + [1 − mean_j |cos(P_s[:,j], P_t[:,j])|]},
     L_rank = w_r·(1 − mean_i ρ_S(P_s[i,:], P_t[i,:])) with Spearman's ρ per sample, w_v = w_r = 2.
     The same two losses are added on an augmented copy of the batch (CutMix, α = 1, by default),
@@ -105,8 +109,13 @@ class R2KD(Distiller):
     def teacher_forward(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.pruned is None:
             raise RuntimeError("R2KD.attach(teacher) must run before training")
+        self.pruned.train(self.options.pruned_batchnorm == "train")
         w = self.options.prune_weight
         return w * _at_least_fp32(teacher(images)) + (1.0 - w) * _at_least_fp32(self.pruned(images))
+
+    def teacher_is_cacheable(self) -> bool:
+        """With batch statistics the pruned copy's logits depend on the batch: computed every step."""
+        return self.options.pruned_batchnorm == "eval" or self.options.prune_weight == 1.0
 
     def correlation_terms(self, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.options

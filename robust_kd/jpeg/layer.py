@@ -35,10 +35,19 @@ class JpegLayer(nn.Module):
 
     ``alpha`` is the soft quantizer's sharpness (JPEG-DL uses 5 on CIFAR), ``window`` the number of
     candidate indices, ``bits`` the signed range of quantization indices, and tables are kept in
-    [``table_min``, ``table_max``]. JPEG-DL's code uses 8 bits and [1e-5, 255]; but its sensitivity
-    initialisation gives steps far below 1 at low frequencies, where an 8-bit index range clips the
-    DC coefficients (|X| ≤ 1024 for 8-bit images). With 16 bits and steps ≥ 0.05 no coefficient
-    can be clipped (32767 × 0.05 > 1024); wherever 8 bits would not clip, both give the same output.
+    [``table_min``, ``table_max``]. ``chroma_offset`` is added to the level-shifted Cb and Cr
+    before the DCT (and removed after): JPEG-DL's code centres chroma on 128.5, not on JFIF's 128,
+    which moves each chroma DC coefficient by +4; the ``hard`` mode is the real codec and never
+    applies it.
+
+    JPEG-DL's CIFAR training uses 8 bits, [1e-5, 255] and the 0.5 offset (``JpegConfig``'s defaults);
+    this constructor's defaults (16 bits, steps ≥ 0.05, no offset) are our option for an index range
+    that never clips. The difference matters: with 8 bits a coefficient saturates at ±127 steps, and
+    the authors' sensitivity tables give some low frequencies steps far below the standard ones
+    (MobileNetV2's map sets the luma DC step to 1.83, capping a block's mean at 128 ± 29 grey levels;
+    most shipped maps instead give DC the largest step, 10, and clip little). With 16 bits and steps
+    ≥ 0.05 no coefficient of an 8-bit image can clip (32767 × 0.05 > 1024); wherever 8 bits would not
+    clip, both give the same output.
     """
 
     def __init__(
@@ -52,6 +61,7 @@ class JpegLayer(nn.Module):
         quality: int = 50,
         table_min: float = 0.05,
         table_max: float = 255.0,
+        chroma_offset: float = 0.0,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -68,6 +78,7 @@ class JpegLayer(nn.Module):
         self.quality = int(quality)
         self.table_min = float(table_min)
         self.table_max = float(table_max)
+        self.chroma_offset = float(chroma_offset)
         self.mode: Mode = "soft"
         self.set_mode(mode)
         luma, chroma = standard_tables(quality)
@@ -79,7 +90,7 @@ class JpegLayer(nn.Module):
     def options(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (the tables come from the state dict)."""
         return {"alpha": self.alpha, "window": self.window, "bits": self.bits, "quality": self.quality,
-                "table_min": self.table_min, "table_max": self.table_max}
+                "table_min": self.table_min, "table_max": self.table_max, "chroma_offset": self.chroma_offset}
 
     def set_mode(self, mode: str) -> JpegLayer:
         if mode not in MODES:
@@ -119,11 +130,20 @@ class JpegLayer(nn.Module):
             pixels = color.rgb_to_ycbcr(pixels)
         if self.mode == "hard":  # a codec stores 8-bit YCbCr samples
             pixels = _to_8bit(pixels)
-        blocks, size = dct.to_blocks(pixels - 128.0)
+        blocks, size = dct.to_blocks(pixels - self._level(pixels))
         return dct.block_dct(blocks), size
 
+    def _level(self, like: torch.Tensor) -> torch.Tensor | float:
+        """The level shift per channel: 128, less the chroma offset on Cb and Cr (never in hard mode)."""
+        if self.channels == 1 or self.chroma_offset == 0.0 or self.mode == "hard":
+            return 128.0
+        offset = self.chroma_offset
+        return torch.tensor([128.0, 128.0 - offset, 128.0 - offset], dtype=like.dtype, device=like.device).view(
+            1, 3, 1, 1)
+
     def images(self, coefficients: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        pixels = dct.from_blocks(dct.block_idct(coefficients), size) + 128.0
+        spatial = dct.from_blocks(dct.block_idct(coefficients), size)
+        pixels = spatial + self._level(spatial)
         if self.mode == "hard":  # a decoder outputs 8-bit samples at each stage
             pixels = _to_8bit(pixels)
         if self.channels == 3:

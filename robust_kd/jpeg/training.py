@@ -102,7 +102,8 @@ class JpegTableTraining:
         labels = context.dataset.train_labels[:count].to(context.device)
         pretrained = partial(self._pretrained_model, context) if settings.init_checkpoint else None
         for layer in self.layers:
-            initialize_tables(layer, settings.init, images, labels, pretrained=pretrained, q_max=settings.q_max)
+            initialize_tables(layer, settings.init, images, labels, pretrained=pretrained, q_max=settings.q_max,
+                              batchnorm=settings.sensitivity_batchnorm)
         self.initial_tables = [{k: v.tolist() for k, v in layer.tables().items()} for layer in self.layers]
 
     def _pretrained_model(self, context: PrepareContext) -> nn.Module:
