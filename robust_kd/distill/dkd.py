@@ -20,7 +20,7 @@ class DKDOptions(CommonOptions):
     beta: float = weight_field(8.0)  # NCKD weight (per pair in configs/methods/dkd.yaml)
     ce_weight: float = weight_field(1.0)
     warmup_epochs: float = ranged(20.0, 0.0)
-    standardize: bool = False  # DKD+LS: z-score logits first (with T = 2, α and β ×9)
+    standardize: bool = False  # DKD+LS: z-score logits first (its per-pair T, α, β: configs/methods/dkd_ls.yaml)
 
 
 def warmup_ramp(progress: float, warmup_epochs: float) -> float:

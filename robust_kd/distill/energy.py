@@ -61,9 +61,11 @@ class EnergyKD(Distiller):
     HE-DA (``heda``, as released): plain KD at one T = 4 (``energy_temperatures=false``) plus
     w_aug·T²·KL at T = 4 between student and teacher on CutMix copies (no labels) of the samples
     with energy above the ``augment_high_rate`` threshold or below the ``augment_low_rate`` one. The
-    released mixed batch always starts with the batch's first two images (``augment_lead_images``)
-    and leaves out a chosen image whose pixels sum to exactly 0. ``heda`` with
-    ``energy_temperatures=true`` stacks the augmentation on Energy KD's per-sample temperatures.
+    released mixed batch always starts with the batch's first two images (``augment_lead_images``).
+    (Its code also drops a chosen image whose normalised pixels sum to exactly 0, a side effect of
+    how it gathers them that real images do not meet; on our [0, 1] pixels the same test would drop
+    black images, so it is left out.) ``heda`` with ``energy_temperatures=true`` stacks the
+    augmentation on Energy KD's per-sample temperatures.
     """
 
     Options = EnergyOptions
@@ -136,7 +138,7 @@ class EnergyKD(Distiller):
             raise RuntimeError("EnergyKD.prepare() must run before training")
         low, high = self.augment_thresholds
         scores = energy(teacher, o.energy_temperature)
-        chosen = ((scores > high) | (scores < low)) & (images.flatten(1).sum(dim=1) != 0)
+        chosen = (scores > high) | (scores < low)
         rows = chosen.nonzero(as_tuple=True)[0]    # the one host sync of the term: its batch has this size
         if o.augment_lead_images:
             rows = torch.cat([torch.arange(min(2, images.shape[0]), device=rows.device), rows])
