@@ -31,6 +31,13 @@ def test_every_shipped_recipe_is_valid():
         resolve_train_config(recipe, {}, []).validate()
 
 
+def test_energy_kd_recipe_is_its_released_360_epochs_with_six_decays():
+    config, standard = resolve_train_config("energy_kd", {}, []), resolve_train_config("standard", {}, [])
+    assert config.epochs == 360 and config.schedule.milestones == [150, 180, 210, 240, 270, 300]
+    assert (config.optimizer, config.batch_size, config.jpeg) == (standard.optimizer, standard.batch_size,
+                                                                  standard.jpeg)
+
+
 def test_overrides_reach_nested_keys_and_keep_types():
     config = resolve_train_config("quick", {"model": "resnet20"}, ["epochs=7", "optimizer.lr=1e-2",
                                                                    "schedule.milestones=[2, 4]", "augment.hflip=false"])
