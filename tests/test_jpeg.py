@@ -16,7 +16,7 @@ from PIL import Image
 
 from robust_kd.checkpoint import load_model, read_checkpoint
 from robust_kd.cli import main
-from robust_kd.data import load_dataset
+from robust_kd.data import Augment, BatchLoader, load_dataset
 from robust_kd.errors import UserError
 from robust_kd.jpeg import JpegLayer, abs_avg_tables, sensitivity_tables, set_jpeg_mode, standard_tables
 from robust_kd.jpeg.config import JpegConfig
@@ -260,8 +260,10 @@ def test_jpegdl_training_moves_the_tables_with_adam_and_the_checkpoint_keeps_the
 
 
 def test_the_jpeg_table_part_trains_the_tables_and_nothing_else():
-    context = SimpleNamespace(device=torch.device("cpu"), dataset=load_dataset("synthetic", size=16, train=32, test=8),
-                              load_model=load_model)
+    dataset = load_dataset("synthetic", size=16, train=32, test=8)
+    context = SimpleNamespace(device=torch.device("cpu"), dataset=dataset, load_model=load_model,
+                              train_batches=BatchLoader(dataset.train_images, dataset.train_labels, batch_size=8,
+                                                        shuffle=True, augment=Augment(crop_padding=4)))
     plain = JpegTableTraining.of(create_model("resnet8", 4), JpegConfig())
     plain.prepare(context)
     plain.after_step()
@@ -337,3 +339,19 @@ def test_the_layer_trains_after_a_forward_under_inference_mode(monkeypatch):
         teacher(x)
     student(x).sum().backward()
     assert student.luma_table.grad is not None and torch.isfinite(student.luma_table.grad).all()
+
+
+def test_tables_start_from_the_first_epochs_augmented_images_as_the_authors_loader():
+    dataset = load_dataset("synthetic", size=16, train=32, test=8)
+    batches = BatchLoader(dataset.train_images, dataset.train_labels, batch_size=8, shuffle=True,
+                          augment=Augment(crop_padding=4))
+    context = SimpleNamespace(device=torch.device("cpu"), dataset=dataset, load_model=load_model,
+                              train_batches=batches)
+    first_epoch = torch.cat([images for images, _ in batches.epoch(0)])[:20]
+    part = JpegTableTraining.of(create_model("jpegdl_resnet8", 4), JpegConfig(init="abs_avg", init_images=20))
+    images, labels = part._init_images(context)
+    assert torch.equal(images, first_epoch) and labels.shape == (20,)
+    stored = JpegTableTraining.of(create_model("jpegdl_resnet8", 4),
+                                  JpegConfig(init="abs_avg", init_images=20, init_augmented=False))
+    images, _ = stored._init_images(context)
+    assert torch.equal(images, dataset.train_images[:20].float() / 255.0)

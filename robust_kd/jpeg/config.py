@@ -22,6 +22,7 @@ class JpegConfig:
     q_max: float = 10.0  # init=sensitivity scales the luma table to this maximum
     init_checkpoint: str | None = None  # init=sensitivity: a pretrained plain model of the same architecture
     init_images: int = 10000  # training images used to initialise the tables (the authors' 10000)
+    init_augmented: bool = True  # the first epoch's shuffled, augmented images (the authors'); false: as stored
     sensitivity_batchnorm: Literal["train", "eval"] = "train"  # the authors estimate with BatchNorm in train mode
     lr: float = 0.003  # Adam on the tables
     lr_schedule: Literal["constant", "follow"] = "follow"  # follow: scaled like the network's LR (the authors')

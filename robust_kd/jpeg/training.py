@@ -10,7 +10,7 @@ hooks of a training part (``robust_kd.train.parts.TrainingPart``); the trainer k
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -39,6 +39,12 @@ class TrainingImages(Protocol):
     def channels(self) -> int: ...
 
 
+class TrainingBatches(Protocol):
+    """The training batches as the steps see them (``robust_kd.data.BatchLoader`` is one)."""
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
 class PrepareContext(Protocol):
     """What preparing the tables reads of the run (``robust_kd.train.TrainingContext`` is one)."""
 
@@ -47,6 +53,9 @@ class PrepareContext(Protocol):
 
     @property
     def dataset(self) -> TrainingImages: ...
+
+    @property
+    def train_batches(self) -> TrainingBatches: ...
 
     def load_model(self, path: str) -> nn.Module: ...
 
@@ -92,19 +101,33 @@ class JpegTableTraining:
     # ------------------------------------------------------------------ initialisation and state
 
     def prepare(self, context: PrepareContext) -> None:
-        """Before the first epoch of a new run: tables from the first ``jpeg.init_images`` training
-        images (and, for ``init=sensitivity``, the pretrained model of ``jpeg.init_checkpoint``)."""
+        """Before the first epoch of a new run: tables from ``jpeg.init_images`` training images (and, for
+        ``init=sensitivity``, the pretrained model of ``jpeg.init_checkpoint``)."""
         if not self.layers:
             return
         settings = self.settings
-        count = min(settings.init_images, context.dataset.train_images.shape[0])
-        images = context.dataset.train_images[:count].to(context.device).float().div_(255.0)
-        labels = context.dataset.train_labels[:count].to(context.device)
+        images, labels = self._init_images(context)
         pretrained = partial(self._pretrained_model, context) if settings.init_checkpoint else None
         for layer in self.layers:
             initialize_tables(layer, settings.init, images, labels, pretrained=pretrained, q_max=settings.q_max,
                               batchnorm=settings.sensitivity_batchnorm)
         self.initial_tables = [{k: v.tolist() for k, v in layer.tables().items()} for layer in self.layers]
+
+    def _init_images(self, context: PrepareContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``jpeg.init_images`` training images: as the authors, of the first epoch's shuffled and
+        augmented batches (``jpeg.init_augmented``), else the split's first images as stored."""
+        count = min(self.settings.init_images, context.dataset.train_images.shape[0])
+        if not self.settings.init_augmented:
+            images = context.dataset.train_images[:count].to(context.device).float().div_(255.0)
+            return images, context.dataset.train_labels[:count].to(context.device)
+        images, labels, seen = [], [], 0
+        for batch_images, batch_labels in context.train_batches.epoch(0):
+            images.append(batch_images.float())
+            labels.append(batch_labels)
+            seen += batch_images.shape[0]
+            if seen >= count:
+                break
+        return torch.cat(images)[:count].contiguous(), torch.cat(labels)[:count]
 
     def _pretrained_model(self, context: PrepareContext) -> nn.Module:
         path = self.settings.init_checkpoint
