@@ -56,14 +56,29 @@ def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - other
 
 
-def centre_pattern(s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The L2 proposal shape: nested squares weighted 1/(k+1)², unit L2 norm."""
+def nested_rectangles(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+    """rows×cols weights of nested rectangles around the centre (rows//2, cols//2): the k-th adds
+    1/(k+1)² on its (2k+1)×(2k+1) square, clipped to the shape; unit L2 norm."""
+    pattern = torch.zeros(rows, cols, dtype=dtype)
+    for k in range(max(rows // 2, cols // 2) + 1):
+        top, left = max(rows // 2 - k, 0), max(cols // 2 - k, 0)
+        pattern[top:rows // 2 + k + 1, left:cols // 2 + k + 1] += 1.0 / (k + 1) ** 2
+    return pattern / pattern.norm().clamp_min(1e-12)
+
+
+def l2_pattern(s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The reference's L2 window shape: nested rectangles on the top s//2 rows and their negative on the
+    other rows, unit L2 norm (each proposal then uses it or its transpose, with probability ½)."""
     pattern = torch.zeros(s, s, dtype=dtype)
-    centre = s // 2
-    for k in range(centre + 1):
-        lo, hi = max(centre - k, 0), min(centre + k + 1, s)
-        pattern[lo:hi, lo:hi] += 1.0 / (k + 1) ** 2
+    pattern[:s // 2] = nested_rectangles(s // 2, s, dtype) if s // 2 else pattern[:0]
+    pattern[s // 2:] = -nested_rectangles(s - s // 2, s, dtype)
     return (pattern / pattern.norm()).to(device)
+
+
+def oriented(pattern: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:
+    """n×1×s×s: the pattern, transposed where ``transpose`` (n integers in {0, 1}) is 1."""
+    flip = transpose.to(torch.bool)[:, None, None, None]
+    return torch.where(flip, pattern.T[None, None], pattern[None, None])
 
 
 def _window_index(v: torch.Tensor, s: int) -> torch.Tensor:
@@ -193,12 +208,14 @@ class Square(Attack):
         s = max(h // 5, 1)
         offset = (h - s * 5) // 2
         delta = torch.zeros_like(x)
-        pattern = centre_pattern(s, x.device, x.dtype)
+        pattern = l2_pattern(s, x.device, x.dtype)
         cells = [(offset + i * s, offset + j * s) for i in range(h // s) for j in range(w // s)]
-        signs = point_integers(index, len(cells) * c, 2, self.seed, 2).to(x.dtype) * 2 - 1
+        draws = point_integers(index, len(cells) * (c + 1), 2, self.seed, 2)  # signs, then one transpose per cell
+        signs = draws[:, :len(cells) * c].to(x.dtype) * 2 - 1
         for k, (r, q) in enumerate(cells):
             if r + s <= h and q + s <= w:
-                delta[:, :, r:r + s, q:q + s] += pattern * signs[:, k * c:(k + 1) * c, None, None]
+                shape = oriented(pattern, draws[:, len(cells) * c + k])
+                delta[:, :, r:r + s, q:q + s] += shape * signs[:, k * c:(k + 1) * c, None, None]
         delta = delta / flat_norm(delta, "L2").clamp_min(1e-12).view(view)
         x_best = (x + self.eps * delta).clamp(0.0, 1.0)
 
@@ -217,7 +234,7 @@ class Square(Attack):
             xx = x[rows]
             current = x_best[rows] - xx
             if s not in patterns:
-                patterns[s] = centre_pattern(s, x.device, x.dtype)
+                patterns[s] = l2_pattern(s, x.device, x.dtype)
                 bounds[s] = torch.tensor([[h - s + 1, w - s + 1, h - s + 1, w - s + 1]], device=x.device)
             limits = bounds[s]
             where = point_integers(index[rows], 4, limits, self.seed, 1000 + iterations)
@@ -234,8 +251,9 @@ class Square(Attack):
             both[at2] = 1.0
             windows_norm = (current * both).square().sum(dim=(-2, -1), keepdim=True).sqrt()
             image_norm = flat_norm(current, "L2").view(view)
-            sign = point_integers(index[rows], c, 2, self.seed, 50000 + iterations).to(x.dtype) * 2 - 1
-            fresh = patterns[s] * sign[:, :, None, None] + old / (old_norm + 1e-12)
+            draws = point_integers(index[rows], c + 1, 2, self.seed, 50000 + iterations)  # c signs, a transpose
+            sign = draws[:, :c].to(x.dtype) * 2 - 1
+            fresh = oriented(patterns[s], draws[:, c]) * sign[:, :, None, None] + old / (old_norm + 1e-12)
             budget = ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
             fresh = fresh / (fresh.square().sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-12) * budget
             current[at2] = 0.0

@@ -222,6 +222,23 @@ def test_square_speculative_proposals_change_nothing(tiny_classifier, norm, eps)
         attacks.Square(forward_batch=-1)
 
 
+@pytest.mark.parametrize("side", [1, 2, 3, 5, 6, 8, 9, 16, 31])
+def test_square_l2_window_pattern_is_the_references(side, monkeypatch):
+    """pyautoattack's L2 Square perturbs a window with two halves of opposite sign (nested rectangles),
+    transposed with probability ½: ours, with either orientation, equals its ``eta`` exactly."""
+    from pyautoattack.square import SquareAttack
+
+    from attacks.square import l2_pattern, oriented
+
+    reference = SquareAttack(torch.nn.Identity(), norm="L2", device="cpu")
+    for transposed in (0, 1):
+        monkeypatch.setattr(torch, "rand", lambda *a, _t=transposed, **k: torch.full((1,), float(_t)))
+        expected = reference.eta(side).double()
+        ours = oriented(l2_pattern(side, torch.device("cpu"), torch.float64), torch.tensor([transposed]))[0, 0]
+        assert torch.allclose(ours, expected, atol=1e-7), (side, transposed)
+        monkeypatch.undo()
+
+
 # ---------------------------------------------------------------- evaluate
 
 
