@@ -88,12 +88,12 @@ class DistillationObjective(Objective):
     def bind(self, context: TrainingContext) -> None:
         """Called by the trainer at every start: set up the teacher cache for its training batches (none where
         the method's teacher logits depend on the batch, e.g. R2KD's pruned copy with batch statistics)."""
+        if not self.distiller.teacher_is_cacheable():
+            return
         loader = context.train_batches
         classes = context.dataset.num_classes
         size = TeacherCache.bytes_needed(loader.num_samples, loader.num_views, classes, self.device)
         budget = CACHE_BUDGET_BYTES.get(self.device.type, 0)
-        if not self.distiller.teacher_is_cacheable():
-            return
         if self.cache_mode == "always" or (self.cache_mode == "auto" and size <= budget):
             self.cache = TeacherCache(loader.num_samples, loader.num_views, classes, self.device)
 

@@ -104,12 +104,11 @@ class R2KD(Distiller):
             pruned = pruned.to(memory_format=torch.channels_last)
         for parameter in pruned.parameters():
             parameter.requires_grad_(False)
-        self.pruned = pruned
+        self.pruned = pruned.train(self.options.pruned_batchnorm == "train")  # released: batch statistics
 
     def teacher_forward(self, teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         if self.pruned is None:
             raise RuntimeError("R2KD.attach(teacher) must run before training")
-        self.pruned.train(self.options.pruned_batchnorm == "train")
         w = self.options.prune_weight
         return w * _at_least_fp32(teacher(images)) + (1.0 - w) * _at_least_fp32(self.pruned(images))
 

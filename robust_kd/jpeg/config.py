@@ -33,10 +33,11 @@ class JpegConfig:
         return {"alpha": self.alpha, "window": self.window, "bits": self.bits, "quality": self.quality,
                 "table_min": self.table_min, "table_max": self.table_max, "chroma_offset": self.chroma_offset}
 
-    def checks(self, model: str = "") -> list[tuple[bool, str]]:
+    def checks(self, model: str = "", plain: str = "") -> list[tuple[bool, str]]:
         """(condition, message if it fails) for each rule; the training config raises the first failure.
-        ``model`` names the model trained: the pretrained plain model is asked for a ``jpegdl_*`` one only."""
-        plain = model.removeprefix("jpegdl_")
+        ``model`` names the model trained and ``plain`` its architecture without the JPEG layer: the
+        pretrained plain model is asked for a ``jpegdl_*`` one only."""
+        plain = plain or model
         return [
             (self.alpha > 0 and self.window >= 1 and 2 <= self.bits <= 16,
              "jpeg.alpha must be positive, jpeg.window at least 1 and jpeg.bits in 2..16"),

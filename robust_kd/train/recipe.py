@@ -80,7 +80,7 @@ class TrainConfig:
             (all(m >= 0 for m in self.schedule.milestones), "schedule.milestones must not be negative"),
             (self.schedule.min_lr >= 0, "schedule.min_lr must not be negative"),
             (0 <= self.augment.crop_padding <= 16, "augment.crop_padding must lie in 0..16"),
-            *self.jpeg.checks(self.model),
+            *self.jpeg.checks(self.model, plain_architecture(self.model)),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
         ]
