@@ -23,9 +23,10 @@ from .iterative import IterativeAttack
 from .memory import out_of_memory
 from .pgd import PGD
 from .precision import PRECISIONS, check_precision, full_float32, slow_here
-from .prepare import prepared
+from .prepare import ENGINES, prepared
 from .progress import Progress
 from .provenance import model_fingerprint, tensors_fingerprint
+from .reference import cross_check, cross_check_words, reference_suite
 from .results import AttackRecord, EvaluationResult, Flag, convergence_words, eps_label
 from .square import Square
 from .suites import (ATTACKS, DEFAULT_EPS, SUITES, Suite, SuiteStep, build_suite, list_suites, make_attack,
@@ -42,6 +43,8 @@ __all__ = [
     "SUITES", "DEFAULT_EPS", "Suite", "SuiteStep", "build_suite", "list_suites", "register_suite", "suite_from_mapping",
     "evaluate", "Progress", "EvaluationResult", "AttackRecord", "Flag", "convergence_words", "eps_label",
     "adversarial_examples", "transfer_matrix", "prepared",
+    # the reference engine (pyautoattack, torchattacks) and the comparison with it
+    "ENGINES", "reference_suite", "cross_check", "cross_check_words",
     # devices, precision, provenance
     "auto_batch_size", "model_device", "PRECISIONS", "check_precision", "full_float32", "slow_here",
     "model_fingerprint", "tensors_fingerprint", "out_of_memory",

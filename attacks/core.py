@@ -3,7 +3,7 @@ the :class:`Attack` base class with its uniform call ``attack(model, x, y) -> x_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, ClassVar
 
 import torch
@@ -196,6 +196,15 @@ class Attack:
         finally:
             for module in training:
                 module.training = True
+
+    @property
+    def iterative(self) -> bool:
+        """Whether it takes ``steps`` (the convergence check reruns the first such step with more)."""
+        return "steps" in self.__dataclass_fields__
+
+    def more_steps(self, factor: int) -> "Attack":
+        """The same attack with ``factor`` times the steps and its next seed (the convergence probe)."""
+        return replace(self, steps=factor * self.steps, seed=self.seed + 1)
 
     def classes_needed(self) -> int:
         """The fewest classes a model may have for this attack."""

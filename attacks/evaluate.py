@@ -66,6 +66,7 @@ def evaluate(
     channels_last: bool | None = None,
     fold_batchnorm: bool = True,
     precision: str = "fp32",
+    engine: str = "ours",
     **suite_context: Any,
 ) -> EvaluationResult | list[EvaluationResult]:
     """Evaluate ``model`` (images in [0, 1] → logits) on ``x``, ``y`` with ``suite``.
@@ -117,6 +118,11 @@ def evaluate(
 
     ``precision``: ``"fp32"`` (default) or ``"bf16"``: the attacks' passes under bfloat16 autocast,
     the verdicts in float32, the convergence check in float32 (:mod:`attacks.precision`).
+
+    ``engine``: ``"ours"`` (default) or ``"reference"``: every step computed by the package it comes
+    from (pyautoattack for APGD, APGD-T, FAB-T and Square; torchattacks for PGD, FGSM and CW) on the same
+    batches, with the model as given (no folding, the plain layout, fp32); the verdicts, state and
+    flags stay ours (:mod:`attacks.reference`). A step no reference computes is an error.
     """
     check_precision(precision)
     eps = eps_values(eps)
@@ -128,8 +134,10 @@ def evaluate(
         eps=eps, norm=norm, n=n, seed=seed, batch_size=batch_size,
         state_path=None if state_path is None else Path(state_path), progress=progress, keep_examples=keep_examples,
         sanity_checks=sanity_checks, convergence_check=convergence_check, bpda=bpda,
-        gradient_views=dict(gradient_views or {}), shard=shard, channels_last=channels_last,
-        fold_batchnorm=fold_batchnorm, precision=precision, suite_context=suite_context)
+        gradient_views=dict(gradient_views or {}), shard=shard,
+        fold_batchnorm=fold_batchnorm and engine != "reference", precision=precision, suite_context=suite_context,
+        # the reference attacks the model as given: its own layout, no folded copy
+        channels_last=False if engine == "reference" else channels_last, engine=engine)
     if isinstance(eps, list):
         return _curve(model, x, y, suite, options, eps)
     return _evaluate(model, x, y, suite, options)

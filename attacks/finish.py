@@ -12,6 +12,7 @@ from . import checks
 from .adaptive import BPDA
 from .pgd import PGD
 from .provenance import device_name, versions
+from .reference import computed_by
 from .results import AttackRecord, EvaluationResult, Flag
 from .run import EvaluationRun
 from .shard import gather, owns
@@ -120,12 +121,12 @@ def convergence_check(run: EvaluationRun) -> tuple[list[Flag], dict[str, Any]]:
 
 
 def _probe_convergence(run: EvaluationRun) -> tuple[Flag | None, dict[str, Any]]:
-    step = next((s for s in run.built.steps if s.kind in WHITE_BOX_KINDS and "steps" in s.attack.__dataclass_fields__),
+    step = next((s for s in run.built.steps if s.kind in WHITE_BOX_KINDS and s.attack.iterative),
                 None)
     survivors = [i for i in range(run.total) if run.state.robust[i]]
     if step is None:
         return None, {"attack": None, "reason": "the suite has no iterative white-box attack"}
-    probe = replace(step.attack, steps=checks.CONVERGENCE_FACTOR * step.attack.steps, seed=step.attack.seed + 1)
+    probe = step.attack.more_steps(checks.CONVERGENCE_FACTOR)
     if not survivors:
         return None, {"attack": step.label, "probe": probe.describe(), "points": 0, "survivors": 0, "broken": 0,
                       "estimated_overstatement": 0.0}
@@ -167,5 +168,5 @@ def result(run: EvaluationRun, records: list[AttackRecord], flags: list[Flag], c
         points={"label": run.y.tolist(), "clean_correct": clean_correct, "robust": list(state.robust),
                 "broken_by": list(state.broken_by)},
         convergence=convergence, x_adv=run.kept, precision=options.precision, computed_with=computed_with,
-        caveat=run.built.caveat,
+        caveat=run.built.caveat, engine=options.engine, computed_by=computed_by(run.built),
     )

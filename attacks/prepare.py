@@ -21,6 +21,7 @@ from .fold import PROBE_POINTS, fold_for_evaluation
 from .inputs import count, images_and_labels
 from .layout import channels_last as channels_last_layout
 from .provenance import tensors_fingerprint
+from .reference import reference_suite
 from .shard import Shard
 from .suites import Suite, SuiteStep, build_suite, repeated_labels
 
@@ -48,6 +49,10 @@ class Options:
     fold_batchnorm: bool = True
     precision: str = "fp32"
     suite_context: Mapping[str, Any] = field(default_factory=dict)
+    engine: str = "ours"
+
+
+ENGINES = ("ours", "reference")   # reference: the steps computed by pyautoattack / torchattacks (attacks.reference)
 
 
 def checked_data(model: nn.Module, x: Any, y: Any, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +85,10 @@ def check_options(options: Options) -> None:
                               f"attacks.EOT(model, 8)), got {type(view).__name__}")
     if options.batch_size is not None:
         count("batch_size", options.batch_size)
+    if options.engine not in ENGINES:
+        raise AttackError(f"engine must be one of {', '.join(ENGINES)}, got {options.engine!r}")
+    if options.engine == "reference" and options.precision != "fp32":
+        raise AttackError("the reference engine computes in fp32 only (precision='fp32'); bf16 is our engine's option")
 
 
 @contextlib.contextmanager
@@ -152,7 +161,7 @@ def built_suite(suite: Any, options: Options, num_classes: int, views: Mapping[s
     if repeated:
         raise AttackError(f"suite '{built.name}' has more than one step labelled {', '.join(repeated)}; "
                           "give each step its own label")
-    return built
+    return reference_suite(built) if options.engine == "reference" else built
 
 
 def evaluation_key(built: Suite, options: Options, x: torch.Tensor, y: torch.Tensor, fingerprint: str,
@@ -161,7 +170,7 @@ def evaluation_key(built: Suite, options: Options, x: torch.Tensor, y: torch.Ten
     this evaluation's."""
     key = {"suite": built.name, "steps": [s.label for s in built.steps], "eps": options.eps, "norm": options.norm,
            "seed": options.seed, "n": len(y), "data": tensors_fingerprint([x, y]), "bpda": options.bpda is not None,
-           "model": fingerprint, "precision": options.precision,
+           "model": fingerprint, "precision": options.precision, "engine": options.engine,
            "settings": [s.attack.result_settings() for s in built.steps]}
     if shard[1] > 1:
         key["shard"] = list(shard)

@@ -86,6 +86,8 @@ class EvaluationResult:
     # the versions that computed its parts (a resumed one may have several)
     computed_with: list[str] = field(default_factory=list)
     caveat: str = ""   # the suite's: what its numbers must not be read as (e.g. a reduced AutoAttack)
+    engine: str = "ours"   # or "reference": the steps computed by their reference packages (attacks.reference)
+    computed_by: dict[str, str] = field(default_factory=dict)   # step label → the package that computed it
     x_adv: torch.Tensor | None = None  # adversarial examples (where kept), not serialised
 
     def __repr__(self) -> str:
