@@ -214,13 +214,14 @@ def _safe(text: str) -> str:
 
 
 def results_stem(suite: str, norm: str, eps: list[float] | None, n: int, seed: int, data: str = "",
-                 checkpoint: str = "", precision: str = "fp32") -> str:
+                 checkpoint: str = "", precision: str = "fp32", engine: str = "ours") -> str:
     """The results file's name: every setting that changes the numbers and that a rerun must not mix
     up (``data``: only when it is not the model's own; ``checkpoint``: only when not the run's last.pt;
-    ``precision``: only when not fp32). A name too long for a file system (a long suite name, many
-    radii) keeps its start and a digest of the rest (paths.fit_name)."""
+    ``precision``: only when not fp32; ``engine``: only when not ours). A name too long for a file system
+    (a long suite name, many radii) keeps its start and a digest of the rest (paths.fit_name)."""
     eps_text = "default" if eps is None else "_".join(attacks.eps_label(e, norm).replace("/", "-") for e in eps)
-    extra = "".join(f"-{_safe(part)}" for part in (data, checkpoint, "" if precision == "fp32" else precision) if part)
+    parts = (data, checkpoint, "" if precision == "fp32" else precision, "" if engine == "ours" else engine)
+    extra = "".join(f"-{_safe(part)}" for part in parts if part)
     return fit_name(f"{_safe(suite)}-{norm}-{eps_text}-n{n}-seed{seed}{extra}")
 
 
@@ -241,6 +242,8 @@ class AttackRun:
     convergence_check: bool = True
     save_examples: bool = False     # the broken points' adversarial examples, as .npz and a figure (examples_out)
     precision: str = "fp32"         # what the attacks compute in (attacks.precision); verdicts stay float32
+    engine: str = "ours"            # or "reference": pyautoattack / torchattacks compute the steps (attacks.reference)
+    cross_check: bool = False       # also evaluate with the other engine and list the verdicts that differ
 
     def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
@@ -256,6 +259,9 @@ class AttackRun:
             check_precision(self.precision)
         except AttackError as err:
             raise UserError(f"--{err}") from None
+        if self.precision != "fp32" and (self.engine == "reference" or self.cross_check):
+            raise UserError("--engine reference and --cross-check compute in fp32 only; drop --precision "
+                            f"{self.precision}")
         if self.suite == "transfer" and not is_jpegdl(self.target.model):
             raise UserError("suite 'transfer' attacks a jpegdl_* model with examples made on its twin without the JPEG "
                             "layer; for other models use robust-kd transfer --source A,B --target C,D")
@@ -274,7 +280,7 @@ class AttackRun:
         name = suite_name(self.suite)
         other_data = points.data if self.data is not None and self.data != self.target.data else ""
         stem = results_stem(name, self.norm, self.eps, len(points.y), self.seed, other_data, self.target.checkpoint_tag,
-                            self.precision)
+                            self.precision, self.engine)
         slow = slow_here(self.precision, device)
         if slow is not None:
             notify(slow)
@@ -307,11 +313,13 @@ class AttackRun:
             on_variant(variant.label, variant.note)
             results = self._evaluate(model, points, variant, state_dir / f"{stem}.{variant.label}.json", progress,
                                      notify)
-            for result in results if isinstance(results, list) else [results]:
+            checks = self._cross_checks(results, model, points, variant, state_dir / f"{stem}.{variant.label}",
+                                        progress, on_variant, notify)
+            for result, check in zip(results if isinstance(results, list) else [results], checks):
                 saved = self._save_examples(result, points, model, device, out_dir, f"{stem}.{variant.label}",
                                             notify)
                 evaluations.append({"variant": variant.label, "variant_note": variant.note, **result.to_dict(),
-                                    **saved})
+                                    **saved, **check})
             content = self._content(points, evaluations, time.perf_counter() - started, device,
                                     pending=[v.label for v in variants[k + 1:]])
             if distributed.is_main():
@@ -333,15 +341,38 @@ class AttackRun:
                    "without --save-examples (or their saved examples were damaged); add --fresh to attack them again")
         return saved
 
-    def _evaluate(self, model, points, variant, state_path, progress, notify):
+    def _cross_checks(self, results, model, points, variant, state_stem: Path, progress, on_variant,
+                      notify) -> list[dict[str, Any]]:
+        """With ``cross_check``: the same evaluation by the other engine (its own state file), and per eps
+        the verdicts that differ (``attacks.cross_check``), kept in the evaluation as ``cross_check``."""
+        results = results if isinstance(results, list) else [results]
+        if not self.cross_check:
+            return [{} for _ in results]
+        other = "reference" if self.engine == "ours" else "ours"
+        on_variant(f"{variant.label}, cross-check", f"the same evaluation by the {other} engine")
+        others = self._evaluate(model, points, variant, state_stem.with_name(f"{state_stem.name}.{other}.json"),
+                                progress, notify, engine=other, keep=False)
+        checks = []
+        for result, twin in zip(results, others if isinstance(others, list) else [others]):
+            ours, reference = (result, twin) if self.engine == "ours" else (twin, result)
+            check = attacks.cross_check(ours, reference)
+            if check["differ"]:
+                result.flags.append(attacks.Flag("engines_disagree", attacks.cross_check_words(check),
+                                                 {"differ": len(check["differ"])}))
+            checks.append({"cross_check": check})
+        return checks
+
+    def _evaluate(self, model, points, variant, state_path, progress, notify, engine: str | None = None,
+                  keep: bool = True):
         batch_size = self.batch_size or attacks.auto_batch_size(attacks.model_device(model))
         while True:
             try:
                 eps = self.eps if len(self.eps) > 1 else self.eps[0]
                 return attacks.evaluate(model, points.x, points.y, self.suite, eps=eps, norm=self.norm,
                                         seed=self.seed, batch_size=batch_size, state_path=state_path,
-                                        progress=progress, keep_examples=self.save_examples,
+                                        progress=progress, keep_examples=self.save_examples and keep,
                                         convergence_check=self.convergence_check, precision=self.precision,
+                                        engine=engine or self.engine,
                                         **({"eot": self.eot} if self.eot else {}), **variant.context)
             except RuntimeError as err:
                 if not attacks.out_of_memory(err):
@@ -381,6 +412,7 @@ class AttackRun:
             "seed": self.seed,
             "device": str(device),
             "precision": self.precision,
+            "engine": self.engine,
             "processes": distributed.world_size(),
             "seconds": seconds,
             "flags": sorted({f["code"] for e in evaluations for f in e["flags"]}),

@@ -645,3 +645,66 @@ def test_a_file_system_without_locks_runs_unlocked(tmp_path, monkeypatch):
     with one_at_a_time(tmp_path / "b.lock", "busy"):     # not a reason to refuse the run
         entered.append(True)
     assert entered == [True]
+
+
+def _small_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "small.yaml"
+    suite.write_text("name: small\nattacks:\n  - {attack: apgd, label: apgd-ce, steps: 10}\n"
+                     "  - {attack: square, queries: 50}\n")
+    return suite
+
+
+def test_reference_engine_and_cross_check_through_the_cli_and_the_report(capsys, trained_runs, tmp_path):
+    args = ["attack", "--model", "resnet8", "--suite", str(_small_suite(tmp_path)), "--n", "16", "--runs-dir",
+            str(trained_runs), "--device", "cpu", "--eps", "0.05"]
+    code, out, err = run(capsys, *args, "--engine", "reference", "--cross-check")
+    assert code == 0, err
+    results = Path(out.strip().splitlines()[-1].removeprefix("results: "))
+    assert results.name.endswith("-reference.json")
+    content = json.loads(results.read_text())
+    evaluation = content["evaluations"][0]
+    assert content["engine"] == evaluation["engine"] == "reference"
+    assert evaluation["computed_by"]["apgd-ce"].startswith("pyautoattack")
+    check = evaluation["cross_check"]
+    assert check["points"] == 16 and check["reference"]["robust_accuracy"] == evaluation["robust_accuracy"]
+    assert "computed by the reference packages" in out and "cross-check [model, eps 0.05]: ours " in out
+    # our engine's own file is another one; the cross-check's state for ours went beside the reference's
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["engine"] == "ours" and "cross_check" not in json.loads(out)["evaluations"][0]
+    # what the reference cannot compute, in one line: a JPEG-DL model's steps through BPDA views
+    code, out, err = run(capsys, *[a if a != "resnet8" else "jpegdl_resnet8" for a in args], "--engine", "reference")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err
+    assert last.startswith("robust-kd: error: the reference engine cannot"), err
+    assert "'apgd-ce [bpda-identity]'" in last
+    code, out, err = run(capsys, *args, "--engine", "reference", "--precision", "bf16")
+    assert code == 2 and "fp32 only" in err
+
+
+def test_a_verdict_the_engines_disagree_on_is_flagged_and_named_in_the_report(capsys, trained_runs, tmp_path,
+                                                                           monkeypatch):
+    """A reference that breaks nothing (its APGD returns the clean images): every point our APGD broke
+    must be named, in the terminal and in the report."""
+    from attacks import reference
+
+    monkeypatch.setitem(reference.TRANSLATIONS, "apgd", lambda a: ("a reference that breaks nothing",
+                                                                   lambda model, x, y: x.clone()))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("resnet8_synthetic_quick_seed0",):
+        (runs / name).symlink_to(trained_runs / name, target_is_directory=True)
+    suite = {"name": "apgd-only", "attacks": [{"attack": "apgd", "label": "apgd-ce", "steps": 10}]}
+    (tmp_path / "apgd.yaml").write_text(yaml.safe_dump(suite))
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", str(tmp_path / "apgd.yaml"), "--n", "16",
+                         "--runs-dir", str(runs), "--device", "cpu", "--eps", "0.1", "--cross-check", "--json")
+    assert code == 0, err
+    evaluation = json.loads(out)["evaluations"][0]
+    broken = [i for i, b in enumerate(evaluation["points"]["broken_by"]) if b == "apgd-ce"]
+    assert broken and [d["index"] for d in evaluation["cross_check"]["differ"]] == broken
+    assert "engines_disagree" in [f["code"] for f in evaluation["flags"]]
+    code, out, err = run(capsys, "report", str(runs), "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert f"#{broken[0]} (ours: broken by apgd-ce; reference: robust)" in page
+    assert "Cross-checks against the reference packages" in page

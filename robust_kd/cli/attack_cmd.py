@@ -157,11 +157,19 @@ class _VariantProgress:
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="What the attacks compute in. bf16 is 2-3x faster per pass on GPUs and on CPUs with AMX or "
                    "AVX512-BF16; verdicts are still decided in fp32, and the convergence check runs in fp32.")
+@click.option("--engine", type=click.Choice(["ours", "reference"]), default="ours", show_default=True,
+              help="Who computes the attacks: ours (faster), or the reference packages (pyautoattack for APGD, "
+                   "APGD-T, FAB-T and Square; torchattacks for PGD, FGSM and CW) on the same batches, with our "
+                   "verdicts, resume and results file (named ...-reference.json).")
+@click.option("--cross-check", is_flag=True,
+              help="Also run the other engine on the same points and report both robust accuracies, both times "
+                   "and every point whose verdict differs (flag engines_disagree).")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and attacks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of tables.")
 def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: int | None, data: str | None,
            data_root: str | None, batch_size: int | None, seed: int, device: str, runs_dir: str, eot: int, fresh: bool,
-           convergence_check: bool, save_examples: bool, precision: str, list_suites: bool, as_json: bool) -> None:
+           convergence_check: bool, save_examples: bool, precision: str, engine: str, cross_check: bool,
+           list_suites: bool, as_json: bool) -> None:
     """Evaluate robustness with an attack suite, the AutoAttack way (per-point worst case).
 
     Results go to <run>/attacks/<suite>-<norm>-<eps>-n<N>-seed<S>.json as the evaluation goes;
@@ -198,7 +206,7 @@ def attack(model_spec: str | None, suite: str, eps: str | None, norm: str, n: in
     resolve_device(device)                   # a device this machine lacks: said before any work
     target = resolve_model(model_spec, runs_dir)
     run = AttackRun(target, source, eps_values, norm, n, seed, batch_size, data, data_root, device,
-                    fresh, eot, convergence_check, save_examples, precision)
+                    fresh, eot, convergence_check, save_examples, precision, engine, cross_check)
     progress = _VariantProgress()
     console.stderr().print(f"{target.name}: {target.source}", markup=False)
     try:
@@ -224,7 +232,8 @@ def _pct(value: float) -> str:
 
 def _precision_words(content: dict[str, Any]) -> str:
     precision = content.get("precision", "fp32")
-    return "" if precision == "fp32" else f", attacks in {precision}, verdicts in fp32"
+    engine = ", computed by the reference packages" if content.get("engine", "ours") == "reference" else ""
+    return engine + ("" if precision == "fp32" else f", attacks in {precision}, verdicts in fp32")
 
 
 def _print_results(content: dict[str, Any]) -> None:
@@ -253,6 +262,8 @@ def _print_results(content: dict[str, Any]) -> None:
         line = attacks.convergence_words(e.get("convergence"))
         if line:
             print_line(f"convergence [{e['variant']}, eps {e['eps']}]: {line}")
+        if e.get("cross_check"):
+            print_line(f"cross-check [{e['variant']}, eps {e['eps']}]: {attacks.cross_check_words(e['cross_check'])}")
     for e in content["evaluations"]:
         for flag in e["flags"]:
             console.stdout().print(f"FLAG [{e['variant']}, eps {e['eps']}] {flag['code']}: {flag['message']}",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from attacks import convergence_words, eps_label
+from attacks import convergence_words, cross_check_words, eps_label
 
 from . import figures
 from .collect import ReportData, RunRecord
@@ -26,6 +26,7 @@ FLAG_WORDS = {
     "non_deterministic": "the model gave different outputs for the same input",
     "adversarial_examples_outside_the_ball": "an adversarial example left the eps-ball or [0, 1]",
     "nonfinite_outputs": "the model returned NaN or inf on adversarial examples (counted as broken)",
+    "engines_disagree": "our engine and the reference packages gave some points different verdicts",
     "not_converged": "the suite's first attack with 5x the steps broke points the suite left robust: not converged",
     "resumed_across_versions": "parts of the evaluation were computed by different versions of robust-kd or torch",
 }
@@ -124,7 +125,8 @@ def _evaluations(run: RunRecord):
 
 def _precision_note(ev: dict) -> str:
     precision = ev.get("precision", "fp32")
-    return "" if precision == "fp32" else f"; attacks in {precision}"
+    engine = "; reference engine" if ev.get("engine", "ours") == "reference" else ""
+    return engine + ("" if precision == "fp32" else f"; attacks in {precision}")
 
 
 def _row_key(run: RunRecord, result: dict[str, Any], ev: dict[str, Any]) -> tuple:
@@ -146,7 +148,7 @@ def _row_names(data: ReportData) -> dict[tuple[int, int], str]:
 
 
 def robustness_section(data: ReportData) -> Section | None:
-    rows, breakdown, flags, checked = [], [], [], []
+    rows, breakdown, flags, checked, crossed = [], [], [], [], []
     names = _row_names(data)
     for run in data.runs:
         for result, ev in _evaluations(run):
@@ -161,6 +163,9 @@ def robustness_section(data: ReportData) -> Section | None:
             if ev.get("convergence"):
                 checked.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
                                f"{convergence_words(ev['convergence'])}")
+            if ev.get("cross_check"):
+                crossed.append(f"{name} · {variant} · {result.get('suite', '')} · eps {ev.get('eps', '')}: "
+                               f"{cross_check_words(ev['cross_check'])}")
             for flag in ev.get("flags", []):
                 code = flag.get("code", "")
                 words = FLAG_WORDS.get(code, code.replace("_", " "))
@@ -192,6 +197,10 @@ def robustness_section(data: ReportData) -> Section | None:
         paragraphs.append("Convergence checks (the suite's first iterative attack again with 5x the steps, on up to "
                           "32 of the points the suite left robust):")
         paragraphs += checked
+    if crossed:
+        paragraphs.append("Cross-checks against the reference packages (pyautoattack, torchattacks) on the same points "
+                          "(robust accuracy and time of each engine; the points whose verdicts differ):")
+        paragraphs += crossed
     return Section("Robustness", paragraphs, [
         table(["run", "variant", "suite", "norm", "eps", "data", "points", "seed", "clean acc", "robust acc", "device"],
               rows, "Clean and robust accuracy"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
-from attacks import convergence_words
+from attacks import convergence_words, cross_check_words
 
 from ..errors import UserError
 from ..yamlfile import read_yaml_file
@@ -115,6 +115,11 @@ def attack_problem(result: dict[str, Any]) -> str | None:
                 convergence_words(ev["convergence"])
             except (KeyError, TypeError, ValueError):
                 return f"{where}: 'convergence' lacks the fields of a convergence check"
+        if ev.get("cross_check"):
+            try:
+                cross_check_words(ev["cross_check"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return f"{where}: 'cross_check' lacks the fields of a cross-check"
     return None
 
 
