@@ -96,14 +96,21 @@ class APGDProblem:
     eps: float
     norm: str
     group: torch.Tensor | None = None
+    eot: int = 1        # passes whose gradients are averaged (a randomised model: EOT, as AutoAttack's eot_iter)
 
     def evaluate(self, points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits, gradient of the loss) at ``points``, the iterates of ``rows``."""
+        """(loss, logits, gradient of the loss) at ``points``, the iterates of ``rows``; with ``eot`` > 1 the
+        gradient is the mean over that many passes and the loss and logits are the last pass's, as the reference."""
         points = points.detach().requires_grad_(True)
-        logits = self.model(points)
-        values = self.loss(logits.float(), self.y[rows], self.target[rows])
-        (grad,) = torch.autograd.grad(values.sum(), points)
-        return values.detach(), logits.detach(), grad.detach()
+        total = None
+        for _ in range(self.eot):
+            logits = self.model(points)
+            values = self.loss(logits.float(), self.y[rows], self.target[rows])
+            (grad,) = torch.autograd.grad(values.sum(), points)
+            total = grad if total is None else total + grad
+        if self.eot > 1:
+            total = total / float(self.eot)
+        return values.detach(), logits.detach(), total.detach()
 
     def retire(self, run: APGDRun, wrong: torch.Tensor) -> None:
         """Record the active points misclassified at their current iterate, as the evaluation's judge
@@ -221,6 +228,7 @@ class APGD(Attack):
     restarts: int = 1
     rho: float = 0.75
     loss: Literal["ce", "dlr"] = "ce"
+    eot: int = 1     # gradients averaged over this many passes (AutoAttack 'rand': 20, for randomised defences)
 
     def classes_needed(self) -> int:
         return 3 if self.loss == "dlr" else 2
@@ -242,7 +250,8 @@ class APGD(Attack):
                 if todo.numel() == 0:
                     break
                 with work.part(restart, restarts):
-                    problem = APGDProblem(model, x[todo], y[todo], index[todo], loss, y[todo], self.eps, self.norm)
+                    problem = APGDProblem(model, x[todo], y[todo], index[todo], loss, y[todo], self.eps, self.norm,
+                                          eot=self.eot)
                     x_adv, broken = apgd(problem, steps=self.steps, rho=self.rho, seed=self.seed,
                                          stream=11 + restart)
                 best[todo] = x_adv

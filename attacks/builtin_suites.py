@@ -1,4 +1,4 @@
-"""The named suites: fast, pgd, autoattack, blackbox, transfer, adaptive.
+"""The named suites: fast, pgd, autoattack (and its plus and rand versions), blackbox, transfer, adaptive.
 
 Builders take eps, norm, seed, num_classes and optional context (``surrogates`` for transfer;
 ``views`` for adaptive: {label: model → model wrapper}). Attacks a suite needs but this version
@@ -93,6 +93,37 @@ def autoattack(*, eps: float, norm: str, seed: int, num_classes: int,
         SuiteStep("apgd-t", make_attack("apgd-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
         SuiteStep("fab-t", make_attack("fab-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
         SuiteStep("square", make_attack("square", eps=eps, norm=norm, seed=seed, queries=5000), kind="black-box"),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("autoattack_plus")
+def autoattack_plus(*, eps: float, norm: str, seed: int, num_classes: int,
+                    surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """AutoAttack, version 'plus': APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5 restarts),
+    Square (5000 queries), APGD-T and FAB-T (9 targets each), in that order."""
+    _need("apgd", "apgd-t", "fab", "fab-t", "square")
+    targets = max(min(9, num_classes - 1), 1)
+    return Suite("autoattack_plus", [
+        SuiteStep("apgd-ce", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="ce", restarts=5)),
+        SuiteStep("apgd-dlr", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="dlr", restarts=5)),
+        SuiteStep("fab", make_attack("fab", eps=eps, norm=norm, seed=seed, steps=100, restarts=5)),
+        SuiteStep("square", make_attack("square", eps=eps, norm=norm, seed=seed, queries=5000), kind="black-box"),
+        SuiteStep("apgd-t", make_attack("apgd-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
+        SuiteStep("fab-t", make_attack("fab-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
+        *_transfer_steps(eps, norm, seed, surrogates),
+    ])
+
+
+@register_suite("autoattack_rand")
+def autoattack_rand(*, eps: float, norm: str, seed: int, num_classes: int,
+                    surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
+    """AutoAttack, version 'rand', for randomised defences: APGD-CE and APGD-DLR, each averaging its
+    gradients over 20 passes (EOT) at every step."""
+    _need("apgd")
+    return Suite("autoattack_rand", [
+        SuiteStep("apgd-ce", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="ce", eot=20)),
+        SuiteStep("apgd-dlr", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="dlr", eot=20)),
         *_transfer_steps(eps, norm, seed, surrogates),
     ])
 

@@ -15,7 +15,7 @@ from .inputs import images_and_labels
 from .settings import wrong_setting
 
 NORMS = ("Linf", "L2")
-COUNTS = ("steps", "restarts", "queries", "targets", "search_steps")  # settings that must be at least 1
+COUNTS = ("steps", "restarts", "queries", "targets", "search_steps", "eot")  # settings that must be at least 1
 
 
 # ---------------------------------------------------------------- geometry

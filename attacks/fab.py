@@ -1,6 +1,8 @@
 """FAB-T: the targeted Fast Adaptive Boundary attack (Croce and Hein, ICML 2020), as AutoAttack's
 'standard' version runs it (targets: the 2nd … 10th highest clean logits, 100 iterations, no
-random start, α_max 0.1, η 1.05, β 0.9).
+random start, α_max 0.1, η 1.05, β 0.9); and FAB, the untargeted attack of its 'plus' version (at
+each iteration the class whose linearised boundary is nearest; 5 restarts, the later ones from a
+random point at half the radius).
 
 Each iteration linearises the decision boundary between the true class y and the target t at the
 current iterate x₁, {x : w·x = b} with w = ∇(z_t − z_y) and b = w·x₁ − (z_t − z_y), and projects
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import inflight, verdict
+from . import inflight, verdict, work
 from .core import Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
@@ -83,36 +85,39 @@ def _distance(d: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().amax(dim=1) if norm == "Linf" else d.norm(dim=1)
 
 
-@register_attack
+def linearised_boundary(model: nn.Module, xa: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+                        norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_t − z_y, its gradient) at ``xa`` (which requires grad): towards ``target``, or, without one (untargeted
+    FAB), towards the class whose linearised boundary is nearest in ``norm`` (|z_k − z_y| / ‖∇(z_k − z_y)‖ dual),
+    from every class's gradient, one backward pass each, as the reference computes them."""
+    logits = model(xa).float()
+    rows = torch.arange(xa.shape[0], device=xa.device)
+    if target is not None:
+        difference = logits[rows, target] - logits[rows, y]
+        (grad,) = torch.autograd.grad(difference.sum(), xa)
+        return difference.detach(), grad
+    classes = logits.shape[1]
+    grads = torch.stack([torch.autograd.grad(logits[:, c].sum(), xa, retain_graph=c < classes - 1)[0]
+                         for c in range(classes)], dim=1)
+    with torch.no_grad():
+        differences = logits - logits[rows, y][:, None]
+        slopes = grads - grads[rows, y][:, None]
+        differences[rows, y] = 1e10       # never the true class itself
+        flat = slopes.flatten(2)
+        dual = flat.abs().sum(dim=-1) if norm == "Linf" else flat.pow(2).sum(dim=-1).sqrt()
+        nearest = (differences.abs() / (dual + 1e-12)).argmin(dim=1)
+        return differences[rows, nearest], slopes[rows, nearest]
+
+
 @dataclass
-class FABT(Attack):
-    """Targeted FAB towards each of the ``targets`` highest other classes of the clean logits, one
-    after another or side by side (:mod:`attacks.targets`)."""
+class FABSteps(Attack):
+    """FAB's iterations, shared by the targeted (:class:`FABT`) and untargeted (:class:`FAB`) attacks."""
 
     steps: int = 100
     restarts: int = 1
-    targets: int = 9
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
-    rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
-    name = "fab-t"
-    speed_only = ("rows_per_pass",)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_rows_per_pass(self.name, self.rows_per_pass)
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            order = model(x).float().argsort(dim=1)
-
-        def run(xs, ys, points, target, k, restart, group):
-            return self._run(model, xs, ys, target, points, restart, k, group)
-
-        ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
-        plan = TargetPlan(ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False, kind=self.name)
-        return attack_targets(run, x, y, index, order, plan)
 
     def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int | torch.Tensor) -> torch.Tensor:
         """Restart 0 starts at x₀; later ones at a random point at half the radius, like the reference."""
@@ -142,17 +147,15 @@ class FABT(Attack):
                 run.active = self._step(model, run, x0, y, target, index, group)
         return run.best, run.broken
 
-    def _step(self, model: nn.Module, run: "FABRun", x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+    def _step(self, model: nn.Module, run: "FABRun", x0: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               index: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
         """One iteration on the active rows, updating the run's x1, best, best_distance and broken in
         place; returns the rows still going."""
         view = (-1,) + (1,) * (x0.dim() - 1)
         x1, best, best_distance, broken, active = run.x1, run.best, run.best_distance, run.broken, run.active
         xa = x1[active].detach().requires_grad_(True)
-        logits = model(xa).float()
-        rows = torch.arange(active.numel(), device=x0.device)
-        difference = logits[rows, target[active]] - logits[rows, y[active]]
-        (grad,) = torch.autograd.grad(difference.sum(), xa)
+        difference, grad = linearised_boundary(model, xa, y[active], None if target is None else target[active],
+                                               self.norm)
         with torch.no_grad():
             flat_x1, flat_x0, w = xa.detach().flatten(1), x0[active].flatten(1), grad.flatten(1)
             b = w.mul(flat_x1).sum(dim=1) - difference.detach()
@@ -190,3 +193,54 @@ class FABRun(inflight.RunState):
     x1: torch.Tensor              # the iterate
     active: torch.Tensor          # the rows still going
     step: int = 0
+
+
+@register_attack
+@dataclass
+class FABT(FABSteps):
+    """Targeted FAB towards each of the ``targets`` highest other classes of the clean logits, one
+    after another or side by side (:mod:`attacks.targets`)."""
+
+    targets: int = 9
+    rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
+    name = "fab-t"
+    speed_only = ("rows_per_pass",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_rows_per_pass(self.name, self.rows_per_pass)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            order = model(x).float().argsort(dim=1)
+
+        def run(xs, ys, points, target, k, restart, group):
+            return self._run(model, xs, ys, target, points, restart, k, group)
+
+        ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))
+        plan = TargetPlan(ks, max(self.restarts, 1), self.rows_per_pass, keep_robust=False, kind=self.name)
+        return attack_targets(run, x, y, index, order, plan)
+
+
+@register_attack
+@dataclass
+class FAB(FABSteps):
+    """Untargeted FAB (AutoAttack 'plus'): at each iteration, the boundary of the class nearest under the
+    linearisation (every class's gradient: one backward pass per class); ``restarts`` after the first start at
+    a random point at half the radius, on the points still robust."""
+
+    name = "fab"
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        best = x.clone()
+        with inflight.parts(self.name, best, torch.arange(x.shape[0], device=x.device)) as run:
+            restarts = max(self.restarts, 1)
+            for restart in run.each(restarts):      # resumed after the last finished restart, if any
+                todo = run.todo
+                if todo.numel() == 0:
+                    break
+                with work.part(restart, restarts):
+                    x_adv, broken = self._run(model, x[todo], y[todo], None, index[todo], restart, 0)
+                best[todo] = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), x_adv, best[todo])
+                run.todo = todo[~broken]
+        return best

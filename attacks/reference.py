@@ -85,6 +85,17 @@ def _fab_t(a: Any) -> tuple[str, Runner]:
     return _version("pyautoattack") + " FABAttack_PT (targeted)", run
 
 
+@translates("fab")
+def _fab(a: Any) -> tuple[str, Runner]:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from pyautoattack.fab_pt import FABAttack_PT
+
+        return FABAttack_PT(model, norm=a.norm, n_restarts=a.restarts, n_iter=a.steps, eps=a.eps,
+                            alpha_max=a.alpha_max, eta=a.eta, beta=a.beta, seed=a.seed, targeted=False,
+                            device=x.device).perturb(x, y)
+    return _version("pyautoattack") + " FABAttack_PT (untargeted)", run
+
+
 @translates("square")
 def _square(a: Any) -> tuple[str, Runner]:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -165,3 +165,27 @@ def metrics_history(run: Path) -> list[tuple]:
 
     return [(r["epoch"], r["test_accuracy"], round(r["train_loss"]["ce"], 5))
             for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+@pytest.fixture
+def autoattack_starts(monkeypatch):
+    """Our APGD/APGD-T, drawing their starts as AutoAttack does (torch's global RNG, seeded at each
+    perturb call), so that the trajectories can be compared point for point."""
+    from attacks import apgd as _apgd_module
+
+    def torch_start(x, index, eps, norm, seed, stream):
+        if norm == "Linf":
+            t = 2 * torch.rand(x.shape) - 1
+            return (x + eps * t / t.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+        t = torch.randn(x.shape)
+        return (x + eps * t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)).clamp(0, 1)
+
+    monkeypatch.setattr(_apgd_module, "boundary_start", torch_start)
+    for cls in (_apgd_module.APGD, _apgd_module.APGDT):
+        original = cls.perturb
+
+        def seeded(self, model, x, y, index, _original=original):
+            torch.manual_seed(self.seed)
+            return _original(self, model, x, y, index)
+
+        monkeypatch.setattr(cls, "perturb", seeded)

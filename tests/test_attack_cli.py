@@ -411,7 +411,7 @@ def test_shipped_suite_yaml_files_match_the_registry():
 
     folder = Path(str(resources.files("robust_kd.configs") / "suites"))
     surrogate = torch.nn.Linear(2, 2)
-    for name in ("fast", "pgd", "autoattack", "blackbox"):
+    for name in ("fast", "pgd", "autoattack", "autoattack_plus", "autoattack_rand", "blackbox"):
         data = yaml.safe_load((folder / f"{name}.yaml").read_text())
         context = dict(eps=8 / 255, norm="Linf", seed=3, num_classes=10, surrogates={"twin": surrogate})
         from_yaml = attacks.build_suite(data, **context)

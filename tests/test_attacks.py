@@ -12,7 +12,6 @@ import torch
 import torchattacks
 
 import attacks
-from attacks import apgd as apgd_module
 from attacks.core import flat_norm
 from attacks.provenance import model_fingerprint
 
@@ -76,29 +75,6 @@ def test_pgd_random_start_agrees_with_torchattacks_in_accuracy(tiny_classifier):
 
 
 # ---------------------------------------------------------------- APGD against AutoAttack
-
-
-@pytest.fixture
-def autoattack_starts(monkeypatch):
-    """Our APGD/APGD-T, drawing their starts as AutoAttack does (torch's global RNG, seeded at each
-    perturb call), so that the trajectories can be compared point for point."""
-
-    def torch_start(x, index, eps, norm, seed, stream):
-        if norm == "Linf":
-            t = 2 * torch.rand(x.shape) - 1
-            return (x + eps * t / t.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
-        t = torch.randn(x.shape)
-        return (x + eps * t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-12)).clamp(0, 1)
-
-    monkeypatch.setattr(apgd_module, "boundary_start", torch_start)
-    for cls in (apgd_module.APGD, apgd_module.APGDT):
-        original = cls.perturb
-
-        def seeded(self, model, x, y, index, _original=original):
-            torch.manual_seed(self.seed)
-            return _original(self, model, x, y, index)
-
-        monkeypatch.setattr(cls, "perturb", seeded)
 
 
 @pytest.mark.parametrize("attack_name,steps", [("apgd-ce", 100), ("apgd-t", 100)])

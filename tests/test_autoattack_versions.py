@@ -1,0 +1,106 @@
+"""AutoAttack's 'plus' and 'rand' versions: their new pieces (untargeted FAB, APGD with EOT) against
+pyautoattack point for point, and the whole suites against pyautoattack's own runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attacks
+
+
+def _points(tiny_classifier, n: int):
+    model, x, y = tiny_classifier
+    with torch.no_grad():
+        correct = model(x[:n]).argmax(1) == y[:n]
+    return model, x[:n][correct], y[:n][correct]
+
+
+def _robust(model, x_adv, y):
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 1.0)])
+def test_untargeted_fab_equals_autoattack_point_for_point(tiny_classifier, norm, eps):
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    model, x, y = _points(tiny_classifier, 40)
+    reference = FABAttack_PT(model, norm=norm, n_restarts=1, n_iter=40, eps=eps, seed=0, targeted=False,
+                             device="cpu").perturb(x, y)
+    ours = attacks.make_attack("fab", eps=eps, norm=norm, steps=40)(model, x, y)
+    reference_robust = _robust(model, reference, y) | (attacks.core.flat_norm(reference - x, norm) > eps + 1e-6)
+    assert 0 < int(reference_robust.sum()) < len(y)
+    assert torch.equal(_robust(model, ours, y), reference_robust)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_with_eot_equals_autoattacks_eot_iter(tiny_classifier, autoattack_starts, loss):
+    """EOT: each step's gradient is the mean over the passes, the loss and logits the last pass's."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    model, x, y = _points(tiny_classifier, 60)
+    reference = APGDAttack(model, n_iter=20, norm="Linf", n_restarts=1, eps=0.05, seed=0, loss=loss, eot_iter=3,
+                           device="cpu").perturb(x, y)
+    ours = attacks.make_attack("apgd", eps=0.05, steps=20, loss=loss, eot=3)(model, x, y)
+    reference_robust = _robust(model, reference, y)
+    assert 0 < int(reference_robust.sum()) < len(y)
+    assert torch.equal(_robust(model, ours, y), reference_robust)
+
+
+class _Noisy(torch.nn.Module):
+    """A randomised defence: Gaussian noise on the input at every pass."""
+
+    def __init__(self, model, sigma=0.1):
+        super().__init__()
+        self.model, self.sigma = model, sigma
+
+    def forward(self, x):
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+def test_eot_counts_its_passes_and_the_rand_suite_attacks_a_randomised_model(tiny_classifier):
+    model, x, y = _points(tiny_classifier, 30)
+    counter = attacks.CountingModel(_Noisy(model))
+    attacks.make_attack("apgd", eps=0.05, steps=4, eot=5)(counter, x, y)
+    assert counter.backwards >= 5 * len(y)      # the start and each step: 5 passes per point
+    suite = attacks.build_suite("autoattack_rand", eps=0.05, norm="Linf", seed=0, num_classes=10)
+    assert [(s.label, s.attack.eot, s.attack.loss) for s in suite.steps] == [("apgd-ce", 20, "ce"),
+                                                                             ("apgd-dlr", 20, "dlr")]
+    torch.manual_seed(0)
+    small = {"name": "rand-small", "attacks": [{"attack": "apgd", "label": "apgd-ce", "steps": 10, "eot": 4}]}
+    result = attacks.evaluate(_Noisy(model), x, y, small, eps=0.1, sanity_checks=False)
+    assert result.robust_accuracy < result.clean_accuracy
+
+
+def test_plus_suite_has_autoattacks_steps_and_settings():
+    suite = attacks.build_suite("autoattack_plus", eps=8 / 255, norm="Linf", seed=0, num_classes=10)
+    assert [s.label for s in suite.steps] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    settings = {s.label: s.attack for s in suite.steps}
+    assert (settings["apgd-ce"].restarts, settings["apgd-dlr"].restarts, settings["fab"].restarts) == (5, 5, 5)
+    assert (settings["apgd-t"].targets, settings["fab-t"].targets, settings["square"].queries) == (9, 9, 5000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["plus", "rand"])
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.1), ("L2", 1.5)])
+def test_whole_version_against_pyautoattack(tiny_classifier, autoattack_starts, version, norm, eps):
+    """The reference engine equals pyautoattack's run of the version exactly; ours (with AutoAttack's APGD
+    starts) may differ only on points that random draws of FAB's restarts or Square decide, and must not be
+    weaker by more than one point."""
+    from pyautoattack import AutoAttack
+
+    model, x, y = tiny_classifier
+    x, y = x[:60], y[:60]
+    reference = AutoAttack(model, norm=norm, eps=eps, version=version, seed=0, device="cpu")
+    x_ref, _ = reference.run_standard_evaluation(x, y, batch_size=50)
+    expected = _robust(model, x_ref, y)
+    suite = f"autoattack_{version}"
+    engine = attacks.evaluate(model, x, y, suite, eps=eps, norm=norm, batch_size=50, engine="reference",
+                              sanity_checks=False)
+    assert torch.equal(torch.tensor(engine.points["robust"]), expected)
+    ours = attacks.evaluate(model, x, y, suite, eps=eps, norm=norm, batch_size=50, sanity_checks=False)
+    robust = torch.tensor(ours.points["robust"])
+    differing = (robust != expected).nonzero().flatten().tolist()
+    assert all(ours.points["broken_by"][i] in ("fab", "square", None) for i in differing)
+    assert int(robust.sum()) <= int(expected.sum()) + 1
