@@ -104,3 +104,72 @@ def test_whole_version_against_pyautoattack(tiny_classifier, autoattack_starts, 
     differing = (robust != expected).nonzero().flatten().tolist()
     assert all(ours.points["broken_by"][i] in ("fab", "square", None) for i in differing)
     assert int(robust.sum()) <= int(expected.sum()) + 1
+
+
+# ---------------------------------------------------------------- Square with the reference's draws
+
+
+def _reference_draws(norm: str, shape: tuple[int, int, int], queries: int, seed: int) -> dict:
+    """pyautoattack's Square draws for one point, replayed from torch's generator in its order, as the integers
+    ours draws: window corners in [0, side − s] (the reference never draws the last corner, s − 1 short),
+    signs and transposes as 0/1."""
+    from attacks.square import p_at
+
+    c, h, w = shape
+    torch.manual_seed(seed)
+    coin = lambda n=1: (torch.rand(n) > 0.5).long()  # noqa: E731   (random_choice's sign, eta's transpose)
+    corner = lambda s: int((h - s) * torch.rand(1))  # noqa: E731   (random_int(0, h - s))
+    if norm == "Linf":
+        start = coin(c * w)
+    else:
+        s0 = h // 5
+        cells = (h // s0) * (w // s0)
+        transposes, signs = [], []
+        for _ in range(cells):
+            transposes.append(coin())
+            signs.append(coin(c))
+        start = torch.cat(signs + transposes)
+    where, flips = [], []
+    for i in range(queries):
+        area = p_at(i, 0.8, queries, False) * c * h * w / c
+        if norm == "Linf":
+            s = min(max(int(round(area ** 0.5)), 1), h)
+            where.append([corner(s), corner(s)])
+            flips.append(coin(c))
+        else:
+            s = max(int(round(area ** 0.5)), 3)
+            s = min(s + (1 - s % 2), h)
+            where.append([corner(s) for _ in range(4)])
+            transpose = coin()
+            flips.append(torch.cat([coin(c), transpose]))
+    return {"start": start, "where": torch.tensor(where), "flips": torch.stack(flips)}
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 0.8)])
+def test_square_with_the_reference_draws_makes_the_reference_images(tiny_classifier, monkeypatch, norm, eps):
+    from pyautoattack.square import SquareAttack
+
+    from attacks import square as square_module
+
+    model, x, y = _points(tiny_classifier, 8)
+    queries = 150
+    draws = _reference_draws(norm, tuple(x.shape[1:]), queries, seed=0)
+
+    def injected(index, count, high, seed, stream):
+        if isinstance(stream, int):                       # the start
+            return draws["start"][None].expand(len(index), -1)
+        it = stream.view(-1) % 1000 if bool((stream < 50000).all()) else stream.view(-1) - 50000
+        return draws["where"][it] if bool((stream < 50000).all()) else draws["flips"][it]
+
+    monkeypatch.setattr(square_module, "point_integers", injected)
+    compared = 0
+    for i in range(len(y)):
+        reference = SquareAttack(model, norm=norm, n_queries=queries, eps=eps, seed=0, resc_schedule=False,
+                                 device="cpu")
+        reference.init_hyperparam(x[i:i + 1])
+        torch.manual_seed(0)
+        _, expected = reference.attack_single_run(x[i:i + 1], y[i:i + 1])
+        ours = attacks.make_attack("square", eps=eps, norm=norm, queries=queries)(model, x[i:i + 1], y[i:i + 1])
+        assert torch.allclose(ours, expected, atol=1e-6), (i, float((ours - expected).abs().max()))
+        compared += int(not _robust(model, expected, y[i:i + 1]))
+    assert 0 < compared < len(y)       # some points broken, some not: both paths compared
