@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import inflight, verdict, work
-from .core import Attack, dlr_loss, flat_norm, targeted_dlr_loss
+from .apgd_l1 import apgd_l1
+from .core import AUTOATTACK_NORMS, Attack, dlr_loss, flat_norm, targeted_dlr_loss
 from .rng import point_normal, point_uniform
 from .suites import register_attack
 from .targets import TargetPlan, attack_targets, check_rows_per_pass, retire_groups
@@ -96,6 +97,7 @@ class APGDProblem:
     eps: float
     norm: str
     group: torch.Tensor | None = None
+    shrinking_eps: bool = False   # L1: the steps over 3·eps, 2·eps, eps (attacks.apgd_l1)
     eot: int = 1        # passes whose gradients are averaged (a randomised model: EOT, as AutoAttack's eot_iter)
 
     def evaluate(self, points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -195,6 +197,8 @@ def _checkpoint(run: APGDRun, i: int, rho: float, steps: int) -> None:
 def apgd(problem: APGDProblem, *, steps: int, rho: float, seed: int,
          stream: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run on ``problem``; returns (x_adv, broken). ``stream`` may differ per row."""
+    if problem.norm == "L1":
+        return apgd_l1(problem, steps=steps, seed=seed, stream=stream, shrinking=problem.shrinking_eps)
     with inflight.resume(APGDRun, problem.x, lambda: _start(problem, steps, seed, stream)) as run:
         for i in run.steps(steps):
             if run.active.numel() == 0:
@@ -229,6 +233,8 @@ class APGD(Attack):
     rho: float = 0.75
     loss: Literal["ce", "dlr"] = "ce"
     eot: int = 1     # gradients averaged over this many passes (AutoAttack 'rand': 20, for randomised defences)
+    shrinking_eps: bool = False   # L1 only: 30/30/40% of the steps at 3·eps, 2·eps, eps (AutoAttack's L1 version)
+    norms = AUTOATTACK_NORMS
 
     def classes_needed(self) -> int:
         return 3 if self.loss == "dlr" else 2
@@ -251,7 +257,7 @@ class APGD(Attack):
                     break
                 with work.part(restart, restarts):
                     problem = APGDProblem(model, x[todo], y[todo], index[todo], loss, y[todo], self.eps, self.norm,
-                                          eot=self.eot)
+                                          shrinking_eps=self.shrinking_eps, eot=self.eot)
                     x_adv, broken = apgd(problem, steps=self.steps, rho=self.rho, seed=self.seed,
                                          stream=11 + restart)
                 best[todo] = x_adv
@@ -270,7 +276,9 @@ class APGDT(Attack):
     targets: int = 9
     rho: float = 0.75
     rows_per_pass: int = 0   # 0: by device (attacks.targets.AUTO_ROWS_PER_PASS); 1: targets in order
+    shrinking_eps: bool = False   # L1 only: 30/30/40% of the steps at 3·eps, 2·eps, eps (AutoAttack's L1 version)
     name = "apgd-t"
+    norms = AUTOATTACK_NORMS
     speed_only = ("rows_per_pass",)
 
     def __post_init__(self) -> None:
@@ -288,7 +296,8 @@ class APGDT(Attack):
             order = model(x).float().argsort(dim=1)
 
         def run(xs, ys, points, target, k, restart, group):
-            problem = APGDProblem(model, xs, ys, points, _targeted, target, self.eps, self.norm, group)
+            problem = APGDProblem(model, xs, ys, points, _targeted, target, self.eps, self.norm, group,
+                                  shrinking_eps=self.shrinking_eps)
             return apgd(problem, steps=self.steps, rho=self.rho, seed=self.seed, stream=101 + 17 * k + restart)
 
         ks = list(range(2, min(self.targets, order.shape[1] - 1) + 2))

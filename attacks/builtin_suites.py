@@ -74,6 +74,9 @@ def _transfer_steps(eps: float, norm: str, seed: int, surrogates: dict[str, nn.M
     """One transfer step from all surrogates together (an ensemble transfers best)."""
     if not surrogates:
         return []
+    if norm == "L1":
+        raise AttackError("transfer (MI-FGSM on surrogates) has no L1 version; evaluate L1 without surrogates "
+                          "(a jpegdl_* model is attacked with transfer from its twin: use Linf or L2 for it)")
     names = list(surrogates)
     attack = make_attack("transfer", eps=eps, norm=norm, seed=seed, surrogates=list(surrogates.values()),
                          surrogate_names=names, steps=20)
@@ -84,13 +87,17 @@ def _transfer_steps(eps: float, norm: str, seed: int, surrogates: dict[str, nn.M
 def autoattack(*, eps: float, norm: str, seed: int, num_classes: int,
                surrogates: dict[str, nn.Module] | None = None, **_: Any) -> Suite:
     """AutoAttack, version 'standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
-    queries), each on the points the earlier ones left robust. Transfer from ``surrogates``, when
-    given, runs last (for JPEG-DL models: the twin without the JPEG layer)."""
+    queries), each on the points the earlier ones left robust; in L1 (Croce and Hein 2021) APGD-CE has
+    5 restarts and APGD-T 5 targets, both over the radii 3·eps, 2·eps, eps. Transfer from ``surrogates``,
+    when given, runs last (for JPEG-DL models: the twin without the JPEG layer)."""
     _need("apgd", "apgd-t", "fab-t", "square")
     targets = max(min(9, num_classes - 1), 1)
+    l1 = {"restarts": 5, "shrinking_eps": True} if norm == "L1" else {}
+    apgd_t_targets = min(5, targets) if norm == "L1" else targets
     return Suite("autoattack", [
-        SuiteStep("apgd-ce", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="ce")),
-        SuiteStep("apgd-t", make_attack("apgd-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
+        SuiteStep("apgd-ce", make_attack("apgd", eps=eps, norm=norm, seed=seed, steps=100, loss="ce", **l1)),
+        SuiteStep("apgd-t", make_attack("apgd-t", eps=eps, norm=norm, seed=seed, steps=100, targets=apgd_t_targets,
+                                        shrinking_eps=norm == "L1")),
         SuiteStep("fab-t", make_attack("fab-t", eps=eps, norm=norm, seed=seed, steps=100, targets=targets)),
         SuiteStep("square", make_attack("square", eps=eps, norm=norm, seed=seed, queries=5000), kind="black-box"),
         *_transfer_steps(eps, norm, seed, surrogates),

@@ -15,6 +15,7 @@ from .inputs import images_and_labels
 from .settings import wrong_setting
 
 NORMS = ("Linf", "L2")
+AUTOATTACK_NORMS = ("Linf", "L2", "L1")   # the attacks of AutoAttack's versions (its L1 one: Croce and Hein 2021)
 COUNTS = ("steps", "restarts", "queries", "targets", "search_steps", "eot")  # settings that must be at least 1
 
 
@@ -23,6 +24,8 @@ COUNTS = ("steps", "restarts", "queries", "targets", "search_steps", "eot")  # s
 
 def flat_norm(x: torch.Tensor, norm: str) -> torch.Tensor:
     flat = x.flatten(1)
+    if norm == "L1":
+        return flat.abs().sum(dim=1)
     return flat.abs().amax(dim=1) if norm == "Linf" else flat.norm(dim=1)
 
 
@@ -162,7 +165,7 @@ class Attack:
             raise AttackError(f"attack '{self.name}': {wrong}")
         if self.norm not in self.norms:
             raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'")
-        limit = 1.0 if self.norm == "Linf" else 1e3
+        limit = {"Linf": 1.0, "L2": 1e3, "L1": 1e6}.get(self.norm, 1e3)
         if not 0.0 <= float(self.eps) <= limit:
             raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, "
                               f"got {self.eps}")

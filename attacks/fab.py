@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import inflight, verdict, work
-from .core import Attack, flat_norm
+from .core import AUTOATTACK_NORMS, Attack, flat_norm
 from .rng import point_normal, point_uniform
 from .suites import register_attack
 from .targets import TargetPlan, attack_targets, check_rows_per_pass, retire_groups
@@ -70,6 +70,8 @@ def project_to_hyperplane(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, nor
         lam = _solve_piecewise(caps.gather(1, order), magnitude.gather(1, order), gap)
         step = torch.where((reach < gap)[:, None], caps, torch.minimum(lam[:, None], caps))
         return direction * step * active
+    if norm == "L1":
+        return _l1_step_to_plane(magnitude, caps, gap, direction)
     # L2: coordinate i moves by min(λ|w_i|, cap_i); it lowers w·x by |w_i|·min(λ|w_i|, cap_i)
     tiny = magnitude < 1e-8
     ratio = torch.where(tiny, torch.full_like(caps, 1e12), caps / magnitude.clamp_min(1e-30))
@@ -81,7 +83,28 @@ def project_to_hyperplane(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, nor
     return direction * step * ~tiny
 
 
+def _l1_step_to_plane(magnitude: torch.Tensor, caps: torch.Tensor, gap: torch.Tensor,
+                      direction: torch.Tensor) -> torch.Tensor:
+    """L1: a unit of movement on coordinate i lowers w·x by |w_i|, so the cheapest step moves the coordinates in
+    order of |w_i| (largest first) all the way to the box, and the next one by what is left of the gap; where
+    the box cannot reach the plane, every coordinate goes to the box. Weights of at most 1e-8 never move."""
+    order = magnitude.argsort(dim=1, descending=True, stable=True)
+    reach = (magnitude * caps).gather(1, order).cumsum(dim=1)           # lowered after the first k + 1 coordinates
+    full = (reach < gap[:, None]).sum(dim=1, keepdim=True)              # coordinates moved all the way
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    done = torch.where(full > 0, reach.gather(1, (full - 1).clamp_min(0)), torch.zeros_like(full, dtype=reach.dtype))
+    partial = ((gap[:, None] - done) / magnitude.clamp_min(1e-30)).clamp_min(0.0)
+    last = torch.where(rank == full, torch.minimum(partial, caps), torch.zeros_like(caps))
+    step = torch.where(rank < full, caps, last)
+    reachable = reach[:, -1] >= gap
+    step = torch.where(reachable[:, None], step, caps)
+    return direction * step * (magnitude > 1e-8)
+
+
 def _distance(d: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "L1":
+        return d.abs().sum(dim=1)
     return d.abs().amax(dim=1) if norm == "Linf" else d.norm(dim=1)
 
 
@@ -104,7 +127,8 @@ def linearised_boundary(model: nn.Module, xa: torch.Tensor, y: torch.Tensor, tar
         slopes = grads - grads[rows, y][:, None]
         differences[rows, y] = 1e10       # never the true class itself
         flat = slopes.flatten(2)
-        dual = flat.abs().sum(dim=-1) if norm == "Linf" else flat.pow(2).sum(dim=-1).sqrt()
+        dual = {"Linf": lambda: flat.abs().sum(dim=-1), "L2": lambda: flat.pow(2).sum(dim=-1).sqrt(),
+                "L1": lambda: flat.abs().amax(dim=-1)}[norm]()
         nearest = (differences.abs() / (dual + 1e-12)).argmin(dim=1)
         return differences[rows, nearest], slopes[rows, nearest]
 
@@ -118,6 +142,7 @@ class FABSteps(Attack):
     alpha_max: float = 0.1
     eta: float = 1.05
     beta: float = 0.9
+    norms = AUTOATTACK_NORMS
 
     def _start(self, x0: torch.Tensor, index: torch.Tensor, restart: int, k: int | torch.Tensor) -> torch.Tensor:
         """Restart 0 starts at x₀; later ones at a random point at half the radius, like the reference."""
@@ -127,7 +152,7 @@ class FABSteps(Attack):
         stream = 1000 + 31 * k + restart
         if self.norm == "Linf":
             t = (2 * point_uniform(index, shape, self.seed, stream, x0.dtype) - 1).to(x0.device)
-        else:
+        else:      # L2 and L1: a normal draw, scaled to half the radius in the norm
             t = point_normal(index, shape, self.seed, stream, x0.dtype).to(x0.device)
         t = t / flat_norm(t, self.norm).clamp_min(1e-12).view(view)
         return (x0 + 0.5 * self.eps * t).clamp(0.0, 1.0)

@@ -59,7 +59,8 @@ def _apgd(a: Any) -> tuple[str, Runner]:
         from pyautoattack.autopgd_base import APGDAttack
 
         return APGDAttack(model, n_iter=a.steps, norm=a.norm, n_restarts=a.restarts, eps=a.eps, seed=a.seed,
-                          loss=a.loss, eot_iter=getattr(a, "eot", 1), rho=a.rho, device=x.device).perturb(x, y)
+                          loss=a.loss, eot_iter=a.eot, rho=a.rho, device=x.device,
+                          use_largereps=a.shrinking_eps).perturb(x, y)
     return _version("pyautoattack") + " APGDAttack", run
 
 
@@ -69,8 +70,8 @@ def _apgd_t(a: Any) -> tuple[str, Runner]:
         from pyautoattack.autopgd_base import APGDAttack_targeted
 
         return APGDAttack_targeted(model, n_iter=a.steps, norm=a.norm, n_restarts=a.restarts, eps=a.eps,
-                                   seed=a.seed, rho=a.rho, n_target_classes=a.targets,
-                                   device=x.device).perturb(x, y)
+                                   seed=a.seed, rho=a.rho, n_target_classes=a.targets, device=x.device,
+                                   use_largereps=a.shrinking_eps).perturb(x, y)
     return _version("pyautoattack") + " APGDAttack_targeted", run
 
 

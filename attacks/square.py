@@ -1,5 +1,6 @@
 """Square attack: score-based black-box random search (Andriushchenko, Croce, Flammarion and Hein,
-ECCV 2020), Linf and L2, with AutoAttack's settings (p_init 0.8, margin loss, 5000 queries).
+ECCV 2020), Linf, L2 and L1 (AutoAttack's L1 version), with AutoAttack's settings (p_init 0.8, margin
+loss, 5000 queries).
 
 Each iteration proposes a change inside one random square window (side from the share p of the
 image, which shrinks on a fixed schedule) and keeps it when the margin loss falls; a point stops
@@ -24,7 +25,8 @@ import torch
 from torch import nn
 
 from . import inflight, memory, verdict, work
-from .core import Attack, flat_norm
+from .core import AUTOATTACK_NORMS, Attack, flat_norm
+from .l1 import project_l1
 from .errors import AttackError
 from .rng import point_integers
 from .suites import register_attack
@@ -56,23 +58,29 @@ def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return true - other
 
 
-def nested_rectangles(rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+def _unit(pattern: torch.Tensor, norm: str) -> torch.Tensor:
+    size = pattern.abs().sum() if norm == "L1" else pattern.norm()
+    return pattern / size.clamp_min(1e-12)
+
+
+def nested_rectangles(rows: int, cols: int, dtype: torch.dtype, norm: str = "L2") -> torch.Tensor:
     """rows×cols weights of nested rectangles around the centre (rows//2, cols//2): the k-th adds
-    1/(k+1)² on its (2k+1)×(2k+1) square, clipped to the shape; unit L2 norm."""
+    1/(k+1)² (L1: 1/(k+1)⁴) on its (2k+1)×(2k+1) square, clipped to the shape; unit norm."""
+    power = 4 if norm == "L1" else 2
     pattern = torch.zeros(rows, cols, dtype=dtype)
     for k in range(max(rows // 2, cols // 2) + 1):
         top, left = max(rows // 2 - k, 0), max(cols // 2 - k, 0)
-        pattern[top:rows // 2 + k + 1, left:cols // 2 + k + 1] += 1.0 / (k + 1) ** 2
-    return pattern / pattern.norm().clamp_min(1e-12)
+        pattern[top:rows // 2 + k + 1, left:cols // 2 + k + 1] += 1.0 / (k + 1) ** power
+    return _unit(pattern, norm)
 
 
-def l2_pattern(s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The reference's L2 window shape: nested rectangles on the top s//2 rows and their negative on the
-    other rows, unit L2 norm (each proposal then uses it or its transpose, with probability ½)."""
+def l2_pattern(s: int, device: torch.device, dtype: torch.dtype, norm: str = "L2") -> torch.Tensor:
+    """The reference's window shape (L2 and L1): nested rectangles on the top s//2 rows and their negative on
+    the other rows, unit norm (each proposal then uses it or its transpose, with probability ½)."""
     pattern = torch.zeros(s, s, dtype=dtype)
-    pattern[:s // 2] = nested_rectangles(s // 2, s, dtype) if s // 2 else pattern[:0]
-    pattern[s // 2:] = -nested_rectangles(s - s // 2, s, dtype)
-    return (pattern / pattern.norm()).to(device)
+    pattern[:s // 2] = nested_rectangles(s // 2, s, dtype, norm) if s // 2 else pattern[:0]
+    pattern[s // 2:] = -nested_rectangles(s - s // 2, s, dtype, norm)
+    return _unit(pattern, norm).to(device)
 
 
 def oriented(pattern: torch.Tensor, transpose: torch.Tensor) -> torch.Tensor:
@@ -93,6 +101,7 @@ class Square(Attack):
     rescale_schedule: bool = False
     forward_batch: int = 0  # images per forward pass that speculative proposals may fill; 0: by device
     name = "square"
+    norms = AUTOATTACK_NORMS
     speed_only = ("forward_batch",)
     white_box = False
 
@@ -104,7 +113,7 @@ class Square(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._linf(model, x, y, index) if self.norm == "Linf" else self._l2(model, x, y, index)
+            return self._linf(model, x, y, index) if self.norm == "Linf" else self._windows(model, x, y, index)
 
     def _side_table(self, features: int, channels: int, side) -> torch.Tensor:
         """The window side at every iteration (the schedule of p), looked up per proposal."""
@@ -199,16 +208,37 @@ class Square(Attack):
 
         return self._search(model, x, y, index, x_best, propose)
 
-    # -------------------------------------------------------------- L2
+    # -------------------------------------------------------------- L2 and L1
 
-    def _l2(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _onto_ball(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """L2: x + delta scaled to norm eps, clipped to [0, 1]. L1: x + delta + the correction that projects it
+        onto the ball of radius eps·(1 − 1e-6) inside the box, as the reference adds it."""
+        if self.norm == "L1":
+            return (x + delta) + (project_l1(x, delta, self.eps * (1.0 - 1e-6)) - delta)
+        delta = delta / flat_norm(delta, "L2").clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (x + self.eps * delta).clamp(0.0, 1.0)
+
+    def _window_norm(self, values: torch.Tensor) -> torch.Tensor:
+        """Each channel's norm over the last two dimensions (n×c×1×1)."""
+        if self.norm == "L1":
+            return values.abs().sum(dim=(-2, -1), keepdim=True)
+        return values.square().sum(dim=(-2, -1), keepdim=True).sqrt()
+
+    def _budget(self, image_norm: torch.Tensor, windows_norm: torch.Tensor, c: int) -> torch.Tensor:
+        """The norm the new window gets: what the image has left of eps, shared among the channels, plus what the
+        two windows held (the reference's formulas for each norm)."""
+        if self.norm == "L1":
+            return ((self.eps - image_norm).clamp_min(0.0) / c + windows_norm) * c
+        return ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
+
+    def _windows(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         view = (-1, 1, 1, 1)
-        # start: a grid of centre patterns with random signs per cell and channel, scaled to eps
+        # start: a grid of window patterns with random signs per cell and channel, then onto the ball
         s = max(h // 5, 1)
         offset = (h - s * 5) // 2
         delta = torch.zeros_like(x)
-        pattern = l2_pattern(s, x.device, x.dtype)
+        pattern = l2_pattern(s, x.device, x.dtype, self.norm)
         cells = [(offset + i * s, offset + j * s) for i in range(h // s) for j in range(w // s)]
         draws = point_integers(index, len(cells) * (c + 1), 2, self.seed, 2)  # signs, then one transpose per cell
         signs = draws[:, :len(cells) * c].to(x.dtype) * 2 - 1
@@ -216,8 +246,7 @@ class Square(Attack):
             if r + s <= h and q + s <= w:
                 shape = oriented(pattern, draws[:, len(cells) * c + k])
                 delta[:, :, r:r + s, q:q + s] += shape * signs[:, k * c:(k + 1) * c, None, None]
-        delta = delta / flat_norm(delta, "L2").clamp_min(1e-12).view(view)
-        x_best = (x + self.eps * delta).clamp(0.0, 1.0)
+        x_best = self._onto_ball(x, delta)
 
         def odd_side(area: float) -> int:
             s = max(int(round(math.sqrt(area))), 3)
@@ -234,7 +263,7 @@ class Square(Attack):
             xx = x[rows]
             current = x_best[rows] - xx
             if s not in patterns:
-                patterns[s] = l2_pattern(s, x.device, x.dtype)
+                patterns[s] = l2_pattern(s, x.device, x.dtype, self.norm)
                 bounds[s] = torch.tensor([[h - s + 1, w - s + 1, h - s + 1, w - s + 1]], device=x.device)
             limits = bounds[s]
             where = point_integers(index[rows], 4, limits, self.seed, 1000 + iterations)
@@ -245,21 +274,18 @@ class Square(Attack):
             at1 = (b_idx, c_idx, r1[:, None, :, None], q1[:, None, None, :])
             at2 = (b_idx, c_idx, r2[:, None, :, None], q2[:, None, None, :])
             old = current[at1]  # n×c×s×s
-            old_norm = old.square().sum(dim=(-2, -1), keepdim=True).sqrt()
             both = torch.zeros_like(current)
             both[at1] = 1.0
             both[at2] = 1.0
-            windows_norm = (current * both).square().sum(dim=(-2, -1), keepdim=True).sqrt()
-            image_norm = flat_norm(current, "L2").view(view)
+            windows_norm = self._window_norm(current * both)
+            image_norm = flat_norm(current, self.norm).view(view)
             draws = point_integers(index[rows], c + 1, 2, self.seed, 50000 + iterations)  # c signs, a transpose
             sign = draws[:, :c].to(x.dtype) * 2 - 1
-            fresh = oriented(patterns[s], draws[:, c]) * sign[:, :, None, None] + old / (old_norm + 1e-12)
-            budget = ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
-            fresh = fresh / (fresh.square().sum(dim=(-2, -1), keepdim=True).sqrt() + 1e-12) * budget
+            fresh = oriented(patterns[s], draws[:, c]) * sign[:, :, None, None] + old / (self._window_norm(old) + 1e-12)
+            fresh = fresh / (self._window_norm(fresh) + 1e-12) * self._budget(image_norm, windows_norm, c)
             current[at2] = 0.0
             current[at1] = fresh
-            current = current / flat_norm(current, "L2").clamp_min(1e-12).view(view)
-            return (xx + self.eps * current).clamp(0.0, 1.0)
+            return self._onto_ball(xx, current)
 
         def propose(iterations: torch.Tensor, rows: torch.Tensor, x_best: torch.Tensor) -> torch.Tensor:
             """Windows are gathered with a fixed side: one group per side among the proposals."""

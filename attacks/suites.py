@@ -76,7 +76,8 @@ class Suite:
 
 SuiteBuilder = Callable[..., Suite]
 SUITES: dict[str, SuiteBuilder] = {}
-DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
+# L1: 12, the CIFAR-10 radius of Croce and Hein's L1 evaluations ("Mind the box", ICCV 2021)
+DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5, "L1": 12.0}
 
 
 def register_suite(name: str) -> Callable[[SuiteBuilder], SuiteBuilder]:

@@ -69,11 +69,13 @@ def parse_eps(text: str | None) -> list[float] | None:
 
 
 def check_eps(values: list[float], norm: str, image_numel: int) -> None:
-    limit = MAX_LINF_EPS if norm == "Linf" else image_numel ** 0.5
+    """Each eps within what [0, 1] images allow: 1 (Linf), √pixels (L2), pixels (L1)."""
+    limit = {"Linf": MAX_LINF_EPS, "L1": float(image_numel)}.get(norm, image_numel ** 0.5)
+    example = {"Linf": "8/255", "L2": "0.5", "L1": "12"}[norm]
     for value in values:
         if not 0 < value <= limit:
             raise UserError(f"--eps {getattr(value, 'typed', f'{value:g}')} is out of range for {norm} on [0, 1] "
-                            f"images: use a value in (0, {limit:g}] (e.g. {'8/255' if norm == 'Linf' else '0.5'})")
+                            f"images: use a value in (0, {limit:g}] (e.g. {example})")
 
 
 def shipped_suites() -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -248,8 +250,8 @@ class AttackRun:
     def execute(self, progress: Any = None, on_variant: Callable[[str, str], None] = lambda label, note: None,
                 notify: Callable[[str], None] = lambda _: None) -> tuple[Path, dict[str, Any]]:
         """Evaluate every variant; returns (results file, its content)."""
-        if self.norm not in ("Linf", "L2"):
-            raise UserError(f"--norm must be Linf or L2, got '{self.norm}'")
+        if self.norm not in ("Linf", "L2", "L1"):
+            raise UserError(f"--norm must be Linf, L2 or L1, got '{self.norm}'")
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_folder(self.target.results_dir, "the results folder",

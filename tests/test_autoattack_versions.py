@@ -112,7 +112,7 @@ def test_whole_version_against_pyautoattack(tiny_classifier, autoattack_starts, 
 def _reference_draws(norm: str, shape: tuple[int, int, int], queries: int, seed: int) -> dict:
     """pyautoattack's Square draws for one point, replayed from torch's generator in its order, as the integers
     ours draws: window corners in [0, side − s] (the reference never draws the last corner, s − 1 short),
-    signs and transposes as 0/1."""
+    signs and transposes as 0/1. L1 draws as L2."""
     from attacks.square import p_at
 
     c, h, w = shape
@@ -145,7 +145,7 @@ def _reference_draws(norm: str, shape: tuple[int, int, int], queries: int, seed:
     return {"start": start, "where": torch.tensor(where), "flips": torch.stack(flips)}
 
 
-@pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 0.8)])
+@pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 0.8), ("L1", 20.0)])
 def test_square_with_the_reference_draws_makes_the_reference_images(tiny_classifier, monkeypatch, norm, eps):
     from pyautoattack.square import SquareAttack
 

@@ -8,7 +8,7 @@ import click
 
 from .. import console
 from .output import StepProgress, print_json, print_line, print_table
-from .params import NORM, SEED
+from .params import ATTACK_NORM, NORM, SEED
 
 
 def _robust_words(robust: int, total: int) -> str:
@@ -134,7 +134,8 @@ class _VariantProgress:
                    "or a YAML suite file; --list shows them all.")
 @click.option("--eps", metavar="EPS[,EPS...]", help="Radius in [0, 1] pixel units, e.g. 8/255; a list gives a curve. "
                                                      "Default: 8/255 (Linf) or 0.5 (L2).")
-@click.option("--norm", type=NORM, default="Linf", show_default=True)
+@click.option("--norm", type=ATTACK_NORM, default="Linf", show_default=True,
+              help="Linf, L2, or L1 (the AutoAttack suites' attacks only: APGD, APGD-T, FAB, FAB-T, Square).")
 @click.option("--n", "n", type=int, help="Number of test points (the first n). Default: all.")
 @click.option("--data", "-d", metavar="NAME", help="Data set; default: the one the model was trained on.")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set (e.g. a CIFAR-10 folder).")

@@ -24,5 +24,6 @@ class CanonicalChoice(click.Choice):
 
 
 NORM = CanonicalChoice(["Linf", "L2"])
+ATTACK_NORM = CanonicalChoice(["Linf", "L2", "L1"])    # robust-kd attack: AutoAttack's L1 version too
 
 SEED = click.IntRange(0, MAX_SEED)   # as a recipe's seed key: what every random generator here takes
