@@ -96,9 +96,11 @@ def large_eps_check(run: EvaluationRun, clean_correct: list[bool]) -> list[Flag]
         if survivors:
             xs, ys, _ = run.rows(survivors)
             model = BPDA(run.counting, run.bpda) if run.bpda is not None else run.counting
+            # an L2 ball of radius √pixels reaches every image as an L1 one does, and PGD has no L1 version
+            norm = "L2" if options.norm == "L1" else options.norm
             flag = checks.large_eps_attack_fails(
-                model, xs, ys, options.norm,
-                lambda e: PGD(eps=e, norm=options.norm, steps=20, alpha=e / 8, loss="margin", seed=options.seed))
+                model, xs, ys, norm,
+                lambda e: PGD(eps=e, norm=norm, steps=20, alpha=e / 8, loss="margin", seed=options.seed))
         state.keep_check("large_eps", {"flags": [] if flag is None else [asdict(flag)]})
     return [Flag(**f) for f in state.checks["large_eps"]["flags"]]
 

@@ -708,3 +708,17 @@ def test_a_verdict_the_engines_disagree_on_is_flagged_and_named_in_the_report(ca
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"#{broken[0]} (ours: broken by apgd-ce; reference: robust)" in page
     assert "Cross-checks against the reference packages" in page
+
+
+def test_l1_through_the_cli(capsys, trained_runs, tmp_path):
+    args = ["attack", "--model", "resnet8", "--suite", str(_small_suite(tmp_path)), "--n", "8", "--runs-dir",
+            str(trained_runs), "--device", "cpu", "--norm", "L1"]
+    code, out, err = run(capsys, *args, "--json")
+    assert code == 0, err
+    content = json.loads(out)
+    assert content["norm"] == content["threat_model"] == "L1" and content["eps"] == "12"
+    code, out, err = run(capsys, *args, "--eps", "800")          # 3×16×16 pixels: at most 768
+    assert code == 2 and "out of range for L1" in err and "(0, 768]" in err
+    code, out, err = run(capsys, "attack", "--model", "resnet8", "--suite", "pgd", "--runs-dir", str(trained_runs),
+                         "--norm", "L1", "--n", "4")
+    assert code == 2 and "pgd supports Linf and L2, not 'L1'" in err

@@ -173,3 +173,117 @@ def test_square_with_the_reference_draws_makes_the_reference_images(tiny_classif
         assert torch.allclose(ours, expected, atol=1e-6), (i, float((ours - expected).abs().max()))
         compared += int(not _robust(model, expected, y[i:i + 1]))
     assert 0 < compared < len(y)       # some points broken, some not: both paths compared
+
+
+# ---------------------------------------------------------------- L1 (AutoAttack's L1 version)
+
+
+def test_l1_projection_is_exact_and_equals_autoattacks_to_float32():
+    from pyautoattack.autopgd_base import L1_projection
+
+    from attacks.l1 import project_l1
+
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 8, 8, dtype=torch.float64)
+    for scale, eps in [(1.0, 5.0), (0.1, 5.0), (3.0, 1.0), (0.01, 12.0)]:
+        delta = scale * torch.randn_like(x)
+        ours = project_l1(x, delta, eps)
+        assert torch.allclose(ours, delta + L1_projection(x, delta, eps).double(), atol=2e-4)   # theirs: float32
+        assert float(ours.abs().flatten(1).sum(1).max()) <= eps * (1 + 1e-12)
+        assert float((x + ours).min()) >= 0 and float((x + ours).max()) <= 1
+        # optimal: the same threshold λ on every coordinate that is neither 0 nor at the box
+        shrink = (delta.abs() - ours.abs()).flatten(1)
+        free = (ours.abs() > 1e-12).flatten(1) & (ours.abs() < torch.where(delta > 0, 1 - x, x) - 1e-12).flatten(1)
+        spread = torch.where(free, shrink, torch.nan)
+        assert float((spread.nan_to_num(-1).amax(1) - spread.nan_to_num(1e9).amin(1)).clamp_min(0).max()) < 1e-9
+
+
+def test_fab_l1_hyperplane_projection_equals_autoattacks():
+    from pyautoattack.fab_projections import projection_l1
+
+    from attacks.fab import project_to_hyperplane
+
+    torch.manual_seed(0)
+    t = torch.rand(64, 300, dtype=torch.float64)
+    w = torch.randn(64, 300, dtype=torch.float64) * (torch.rand(64, 300, dtype=torch.float64) > 0.1)
+    for scale in (5.0, 50.0):          # 50: some planes the box cannot reach
+        b = (w * t).sum(1) + scale * torch.randn(64, dtype=torch.float64)
+        assert torch.allclose(project_to_hyperplane(t, w, b, "L1"), projection_l1(t.clone(), w.clone(), b.clone()),
+                              atol=1e-9)
+
+
+@pytest.fixture
+def l1_reference_numerics(monkeypatch):
+    """Our L1 APGD given AutoAttack's starts (torch's generator: one normal draw per run, and with shrinking eps
+    three more that its stages draw and drop) and its float32 projection, so that trajectories can be compared
+    point for point: the L1 steps move only the largest gradient coordinates, so rounding changes which."""
+    from pyautoattack.autopgd_base import L1_projection
+
+    from attacks import apgd as apgd_module
+    from attacks import apgd_l1
+
+    def torch_normal(index, shape, seed, stream, dtype):
+        drawn = torch.randn((len(index),) + tuple(shape))
+        for _ in range(3 if torch_normal.shrinking else 0):
+            torch.randn((len(index),) + tuple(shape))
+        return drawn.to(dtype)
+
+    monkeypatch.setattr(apgd_l1, "point_normal", torch_normal)
+    monkeypatch.setattr(apgd_l1, "project_l1", lambda x, delta, eps: delta + L1_projection(x, delta, eps))
+    for cls in (apgd_module.APGD, apgd_module.APGDT):
+        original = cls.perturb
+
+        def seeded(self, model, x, y, index, _original=original):
+            torch_normal.shrinking = self.shrinking_eps
+            torch.manual_seed(self.seed)
+            return _original(self, model, x, y, index)
+
+        monkeypatch.setattr(cls, "perturb", seeded)
+
+
+@pytest.mark.parametrize("name,shrinking", [("apgd", False), ("apgd", True), ("apgd-t", True)])
+def test_l1_apgd_equals_autoattack_point_for_point(tiny_classifier, l1_reference_numerics, name, shrinking):
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+    model, x, y = _points(tiny_classifier, 80)
+    if name == "apgd":
+        reference = APGDAttack(model, n_iter=100, norm="L1", eps=5.0, seed=0, device="cpu", use_largereps=shrinking)
+        ours = attacks.make_attack("apgd", eps=5.0, norm="L1", shrinking_eps=shrinking)
+    else:
+        reference = APGDAttack_targeted(model, n_iter=100, norm="L1", eps=5.0, seed=0, n_target_classes=3,
+                                        device="cpu", use_largereps=True)
+        ours = attacks.make_attack("apgd-t", eps=5.0, norm="L1", targets=3, shrinking_eps=True, rows_per_pass=1)
+    expected = _robust(model, reference.perturb(x, y), y)
+    assert 0 < int(expected.sum()) < len(y)
+    assert torch.equal(_robust(model, ours(model, x, y), y), expected)
+
+
+@pytest.mark.parametrize("name", ["fab-t", "fab"])
+def test_l1_fab_equals_autoattack_point_for_point(tiny_classifier, name):
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    model, x, y = _points(tiny_classifier, 40)
+    reference = FABAttack_PT(model, norm="L1", n_iter=60, eps=5.0, seed=0, targeted=name == "fab-t",
+                             n_target_classes=3, device="cpu").perturb(x, y)
+    expected = _robust(model, reference, y) | (attacks.core.flat_norm(reference - x, "L1") > 5.0 * (1 + 1e-5))
+    ours = attacks.make_attack(name, eps=5.0, norm="L1", steps=60, **({"targets": 3} if name == "fab-t" else {}))
+    assert 0 < int(expected.sum()) < len(y)
+    assert torch.equal(_robust(model, ours(model, x, y), y), expected)
+
+
+def test_l1_suite_is_autoattacks_l1_version_and_its_bad_input_is_one_line(tiny_classifier):
+    suite = attacks.build_suite("autoattack", eps=12.0, norm="L1", seed=0, num_classes=10)
+    settings = {s.label: s.attack for s in suite.steps}
+    assert list(settings) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert (settings["apgd-ce"].restarts, settings["apgd-ce"].shrinking_eps) == (5, True)
+    assert (settings["apgd-t"].targets, settings["apgd-t"].shrinking_eps, settings["fab-t"].targets) == (5, True, 9)
+    assert attacks.DEFAULT_EPS["L1"] == 12.0
+    model, x, y = tiny_classifier
+    with pytest.raises(attacks.AttackError, match="pgd supports Linf and L2, not 'L1'"):
+        attacks.evaluate(model, x[:8], y[:8], "pgd", norm="L1")
+    with pytest.raises(attacks.AttackError, match="transfer .* has no L1 version"):
+        attacks.evaluate(model, x[:8], y[:8], "autoattack", norm="L1", surrogates=[model])
+    result = attacks.evaluate(model, x[:30], y[:30], {"name": "l1", "attacks": [
+        {"attack": "apgd", "steps": 20, "shrinking_eps": True}, {"attack": "square", "queries": 100}]},
+        eps=8.0, norm="L1", sanity_checks=False)
+    assert result.norm == "L1" and 0 < result.robust_accuracy < result.clean_accuracy
