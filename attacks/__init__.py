@@ -16,7 +16,7 @@ from .cw import CW
 from .errors import AttackError, ModelOutputError
 from .evaluate import evaluate
 from .examples import adversarial_examples
-from .fab import FABT
+from .fab import FAB, FABT
 from .fgsm import FGSM
 from .inflight import RunState
 from .iterative import IterativeAttack
@@ -36,7 +36,7 @@ from . import builtin_suites  # noqa: F401,E402  (registration; after the attack
 
 __all__ = [
     # attacks
-    "APGD", "APGDT", "BPDA", "CW", "EOT", "FABT", "FGSM", "PGD", "Square", "Transfer", "Ensemble",
+    "APGD", "APGDT", "BPDA", "CW", "EOT", "FAB", "FABT", "FGSM", "PGD", "Square", "Transfer", "Ensemble",
     "Attack", "IterativeAttack", "RunState", "ATTACKS", "register_attack", "make_attack", "setting_names",
     "dlr_loss", "margin_loss", "project", "CountingModel",
     # suites and evaluation

@@ -351,17 +351,19 @@ def test_transfer_bad_input_is_one_line_and_settings_get_their_own_file(capsys, 
 
 
 def test_norm_is_shown_and_taken_in_its_own_spelling_and_any_case(capsys):
-    for verb in ("attack", "transfer", "rsa-adversarial"):
+    for verb, norms in (("attack", "[Linf|L2|L1]"), ("transfer", "[Linf|L2]"), ("rsa-adversarial", "[Linf|L2]")):
         code, out, _ = run(capsys, verb, "--help")
-        assert code == 0 and "--norm [Linf|L2]" in out, out
+        assert code == 0 and f"--norm {norms}" in out, out
 
 
 def test_attack_list_shows_suites_and_attacks(capsys):
     code, out, _ = run(capsys, "attack", "--list")
     assert code == 0
-    for name in ("autoattack", "autoattack_quick", "fast", "pgd", "blackbox", "transfer", "adaptive", "apgd-t",
-                 "square"):
+    for name in ("autoattack", "autoattack_plus", "autoattack_rand", "autoattack_quick", "fast", "pgd", "blackbox",
+                 "transfer", "adaptive", "apgd-t", "fab", "square"):
         assert name in out
+    for attack in ("apgd", "apgd-t", "fab", "fab-t", "square"):   # every AutoAttack version and norm
+        assert re.search(rf"\W{re.escape(attack)}\s+Linf/L2/L1\s", out), attack
     assert "white_box" not in out and "``" not in out
     pgd_row = next(line for line in out.splitlines() if re.match(r"\W*pgd\s+Linf/L2\s", line))
     assert (all(s in pgd_row for s in ("steps", "alpha_fraction", "label", "seed_offset"))
