@@ -5,7 +5,11 @@ verdicts compared (how many points each leaves robust, and how many verdicts dif
 Default: the AutoAttack package's CIFAR-10 ResNet-18 on the 20 shipped CIFAR-10 test images
 (+ their horizontal flips, repeated to ``--n``), at each eps of ``--eps``; or ``--checkpoint``.
 
-    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255] [--unfolded] [--bf16]
+    python benchmarks/attack_autoattack.py [--devices cpu,cuda] [--n 40] [--eps 8/255,1/255] [--norm Linf|L2|L1]
+        [--unfolded] [--bf16]
+
+``--norm L2 --eps 0.5`` and ``--norm L1 --eps 12`` compare the L2 and L1 versions (pyautoattack's
+``norm`` argument; in L1 its APGD runs with ``use_largereps`` and ours with ``shrinking_eps``).
 
 ``--unfolded`` also times ours without folding the batch norms into the convolutions
 (``fold_batchnorm=False``) and compares its verdicts with the folded run's. ``--bf16`` also times

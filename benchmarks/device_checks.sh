@@ -93,6 +93,9 @@ step distill_overhead 25 $PY $BENCH/distill_overhead.py --devices "$DEVICE" $DIS
 # the attack passes' rate against the matmul rate in fp32 and bf16
 step attack_autoattack_bf16 120 $PY $BENCH/attack_autoattack.py --devices "$DEVICE" --n "$N" --eps 8/255 --bf16
 step attack_roofline 40 $PY $BENCH/attack_roofline.py --devices "$DEVICE" $ROOFLINE
+# AutoAttack's L2 and L1 versions against pyautoattack (the normally trained ResNet-18: every point breaks)
+step attack_autoattack_l2 45 $PY $BENCH/attack_autoattack.py --devices "$DEVICE" --n "$N" --norm L2 --eps 0.5
+step attack_autoattack_l1 45 $PY $BENCH/attack_autoattack.py --devices "$DEVICE" --n "$N" --norm L1 --eps 12
 find "$RUNS" -path "*attacks*" -name "*.json" ! -path "*/.state/*" | head -n 6 | xargs -r cp -t "$OUT"
 # the table of every step: its exit, its seconds and its last lines (where the benchmarks print their ratios)
 $PY - "$LOG" > "$OUT/summary.md" <<'PYTHON'
