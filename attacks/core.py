@@ -164,7 +164,9 @@ class Attack:
         if wrong is not None:
             raise AttackError(f"attack '{self.name}': {wrong}")
         if self.norm not in self.norms:
-            raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'")
+            hint = ("; in L1 use suite autoattack or the attacks apgd, apgd-t, fab, fab-t, square"
+                    if self.norm == "L1" else "")
+            raise AttackError(f"{self.name} supports {' and '.join(self.norms)}, not '{self.norm}'{hint}")
         limit = {"Linf": 1.0, "L2": 1e3, "L1": 1e6}.get(self.norm, 1e3)
         if not 0.0 <= float(self.eps) <= limit:
             raise AttackError(f"{self.name}: eps must lie in [0, {limit}] for {self.norm} in [0, 1] pixel units, "

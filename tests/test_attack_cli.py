@@ -459,7 +459,8 @@ def odd_checkpoints(tmp_path_factory) -> dict[str, Path]:
     (["--model", "resnet8", "--eps", "1e400"], r"--eps: '1e400' is not a number"),
     (["--model", "resnet8", "--eps", "8/255,0.0313725490196078431372549"],
      r"--eps lists 8/255 and 0.03137.*give each eps once"),
-    (["--model", "resnet8", "--norm", "L1"], r"'L1' is not one of 'Linf', 'L2'"),
+    (["--model", "resnet8", "--norm", "L3"], r"'L3' is not one of 'Linf', 'L2', 'L1'"),
+    (["--model", "resnet8", "--norm", "L1"], r"pgd supports Linf and L2, not 'L1'; in L1 use suite autoattack"),
     (["--model", "resnet8", "--norm", "linf", "--eps", "3"], r"--eps 3 is out of range for Linf"),   # any case
     (["--model", "resnet8", "--n", "0"], r"--n must be at least 1"),
     (["--model", "resnet8", "--precision", "fp16"], r"'fp16' is not one of 'fp32', 'bf16'"),

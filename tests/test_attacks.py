@@ -100,13 +100,14 @@ def test_apgd_equals_autoattack_point_for_point(tiny_classifier, autoattack_star
 
 def _attack_settings(name):
     small = {"pgd": {"steps": 3}, "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 2},
-             "square": {"queries": 200}, "fab-t": {"steps": 5, "targets": 2}, "cw-l2": {"steps": 50, "lr": 0.05},
+             "square": {"queries": 200}, "fab-t": {"steps": 5, "targets": 2}, "fab": {"steps": 5},
+             "cw-l2": {"steps": 50, "lr": 0.05},
              "transfer": {"steps": 3}}
     return small.get(name, {})
 
 
 @pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
-@pytest.mark.parametrize("norm,eps", [("Linf", EPS), ("L2", 0.8)])
+@pytest.mark.parametrize("norm,eps", [("Linf", EPS), ("L2", 0.8), ("L1", 15.0)])
 def test_every_attack_stays_in_the_ball_and_in_range(tiny_classifier, name, norm, eps):
     model, x, y = _points(tiny_classifier, 24)
     cls = attacks.ATTACKS[name]
