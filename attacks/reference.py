@@ -76,25 +76,17 @@ def _apgd_t(a: Any) -> tuple[str, Runner]:
 
 
 @translates("fab-t")
-def _fab_t(a: Any) -> tuple[str, Runner]:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from pyautoattack.fab_pt import FABAttack_PT
-
-        return FABAttack_PT(model, norm=a.norm, n_restarts=a.restarts, n_iter=a.steps, eps=a.eps,
-                            alpha_max=a.alpha_max, eta=a.eta, beta=a.beta, seed=a.seed, targeted=True,
-                            n_target_classes=a.targets, device=x.device).perturb(x, y)
-    return _version("pyautoattack") + " FABAttack_PT (targeted)", run
-
-
 @translates("fab")
 def _fab(a: Any) -> tuple[str, Runner]:
+    targeted = a.name == "fab-t"
+
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pyautoattack.fab_pt import FABAttack_PT
 
         return FABAttack_PT(model, norm=a.norm, n_restarts=a.restarts, n_iter=a.steps, eps=a.eps,
-                            alpha_max=a.alpha_max, eta=a.eta, beta=a.beta, seed=a.seed, targeted=False,
-                            device=x.device).perturb(x, y)
-    return _version("pyautoattack") + " FABAttack_PT (untargeted)", run
+                            alpha_max=a.alpha_max, eta=a.eta, beta=a.beta, seed=a.seed, targeted=targeted,
+                            n_target_classes=getattr(a, "targets", 9), device=x.device).perturb(x, y)
+    return _version("pyautoattack") + f" FABAttack_PT ({'targeted' if targeted else 'untargeted'})", run
 
 
 @translates("square")

@@ -231,10 +231,9 @@ class Square(Attack):
             return ((self.eps - image_norm).clamp_min(0.0) / c + windows_norm) * c
         return ((self.eps**2 - image_norm.square()).clamp_min(0.0) / c + windows_norm.square()).sqrt()
 
-    def _windows(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        view = (-1, 1, 1, 1)
-        # start: a grid of window patterns with random signs per cell and channel, then onto the ball
+    def _grid_start(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The start: a grid of window patterns with random signs per cell and channel, then onto the ball."""
+        _, c, h, w = x.shape
         s = max(h // 5, 1)
         offset = (h - s * 5) // 2
         delta = torch.zeros_like(x)
@@ -246,7 +245,12 @@ class Square(Attack):
             if r + s <= h and q + s <= w:
                 shape = oriented(pattern, draws[:, len(cells) * c + k])
                 delta[:, :, r:r + s, q:q + s] += shape * signs[:, k * c:(k + 1) * c, None, None]
-        x_best = self._onto_ball(x, delta)
+        return self._onto_ball(x, delta)
+
+    def _windows(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        view = (-1, 1, 1, 1)
+        x_best = self._grid_start(x, index)
 
         def odd_side(area: float) -> int:
             s = max(int(round(math.sqrt(area))), 3)

@@ -189,3 +189,17 @@ def autoattack_starts(monkeypatch):
             return _original(self, model, x, y, index)
 
         monkeypatch.setattr(cls, "perturb", seeded)
+
+
+def correct_points(classifier, n: int):
+    """(model, images, labels) of the first ``n`` test points the classifier gets right."""
+    model, x, y = classifier
+    with torch.no_grad():
+        correct = model(x[:n]).argmax(1) == y[:n]
+    return model, x[:n][correct], y[:n][correct]
+
+
+def still_robust(model, x_adv, y):
+    """Which examples the model still classifies correctly."""
+    with torch.no_grad():
+        return model(x_adv).argmax(1) == y

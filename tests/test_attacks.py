@@ -12,22 +12,11 @@ import torch
 import torchattacks
 
 import attacks
+from conftest import correct_points as _points, still_robust as _robust
 from attacks.core import flat_norm
 from attacks.provenance import model_fingerprint
 
 EPS = 0.05  # Linf on Fashion-MNIST: TinyCNN keeps part of its points, so verdicts can disagree
-
-
-def _points(tiny_classifier, n: int):
-    model, x, y = tiny_classifier
-    with torch.no_grad():
-        correct = model(x[:n]).argmax(1) == y[:n]
-    return model, x[:n][correct], y[:n][correct]
-
-
-def _robust(model, x_adv, y):
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y
 
 
 # ---------------------------------------------------------------- PGD against torchattacks

@@ -9,18 +9,7 @@ import pytest
 import torch
 
 import attacks
-
-
-def _points(tiny_classifier, n: int):
-    model, x, y = tiny_classifier
-    with torch.no_grad():
-        correct = model(x[:n]).argmax(1) == y[:n]
-    return model, x[:n][correct], y[:n][correct]
-
-
-def _robust(model, x_adv, y):
-    with torch.no_grad():
-        return model(x_adv).argmax(1) == y
+from conftest import correct_points as _points, still_robust as _robust
 
 
 @pytest.mark.parametrize("norm,eps", [("Linf", 0.05), ("L2", 1.0)])
