@@ -80,28 +80,44 @@ def _check_expansion(root: Node) -> None:
         stack.extend((child, False) for child in _children(node))
 
 
-def _load(text: str) -> Any:
+def _load(text: str, lines: dict[tuple, int] | None = None) -> Any:
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _check_expansion(node)
+        if lines is not None:
+            _record_lines(node, (), lines)
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def load_yaml_text(text: str, what: str) -> Any:
+def _record_lines(node: Node, where: tuple, lines: dict[tuple, int]) -> None:
+    """The line (1-based) of every key and list item, by its path of keys and indices from the top."""
+    lines.setdefault(where, node.start_mark.line + 1)
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            path = (*where, str(key.value))
+            lines[path] = key.start_mark.line + 1
+            _record_lines(value, path, lines)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, (*where, index), lines)
+
+
+def load_yaml_text(text: str, what: str, lines: dict[tuple, int] | None = None) -> Any:
     """Parse ``text`` (``what`` names it in messages, e.g. "override 'epochs=…'").
 
     Syntax errors stay ``yaml.YAMLError`` (a caller may fall back to the raw text); the limits and
-    values that YAML cannot convert are a :class:`UserError`.
+    values that YAML cannot convert are a :class:`UserError`. ``lines``, when given, receives the line
+    of every key and list item (see :func:`_record_lines`), for messages that name the line.
     """
     if len(text) > MAX_BYTES:
         raise YamlLimitError(f"{what} is longer than {MAX_BYTES:,} characters; give a shorter value")
     try:
-        return _load(text)
+        return _load(text, lines)
     except YamlLimitError as err:
         raise YamlLimitError(f"{what} {err}") from None
     except (ValueError, TypeError, OverflowError) as err:   # e.g. a date 2024-13-45, an integer of 5,000 digits
@@ -109,7 +125,7 @@ def load_yaml_text(text: str, what: str) -> Any:
                         "quote it to keep it as text") from None
 
 
-def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+def read_yaml_file(path: str | Path, what: str = "config file", lines: dict[tuple, int] | None = None) -> Any:
     """The content of the YAML file ``path``, or a one-line UserError that names it as ``what``
     (e.g. "suite file") and says what is wrong: missing, unreadable, too large, not YAML, beyond a limit."""
     path = Path(path)
@@ -128,7 +144,7 @@ def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
     except UnicodeDecodeError:
         raise UserError(f"cannot read {what} '{path}' (UnicodeDecodeError); give a YAML text file") from None
     try:
-        return load_yaml_text(text, f"{what} '{path}'")
+        return load_yaml_text(text, f"{what} '{path}'", lines)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -415,7 +415,7 @@ def test_paths_with_spaces_unicode_and_leading_dashes_work(tmp_path, capsys, mon
     """A runs folder named '-odd folder ü ∂' (relative, so it starts with a dash) trains, is attacked
     and reported on, the report with the quickstart's own command line (whose positional folder
     could be taken for an option); an --out in folders that do not exist yet is made."""
-    from robust_kd.quickstart import PLANS, build_chain
+    from robust_kd.study import Settings, expand, load_plan
 
     monkeypatch.chdir(tmp_path)
     assert main(train(ODD, "--name", "run ü -x")) == 0
@@ -424,9 +424,9 @@ def test_paths_with_spaces_unicode_and_leading_dashes_work(tmp_path, capsys, mon
     assert main(["attack", "--model", str(run), "--suite", "fast", "--n", "4", "--device", "cpu",
                  "--no-convergence-check"]) == 0
     assert len(list((run / "attacks").glob("fast-*.json"))) == 1
-    chain = build_chain(PLANS["smoke"], Path(ODD))
+    report_job = expand(load_plan("smoke"), Settings(Path(ODD))).jobs[-1]
     capsys.readouterr()
-    assert main(chain.steps[-1].argv) == 0, capsys.readouterr().err
+    assert main(report_job.argv) == 0, capsys.readouterr().err
     assert (Path(ODD) / "report" / "report.html").is_file()
     assert main(models_show("--out", f"{ODD}/new/deeper ü/-t.png")) == 0     # missing folders are made
     assert (Path(ODD) / "new" / "deeper ü" / "-t.png").stat().st_size > 0

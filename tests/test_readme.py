@@ -39,5 +39,5 @@ def test_the_readme_main_job_runs_the_quickstart_to_its_report(tmp_path):
     assert result.returncode == 0, result.stderr
     report = out / "report" / "report.html"
     assert result.stdout.strip().splitlines()[-1] == f"report: {report}" and report.is_file()
-    summary = json.loads((out / "teacher_resnet20" / "summary.json").read_text())
+    summary = json.loads((out / "resnet20_seed0" / "summary.json").read_text())
     assert summary["data"] == "embedded" and summary["final_test_accuracy"] > 0.6  # chance: 0.1

@@ -22,6 +22,7 @@ from .models_cmd import models
 from .quickstart_cmd import quickstart
 from .report_cmd import report
 from .rsa_cmd import rsa, rsa_adversarial, rsa_models
+from .study_cmd import study
 from .train_cmd import train
 
 
@@ -36,7 +37,8 @@ def cli() -> None:
     """
 
 
-for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial, rsa_models, report, quickstart):
+for command in (models, data, train, distill, attack, transfer, rsa, rsa_adversarial, rsa_models, report, quickstart,
+                study):
     cli.add_command(command)
 
 
@@ -70,6 +72,7 @@ _RESUME_NOTES = {  # what an interrupted verb keeps
     "distill": "finished epochs are saved, rerun the same command to resume",
     "attack": "finished batches and the last snapshot of the one in flight are saved, rerun the same command to resume",
     "quickstart": "finished steps are saved, rerun the same command to resume",
+    "study": "finished jobs are saved, rerun the same command to resume",
     "transfer": "finished batches of examples are saved, rerun the same command to resume",
 }
 

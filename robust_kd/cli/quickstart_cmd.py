@@ -1,8 +1,8 @@
-"""``robust-kd quickstart``: the whole chain once, on the embedded data, ending with a report."""
+"""``robust-kd quickstart``: the study ``quick`` (configs/studies/quick.yaml) into runs/quickstart, ending
+with its report: the same as ``robust-kd study quick --out runs/quickstart``."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -25,43 +25,32 @@ Examples:
 @click.option("-d", "--data", metavar="NAME", help="Another data set than the plan's (see 'robust-kd data').")
 @click.option("--data-root", metavar="FOLDER", help="Folder of the data set (needed by --full).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--fresh", is_flag=True, help="Delete the quickstart folder and start over.")
+@click.option("--fresh", is_flag=True, help="Delete what the quickstart wrote and start over.")
 @click.option("--dry-run", is_flag=True, help="Print the steps' commands and exit.")
 def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root: str | None, device: str,
-               fresh: bool, dry_run: bool) -> None:
+               fresh: bool, dry_run: bool) -> int:
     """Train a teacher, distil two students (KD, WTTM), train a JPEG-DL student, attack all four (fast and
     AutoAttack-style suites), build their transfer matrix, run the RSA of clean vs white-box vs black-box
     examples, and write the report; its path is the last line.
 
-    Every step prints the command it runs, so each can be rerun or varied by hand. Rerunning resumes
-    where the last run stopped; --fresh starts over."""
-    from .. import quickstart as qs
-    from ..paths import check_folder
-    from . import main
+    The quickstart is the study 'quick' (configs/studies/quick.yaml; see robust-kd study). Every step prints
+    the command it runs, so each can be rerun or varied by hand. Rerunning resumes where the last run
+    stopped; --fresh starts over."""
+    from .. import study as st
+    from .study_cmd import finish_local
 
     if full and plan_name not in ("quick", "full"):
         raise click.UsageError("--full and --plan disagree; give one of them")
-    plan = qs.PLANS["full" if full else plan_name]
-    folder = Path(out)
-    chain = qs.build_chain(plan, folder, data=data, data_root=data_root, device=device)
+    plan = st.load_plan("full" if full else plan_name)
+    the_study = st.expand(plan, st.Settings(Path(out), device, data, data_root))
     if dry_run:
-        for k, step in enumerate(chain.steps, 1):
-            print_line(f"[{k}/{len(chain.steps)}] {step.title}\n  {qs.command_line(step)}")
-        return
-    check_folder(folder, "--out")
-    qs.check_plan(plan, data=data, data_root=data_root, device=device)
-    settings = {"plan": plan.name, "data": data or plan.data, "data_root": data_root}
-    state = qs.prepare_folder(folder, settings, fresh, chain.owned)
-    print_line(f"quickstart ({plan.name}: {plan.description}) into {folder}")
-    start = time.perf_counter()
-    try:
-        spent = qs.run_chain(chain, state, main, print_line)
-    except qs.StepFailed as failed:
-        raise click.exceptions.Exit(failed.code) from None
-    total = state.get("seconds", spent)
-    jpegdl_run = folder / f"student_{plan.jpegdl}"
-    print_line(f"\nquickstart finished: {len(chain.steps)} steps, {total:.0f} s of work in all "
-               f"({time.perf_counter() - start:.0f} s in this call). Next, for example:\n"
-               f"  robust-kd attack --model {jpegdl_run} --suite autoattack --n 100\n"
-               f"  robust-kd rsa --model {folder / f'teacher_{plan.teacher}'} --stimuli rsa92 --brain-rdm rsa92")
-    print_line(f"report: {chain.report}")
+        for k, job in enumerate(the_study.jobs, 1):
+            print_line(f"[{k}/{len(the_study.jobs)}] {job.title}\n  {st.command_line(job.argv)}")
+        return 0
+    print_line(f"quickstart ({plan.name}: {plan.description}) into {out}")
+    summary = st.run_local(the_study, print_line, fresh=fresh)
+    jpegdl = next((m.run for m in the_study.models if m.role == "jpegdl"), None)
+    teacher = next(m.run for m in the_study.models if m.role in ("teacher", "baseline"))
+    hints = [f"  robust-kd attack --model {Path(out) / jpegdl} --suite autoattack --n 100"] if jpegdl else []
+    hints.append(f"  robust-kd rsa --model {Path(out) / teacher} --stimuli rsa92 --brain-rdm rsa92")
+    return finish_local(the_study, summary, "quickstart", tuple(hints))

@@ -13,6 +13,7 @@ from attacks import convergence_words, cross_check_words, eps_label
 from . import figures
 from .collect import ReportData, RunRecord
 from .document import Figure, Report, Section, Table, table
+from .headline import headline_section
 
 FLAG_WORDS = {
     "iterative_weaker_than_single_step":
@@ -410,7 +411,8 @@ def rsa_section(data: ReportData) -> Section | None:
     return Section("Representational similarity (RSA)", paragraphs, blocks) if blocks else None
 
 
-SECTIONS = [runs_section, teacher_section, curves_section, robustness_section, eps_section, examples_section,
+SECTIONS = [headline_section, runs_section, teacher_section, curves_section, robustness_section, eps_section,
+            examples_section,
             transfer_section, jpeg_section, rsa_section]
 
 

@@ -42,6 +42,21 @@ class ReportData:
     rsa_models: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)     # files found while scanning a folder and left out, why
+    study: dict[str, Any] | None = None                  # a study folder's study.json, with its jobs' states
+
+
+def read_study(folder: Path) -> dict[str, Any] | None:
+    """The plan a study folder records (study.json) and the state of each job (``_states``), or None."""
+    study = _json(folder / "study.json")
+    if not study or not isinstance(study.get("models"), list) or not isinstance(study.get("settings"), dict):
+        return None
+    states = {}
+    for file in sorted((folder / ".study" / "jobs").glob("*.json")):
+        state = _json(file)
+        if state:
+            states[file.stem.replace("__", "/")] = state
+    study["_states"] = states
+    return study
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -248,6 +263,7 @@ def collect(paths: list[str | Path]) -> ReportData:
         elif is_run(path):
             add_run(path)
         else:
+            data.study = data.study or read_study(path)
             scan(path, SCAN_DEPTH)
         data.sources.append(str(path))
     if not (data.runs or data.transfers or data.rsa_models):

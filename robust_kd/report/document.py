@@ -17,6 +17,7 @@ class Table:
     columns: list[str]
     rows: list[list[Any]]
     caption: str = ""
+    sortable: bool = False        # in HTML, a click on a column's head sorts by it
 
 
 @dataclass
@@ -52,7 +53,28 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 caption { caption-side: top; text-align: left; color: #444; padding-bottom: 0.3em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } .flag { color: #a33; }
+table.sortable th { cursor: pointer; } table.sortable th:hover { background: #e8e8e8; }
 """
+
+# Sorts a table.sortable by the clicked column (numbers by value, "73.1 ± 0.2" by its mean; text after numbers);
+# a second click reverses. Inline, so the page stays one offline file.
+SORT_SCRIPT = """<script>
+document.querySelectorAll('table.sortable').forEach(function (t) {
+  t.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var rows = Array.from(t.querySelectorAll('tr')).slice(1), down = th.dataset.down !== '1';
+      function key(r) { var s = r.children[col].textContent, v = parseFloat(s); return isNaN(v) ? s : v; }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b), c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
+                                                               : (typeof x === 'number' ? -1 : 1);
+        return down ? -c : c;
+      });
+      th.dataset.down = down ? '1' : '0';
+      rows.forEach(function (r) { t.appendChild(r); });
+    });
+  });
+});
+</script>"""
 
 
 def _is_number(value: Any) -> bool:
@@ -75,7 +97,7 @@ def render_html(report: Report) -> str:
             out.append(f"<p>{html.escape(p)}</p>")
         for block in section.blocks:
             if isinstance(block, Table):
-                out.append("<table>")
+                out.append("<table class='sortable'>" if block.sortable else "<table>")
                 if block.caption:
                     out.append(f"<caption>{html.escape(block.caption)}</caption>")
                 out.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in block.columns) + "</tr>")
@@ -91,6 +113,8 @@ def render_html(report: Report) -> str:
                 out.append(f"<figure><img src='data:image/png;base64,{data}' "
                            f"alt='{html.escape(block.caption or block.name)}'>"
                            f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    if any(isinstance(b, Table) and b.sortable for s in report.sections for b in s.blocks):
+        out.append(SORT_SCRIPT)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -126,5 +150,5 @@ def _markdown_table(block: Table) -> list[str]:
     return [*lines, ""]
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> Table:
-    return Table(list(columns), [list(r) for r in rows], caption)
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "", sortable: bool = False) -> Table:
+    return Table(list(columns), [list(r) for r in rows], caption, sortable)

@@ -132,3 +132,29 @@ def adversarial_examples(clean: np.ndarray, adversarial: np.ndarray, captions: S
                 ax.set_xlabel(captions[i], fontsize=6)
     fig.suptitle(title, fontsize=9)
     return _png(fig)
+
+
+ROLE_COLOURS = {"teacher": "#1f4e79", "student": "#2e8b57", "jpegdl": "#c0504d", "baseline": "#7f7f7f"}
+
+
+def robustness_scatter(points: dict[str, tuple[float, float, str]], arrows: Sequence[tuple[str, str]],
+                       label: str) -> bytes:
+    """One point per model (clean accuracy, robust accuracy, role), an arrow from each teacher to each student."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for start, end in arrows:
+        (x0, y0, _), (x1, y1, _) = points[start], points[end]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "#999999", "lw": 1, "shrinkA": 5, "shrinkB": 5})
+    for role, colour in ROLE_COLOURS.items():
+        mine = [(name, p) for name, p in points.items() if p[2] == role]
+        if mine:
+            ax.scatter([p[0] for _, p in mine], [p[1] for _, p in mine], color=colour, label=role, zorder=3)
+    for name, (x, y, _) in points.items():
+        ax.annotate(textwrap.shorten(name, 40), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%), {label}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Robustness vs accuracy", fontsize=10)
+    return _png(fig)

@@ -1,0 +1,42 @@
+"""Studies: a grid of teachers, students, methods, JPEG-DL models and seeds as one resumable command.
+
+    plan = load_plan("quick")                          # configs/studies/quick.yaml, or any plan file
+    study = expand(plan, Settings(Path("runs/quick")))  # its models and jobs (robust-kd command lines)
+    summary = run_local(study, print)                  # or slurm.submit(...) on a cluster
+
+``robust-kd study`` and ``robust-kd quickstart`` are this package on the command line; docs/studies.md
+explains plans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .check import check_study
+from .folder import StudyFolder
+from .grid import Job, ModelEntry, Settings, Study, expand
+from .local import LocalRunner, Summary, command_line
+from .plan import StudyPlan, load_plan, plan_path, shipped_plans
+from .status import job_status, status_lines, study_status
+
+
+def run_local(study: Study, say: Callable[[str], None], *, jobs: int = 1, fresh: bool = False) -> Summary:
+    """Check the study, prepare its folder and run every job not done, holding the runner's lock."""
+    from ..paths import check_folder
+
+    check_folder(study.settings.out, "--out")
+    check_study(study)
+    folder = StudyFolder(study.settings.out)
+    with folder.runner_lock("robust-kd study"):
+        folder.prepare(study, fresh)
+        return LocalRunner(study, folder, say, jobs).run()
+
+
+def report_path(study: Study) -> Path:
+    return study.settings.out / "report" / "report.html"
+
+
+__all__ = ["Job", "LocalRunner", "ModelEntry", "Settings", "Study", "StudyFolder", "StudyPlan", "Summary",
+           "check_study", "command_line", "expand", "job_status", "load_plan", "plan_path", "report_path",
+           "run_local", "shipped_plans", "status_lines", "study_status"]
