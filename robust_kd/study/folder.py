@@ -124,9 +124,10 @@ class StudyFolder:
         return record
 
     def is_done(self, job: Job) -> bool:
-        """Done: recorded as done with the same command line, and its results still there."""
+        """Done: recorded as done with the same command line (on any device), and its results still there."""
         state = self.state(job.id)
-        return state.get("state") == "done" and state.get("argv") == job.argv and job.finished(self.out)
+        return state.get("state") == "done" and _but_device(state.get("argv")) == _but_device(job.argv) \
+            and job.finished(self.out)
 
     @contextmanager
     def job_lock(self, job: Job) -> Iterator[None]:
@@ -144,6 +145,14 @@ class StudyFolder:
                            f"({who or 'another process'}); wait for it to end, or stop it, and rerun",
                            holder=f"{what}, {_holder()}"):
             yield
+
+
+def _but_device(argv: Any) -> Any:
+    """A command line without its --device value: a job done on the GPU is done for a rerun on the CPU too."""
+    if not isinstance(argv, list) or "--device" not in argv:
+        return argv
+    k = argv.index("--device")
+    return argv[:k] + argv[k + 2:]
 
 
 def _holder() -> str:

@@ -126,6 +126,12 @@ def stop_children() -> None:
         process.wait()
 
 
+def slurm_task_id() -> str | None:
+    """This process's Slurm job as squeue -r names it (ARRAY_TASK for an array task), or None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 Launcher = Callable[[Sequence[str], Path], int]
 
 
@@ -135,7 +141,7 @@ def run_job(folder: StudyFolder, job: Job, launcher: Launcher, argv: Sequence[st
     argv = list(argv or job.argv)
     log = folder.log_path(job)
     with folder.job_lock(job):
-        folder.set_state(job, "running", log=str(log), slurm=os.environ.get("SLURM_JOB_ID"))
+        folder.set_state(job, "running", log=str(log), slurm=slurm_task_id())
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n$ robust-kd {' '.join(argv)}\n")

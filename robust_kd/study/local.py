@@ -73,7 +73,7 @@ class LocalRunner:
 
     def settled_before(self, job: Job) -> bool:
         """Skipped (done earlier) or blocked: returns True when ``job`` needs no run."""
-        if self.folder.is_done(job):
+        if self.folder.is_done(job) and not (job.after_all and self.summary.outcomes):   # a report of new results
             seconds = self.folder.state(job.id).get("seconds", 0)
             self.say(f"{self.head(job)}: done earlier ({seconds:.0f} s), skipped")
             self.summary.skipped.append(job)

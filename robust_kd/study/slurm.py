@@ -74,6 +74,8 @@ def script(study: Study, stage: int, count: int, options: SlurmOptions) -> str:
 
 def plan_scripts(study: Study, folder: StudyFolder, options: SlurmOptions) -> list[tuple[Path, list[Job], str]]:
     done = {j.id for j in study.jobs if folder.is_done(j)}
+    if any(j.id not in done for j in study.jobs if not j.after_all):      # the report is written anew
+        done -= {j.id for j in study.jobs if j.after_all}
     return [(folder.out / "slurm" / f"stage{k}.sbatch", group, script(study, k, len(group), options))
             for k, group in enumerate(stages(study.jobs, done))]
 
@@ -86,6 +88,7 @@ def submit(study: Study, folder: StudyFolder, options: SlurmOptions) -> list[tup
                         "scripts it would submit")
     submitted: list[tuple[str, list[Job]]] = []
     previous = None
+    (folder.out / "logs").mkdir(parents=True, exist_ok=True)     # Slurm fails a task whose --output it cannot open
     for k, (path, group, text) in enumerate(plan_scripts(study, folder, options)):
         write_text(path.with_suffix(".txt"), "".join(f"{job.id}\n" for job in group))
         write_text(path, text)
@@ -99,6 +102,18 @@ def submit(study: Study, folder: StudyFolder, options: SlurmOptions) -> list[tup
             folder.set_state(job, "submitted", slurm=f"{previous}_{index}")
         submitted.append((previous, group))
     return submitted
+
+
+def queued_tasks() -> set[str] | None:
+    """The array tasks Slurm still holds (pending or running) as 'ARRAY_TASK', or None without squeue."""
+    squeue = shutil.which("squeue")
+    if squeue is None:
+        return None
+    try:
+        result = subprocess.run([squeue, "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(result.stdout.split()) if result.returncode == 0 else None
 
 
 def run_task(study: Study, folder: StudyFolder, stage: int, gpus: int) -> int:

@@ -31,13 +31,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def job_status(folder: StudyFolder, job: Job) -> JobStatus:
+def job_status(folder: StudyFolder, job: Job, queued: set[str] | None = None) -> JobStatus:
+    """``queued``: the Slurm tasks still in the queue (None: unknown), to tell a job Slurm dropped."""
     record = folder.state(job.id)
     state = record.get("state", "")
     if folder.is_done(job):
         return JobStatus(job, "done", f"{record.get('seconds', 0):.0f} s")
     if state == "done":
         return JobStatus(job, "waiting", "done earlier, but its results are gone or its command changed")
+    gone = queued is not None and record.get("slurm") and record["slurm"] not in queued
+    if state == "submitted" and gone:
+        return JobStatus(job, "failed", f"Slurm job {record['slurm']} left the queue without starting it; see "
+                         f"{folder.out / 'logs'}/slurm-*.out, then rerun")
+    if state == "running" and gone:
+        return JobStatus(job, "interrupted", f"Slurm job {record['slurm']} ended (cancelled or out of time); rerun "
+                         "to resume it")
     if state == "running":
         here = record.get("host") == socket.gethostname()
         if here and not record.get("slurm") and not _alive(int(record.get("pid", 0) or 0)):
@@ -57,7 +65,11 @@ def job_status(folder: StudyFolder, job: Job) -> JobStatus:
 
 
 def study_status(study: Study, folder: StudyFolder) -> list[JobStatus]:
-    return [job_status(folder, job) for job in study.jobs]
+    from .slurm import queued_tasks
+
+    slurm = any(folder.state(j.id).get("slurm") for j in study.jobs)
+    queued = queued_tasks() if slurm else None
+    return [job_status(folder, job, queued) for job in study.jobs]
 
 
 def status_lines(study: Study, statuses: list[JobStatus]) -> list[str]:

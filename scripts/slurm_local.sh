@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# slurm_local.sh - throwaway one-node Slurm cluster on localhost, for tests (run as root).
+#   slurm_local.sh up DIR    install slurm-wlm+munge if missing; start munged, slurmctld, slurmd
+#                            from DIR; wait until the node is idle. Progress goes to stderr; the
+#                            last stdout line is:  export SLURM_CONF=DIR/slurm.conf
+#   slurm_local.sh down DIR  cancel jobs, stop the daemons started from DIR; quiet if gone.
+# Everything generated (config, munge key/socket, state, spool, logs, pids) lives in DIR.
+# Debian 12 / Slurm 22.05 / munge 0.5.15. Env: SLURM_LOCAL_PORT (slurmctld port, slurmd uses
+# port+1; default 6817), SLURM_LOCAL_TIMEOUT (seconds to wait for an idle node; default 60).
+set -euo pipefail
+
+log() { echo "slurm_local: $*" >&2; }
+# One-line failure; if `up` already started daemons, stop them again.
+die() { echo "slurm_local: ERROR: $*" >&2; if [[ -n ${STARTED:-} ]]; then down >/dev/null 2>&1 || true; fi; exit 1; }
+
+[[ $# -eq 2 && ($1 == up || $1 == down) ]] || die "usage: $0 up|down DIR"
+if [[ $1 == down && ! -d $2 ]]; then exit 0; fi
+mkdir -p "$2/log" 2>/dev/null || die "cannot create directory $2"
+D=$(cd "$2" && pwd -P)
+export SLURM_CONF=$D/slurm.conf
+PORT=${SLURM_LOCAL_PORT:-6817}
+TIMEOUT=${SLURM_LOCAL_TIMEOUT:-60}
+NODE=$(hostname -s 2>/dev/null || true); NODE=${NODE:-localhost}
+SOCK=$D/munge/munge.socket
+
+# True if pid $1 exists and is not a zombie (a crashed daemon may linger as a zombie).
+running() { [[ $(ps -o stat= -p "$1" 2>/dev/null) == [!Z]* ]]; }
+# Print the pid from DIR/run/$1.pid if that process is running and really is $1.
+pid_of() {
+  local p; p=$(cat "$D/run/$1.pid" 2>/dev/null) || return 1
+  [[ $p =~ ^[0-9]+$ && $(cat "/proc/$p/comm" 2>/dev/null) == "$1" ]] && running "$p" && echo "$p"
+}
+# Stop daemon $1: SIGTERM, wait up to 10 s, then SIGKILL. Never fails.
+stop() {
+  local p i; p=$(pid_of "$1") || { rm -f "$D/run/$1.pid"; return 0; }
+  kill "$p" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do running "$p" || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true; rm -f "$D/run/$1.pid"
+}
+node_state() { timeout 10 sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n1; }
+# Last fatal (else error) line of log $1, skipping known noise (mpi/pmix wants libpmix2, which is
+# only a Recommends; missing state files on a fresh start).
+why() {
+  local l; l=$(grep -a 'fatal' "$1" 2>/dev/null | tail -n1) || true
+  [[ -n $l ]] || l=$(grep -ai 'error' "$1" 2>/dev/null | grep -vE 'pmix|PMIx|MPI:|state file|NOTE:' | tail -n1) || true
+  echo "${l:-no error logged, see $1}"
+}
+kill_tree() { local c; for c in $(pgrep -P "$1" || true); do kill_tree "$c"; done; kill -9 "$1" 2>/dev/null || true; }
+# True if process $1 has a file under DIR open (a slurmstepd keeps DIR/log/slurmd.log open).
+uses_dir() { local fd; for fd in /proc/"$1"/fd/*; do [[ $(readlink "$fd" 2>/dev/null) == "$D"/* ]] && return 0; done; return 1; }
+
+down() {
+  local jobs p i
+  if pid_of slurmctld >/dev/null; then   # cancel jobs first so no job processes outlive us
+    jobs=$(timeout 10 squeue -h -o %F 2>/dev/null | sort -u | tr '\n' ' ') || true
+    if [[ -n ${jobs// /} ]]; then
+      # shellcheck disable=SC2086  # word splitting wanted: list of job ids
+      timeout 10 scancel $jobs 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do [[ -z $(timeout 5 squeue -h 2>/dev/null) ]] && break; sleep 0.2; done
+    fi
+  fi
+  stop slurmd; stop slurmctld; stop munged
+  # slurmstepds outlive slurmd (e.g. after a crash): kill this cluster's ones with their jobs.
+  for p in $(pgrep -x slurmstepd || true); do if uses_dir "$p"; then kill_tree "$p"; fi; done
+  rm -f "$SOCK" "$SOCK.lock"
+  log "stopped daemons of $D"
+}
+
+install_pkgs() {
+  command -v slurmctld && command -v slurmd && command -v munged && command -v sinfo && return 0
+  log "installing slurm-wlm and munge with apt-get (log: $D/log/apt.log)"
+  # Keep maintainer scripts from starting system-wide munge/slurm services (no-op if present).
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends slurm-wlm munge)
+  "${apt[@]}" >"$D/log/apt.log" 2>&1 ||
+    { apt-get update -q >>"$D/log/apt.log" 2>&1 && "${apt[@]}" >>"$D/log/apt.log" 2>&1; } ||
+    die "apt-get install slurm-wlm munge failed: $(tail -n1 "$D/log/apt.log")"
+  command -v slurmctld >/dev/null || die "slurmctld still not found after apt-get install"
+}
+
+write_conf() {  # -> DIR/slurm.conf.new. Real CPUs/memory from `slurmd -C` (first line).
+  local hw
+  hw=$(slurmd -C 2>/dev/null | sed -n 's/^NodeName=[^ ]* //p' | head -n1) || true
+  [[ $hw == *CPUs=* ]] || hw="CPUs=$(nproc) RealMemory=$(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo)"
+  cat >"$SLURM_CONF.new" <<EOF
+# Generated by slurm_local.sh: one-node test cluster, everything under $D
+ClusterName=local
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmUser=root
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
+# Credentials via our own munged; every path below points into DIR.
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$SOCK
+StateSaveLocation=$D/state
+SlurmdSpoolDir=$D/spool
+SlurmctldPidFile=$D/run/slurmctld.pid
+SlurmdPidFile=$D/run/slurmd.pid
+SlurmctldLogFile=$D/log/slurmctld.log
+SlurmdLogFile=$D/log/slurmd.log
+# No cgroups (container-safe; 22.05 then loads no cgroup plugin, so no cgroup.conf), no accounting.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MailProg=/bin/true
+# Consumable CPUs only (memory not tracked, jobs share the node). Batch jobs are not started at
+# submit time; batch_sched_delay=0 + bf_interval=1 bound the start latency to about 1 s.
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,bf_interval=1
+MinJobAge=30
+KillWait=5
+ReturnToService=2
+SlurmdParameters=config_overrides
+NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE $hw State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+up() {
+  [[ $EUID -eq 0 ]] || die "must run as root (SlurmUser=root)"
+  ((${#SOCK} < 100)) || die "DIR path too long for a unix socket: $SOCK"
+  mkdir -p "$D"/{run,state,spool,munge}
+  install_pkgs >/dev/null
+  write_conf
+  # Reuse a healthy cluster already running from DIR with an identical config.
+  if cmp -s "$SLURM_CONF.new" "$SLURM_CONF" && pid_of munged >/dev/null && pid_of slurmctld >/dev/null &&
+    pid_of slurmd >/dev/null && [[ $(node_state) =~ ^(idle|mixed|allocated)$ ]]; then
+    rm -f "$SLURM_CONF.new"; log "reusing running cluster in $D"; echo "export SLURM_CONF=$SLURM_CONF"; return 0
+  fi
+  down 2>/dev/null; STARTED=1
+  mv -f "$SLURM_CONF.new" "$SLURM_CONF"
+  rm -rf "$D/state" "$D/spool" && mkdir -p "$D/state" "$D/spool"
+  local f t0 st=; for f in munged slurmctld slurmd; do mv -f "$D/log/$f.log" "$D/log/$f.log.prev" 2>/dev/null || true; done
+  # munged refuses a key readable by others or dirs writable by others; 0755 lets users reach the socket.
+  chmod 755 "$D/munge"
+  [[ -s $D/munge/munge.key ]] || mungekey --create --keyfile="$D/munge/munge.key" 2>/dev/null ||
+    dd if=/dev/urandom of="$D/munge/munge.key" bs=1024 count=1 status=none
+  chmod 600 "$D/munge/munge.key"
+  munged --key-file="$D/munge/munge.key" --socket="$SOCK" --pid-file="$D/run/munged.pid" \
+    --log-file="$D/log/munged.log" --seed-file="$D/munge/munge.seed" || die "munged failed: $(why "$D/log/munged.log")"
+  munge -n -S "$SOCK" | unmunge -S "$SOCK" >/dev/null 2>&1 || die "munge self-test failed on $SOCK"
+  slurmctld -f "$SLURM_CONF" || die "slurmctld failed: $(why "$D/log/slurmctld.log")"
+  slurmd -f "$SLURM_CONF" -N "$NODE" || die "slurmd failed: $(why "$D/log/slurmd.log")"
+  t0=$SECONDS
+  while ((SECONDS - t0 < TIMEOUT)); do
+    st=$(node_state || true)
+    [[ $st == idle ]] && { log "node $NODE idle"; echo "export SLURM_CONF=$SLURM_CONF"; return 0; }
+    for f in slurmctld slurmd; do  # dead = pid file written but process gone (or none after 5 s)
+      if ! pid_of $f >/dev/null && { [[ -s $D/run/$f.pid ]] || ((SECONDS - t0 > 5)); }; then
+        die "$f died: $(why "$D/log/$f.log")"
+      fi
+    done
+    sleep 0.2
+  done
+  die "node $NODE not idle after ${TIMEOUT}s (state '$st'): $(why "$D/log/slurmd.log")"
+}
+
+"$1"
