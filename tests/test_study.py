@@ -112,6 +112,9 @@ BAD_PLANS = [
     ("a seed that is no number", PLAN + "seeds: [0, one]\n", 9, r"a seed must be a whole number"),
     ("no study name", PLAN.replace("study: mine\n", ""), 1, r"starts with 'study: <name>'"),
     ("a suite twice", PLAN + "  - {suite: fast, n: 8, eps: 2/255}\n", 9, r"appears twice"),
+    ("an override the recipe has not", PLAN.replace("[epochs=1,", "[epoch=1,"), 3, r"unknown config key 'epoch'"),
+    ("a method option out of range", PLAN.replace("[kd]", "[kd, {method: kd, label: hot, options: {temperature: -3}}]"),
+     6, r"distill.options.temperature must lie in"),
 ]
 
 
@@ -288,7 +291,8 @@ def test_the_study_report_shows_every_model_failed_jobs_and_published_numbers(sm
     wttm = next(r for r in rows if "(wttm)" in r)
     assert wttm.count(">failed<") == 2                       # both fast columns
     kd_row = next(r for r in rows if "(kd)" in r)
-    assert ">99.00<" in kd_row and "⚠ outside" in kd_row
+    assert ">99.00 ± 0.10 [1]<" in kd_row and "⚠ outside" in kd_row
+    assert "Published numbers: [1] a &lt;b&gt;table&lt;/b&gt;." in headline     # the source, escaped
     assert "attack/fast/resnet8_wttm_from_resnet8_seed0 (failed" in headline
 
 

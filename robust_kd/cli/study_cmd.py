@@ -63,8 +63,12 @@ def study(plan_name: str, out: str | None, dry_run: bool, status: bool, jobs: in
     if slurm_task is not None:
         return sl.run_task(the_study, folder, slurm_task, gpus_per_job)
     if status:
-        if not folder.is_study():
+        recorded = folder.recorded()
+        if recorded is None:
             raise click.UsageError(f"'{settings.out}' holds no study yet (no study.json); run it first, or give --out")
+        if recorded["settings"].get("study") != plan.name:
+            raise click.UsageError(f"'{settings.out}' holds the study {recorded['settings'].get('study')}, not "
+                                   f"{plan.name}; give that study's plan, or --out of this one")
         for line in st.status_lines(the_study, st.study_status(the_study, folder)):
             print_line(line)
         return 0

@@ -69,6 +69,7 @@ class Headline:
         self.columns = self._attack_columns()
         self.has_rsa = any(res.get("kind") == "rsa" for r in self.runs.values() for res in r.rsa)
         self.has_published = any(g.published for g in self.groups.values())
+        self.sources = list(dict.fromkeys(g.published["source"] for g in self.groups.values() if g.published))
 
     # --------------------------------------------------------------------------------------- measurements
     def _attack_columns(self) -> list[tuple[str, str, float]]:
@@ -154,9 +155,11 @@ class Headline:
         if not published:
             return ["", "", ""]
         diff = "" if clean is None else f"{clean[0] - published['top1']:+.2f}"
+        sd = f" ± {published['std']:.2f}" if published.get("std") else ""
+        mark = f" [{self.sources.index(published['source']) + 1}]"
         spread = 2 * published["std"] if published.get("std") else float(self.study.get("tolerance", 1.0))
         flag = "" if clean is None else ("⚠ outside" if abs(clean[0] - published["top1"]) > spread else "within")
-        return [f"{published['top1']:.2f}", diff, flag]
+        return [f"{published['top1']:.2f}{sd}{mark}", diff, flag]
 
     def table(self) -> Table:
         columns = ["model", "role", "seeds", "clean acc (%)"]
@@ -204,6 +207,9 @@ def headline_section(data: ReportData) -> Section | None:
                   "CIFAR-100 numbers are mostly the best epoch's (chosen on the test set), about 0.2–0.4 points "
                   f"higher. A row is flagged when ours − published exceeds twice the published sd, or "
                   f"{float(study.get('tolerance', 1.0)):.2f} points where the source gives no sd."]
+    if headline.sources:
+        paragraphs.append("Published numbers: " + "; ".join(f"[{k}] {s}" for k, s in enumerate(headline.sources, 1))
+                          + ".")
     if failed:
         paragraphs.append("Jobs that did not finish: " + "; ".join(
             f"{job} ({states[job]['state']}, log {states[job].get('log', '')})" for job in failed) + ".")

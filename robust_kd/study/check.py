@@ -29,17 +29,19 @@ def check_study(study: Study) -> None:
     if data["root"] is None and data["name"] in FOLDER_DATA:
         raise UserError(f"the {plan.name} study trains on {data['name']}, which is read from a folder: give "
                         f"--data-root <folder with the {data['name']} files> (or --data embedded for the built-in set)")
+    where = plan.at("overrides") if plan.overrides else plan.at("recipe")
     try:
         configs = [resolve_train_config(plan.recipe, {**common, "model": job.argv[job.argv.index("--model") + 1]},
                                         [*overrides, *_init_checkpoint(job.argv)])
                    for job in study.jobs if job.verb == "train"]
-        for pair in plan.pairs:
-            for spec in plan.methods:
-                options = [f"distill.options.{k}={v}" for k, v in spec.options]
+        for k, spec in enumerate(plan.methods):
+            where = plan.at("methods", k)
+            options = [f"distill.options.{key}={value}" for key, value in spec.options]
+            for pair in plan.pairs:
                 student = {**common, "model": pair.student}
                 resolve_distill_config(spec.recipe or plan.recipe, spec.method, pair.teacher, student,
                                        [*overrides, *options])
     except UserError as err:
-        raise UserError(f"study plan '{plan.path}': {err}") from None
+        raise UserError(f"{where}: {err}") from None
     if configs:
         load_data_once(configs[0])

@@ -111,6 +111,14 @@ class StudyPlan:
     rsa: RsaSpec | None = None
     tolerance: float = 1.0            # points: ours − published beyond this (or 2 std) is flagged
     needs: str = ""                   # what the plan needs to run (e.g. "a GPU and CIFAR-100"), said by --dry-run
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)   # the line of each key, for messages
+
+    def at(self, *where: Any) -> str:
+        """'study plan '<file>', line N' for the key at ``where`` (or the nearest one above it)."""
+        path = tuple(where)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return f"study plan '{self.path}', line {self.lines.get(path, 1)}"
 
 
 class PlanReader:

@@ -169,7 +169,7 @@ def read_plan(r: PlanReader) -> StudyPlan:
         methods=methods, train=_train(r, raw["train"], sources) if raw.get("train") else (),
         attacks=_attacks(r, raw["attacks"]) if raw.get("attacks") else (),
         tolerance=r.number(raw.get("tolerance", 1.0), ("tolerance",), "tolerance", 0, 100),
-        needs=str(raw.get("needs", "")),
+        needs=str(raw.get("needs", "")), lines=r.lines,
     )
     plan.transfer = _optional(r, raw, "transfer", TRANSFER_KEYS, lambda e: TransferSpec(
         r.count(e.get("n", 200), ("transfer", "n"), "n"), r.eps(e.get("eps", "8/255"), ("transfer", "eps")),
