@@ -57,7 +57,7 @@ def _check_chain_output(out_dir: Path, stdout: str, plan_name: str) -> None:
     assert [Path(s).name for s in matrix["sources"]] == runs
     assert next((out_dir / runs[1] / "rsa").glob("*/rsa_adversarial.json"))
     states = [json.loads(f.read_text()) for f in (out_dir / STATE_DIR / "jobs").glob("*.json")]
-    assert len(states) == 15 and all(s["state"] == "done" and s["seconds"] >= 0 for s in states)
+    assert len(states) == 19 and all(s["state"] == "done" and s["seconds"] >= 0 for s in states)
 
 
 def test_smoke_quickstart_runs_the_whole_chain_and_resumes(capsys, tmp_path):
@@ -65,15 +65,15 @@ def test_smoke_quickstart_runs_the_whole_chain_and_resumes(capsys, tmp_path):
     code, out, err = _run(capsys, "quickstart", "--plan", "smoke", "--out", str(out_dir), "--device", "cpu")
     assert code == 0, err
     _check_chain_output(out_dir, out, "smoke")
-    for k in range(1, 16):                                # every step shows progress and its command
-        assert f"[{k}/15]" in out
+    for k in range(1, 20):                                # every step shows progress and its command
+        assert f"[{k}/19]" in out
     assert "$ robust-kd train --model resnet8 --name resnet8_seed0" in out
 
     # a rerun skips every step, rewrites nothing and prints the report path again
     report_mtime = (out_dir / "report" / "report.html").stat().st_mtime_ns
     code, out, err = _run(capsys, "quickstart", "--plan", "smoke", "--out", str(out_dir), "--device", "cpu")
     assert code == 0, err
-    assert out.count("done earlier") == 15
+    assert out.count("done earlier") == 19
     assert (out_dir / "report" / "report.html").stat().st_mtime_ns == report_mtime
     assert out.strip().splitlines()[-1] == f"report: {out_dir / 'report' / 'report.html'}"
 
@@ -83,7 +83,7 @@ def test_smoke_quickstart_runs_the_whole_chain_and_resumes(capsys, tmp_path):
         (jobs / name).unlink()
     code, out, err = _run(capsys, "quickstart", "--plan", "smoke", "--out", str(out_dir), "--device", "cpu")
     assert code == 0, err
-    assert out.count("done earlier") == 13 and "$ robust-kd rsa-adversarial" in out and "$ robust-kd report" in out
+    assert out.count("done earlier") == 17 and "$ robust-kd rsa-adversarial" in out and "$ robust-kd report" in out
     state_file = out_dir / STUDY_FILE
 
     # other settings in the same folder: a clear error, nothing lost

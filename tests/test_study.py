@@ -16,7 +16,7 @@ import pytest
 
 from robust_kd import study as st
 from robust_kd.cli import main
-from robust_kd.study import launch, local
+from robust_kd.study import launch
 from robust_kd.study import slurm as sl
 from robust_kd.study.folder import STATE_DIR, StudyFolder
 
@@ -143,20 +143,20 @@ def test_a_plan_that_is_not_yaml_or_not_there_is_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ the runner
 def test_the_smoke_study_runs_every_job_and_a_rerun_skips_them(smoke_study, capsys):
     states = {f.stem: json.loads(f.read_text())["state"] for f in (smoke_study / STATE_DIR / "jobs").glob("*.json")}
-    assert len(states) == 15 and set(states.values()) == {"done"}
+    assert len(states) == 19 and set(states.values()) == {"done"}
     assert all((smoke_study / "logs" / f"{name}.log").stat().st_size > 0 for name in states)
     code, out, err = _run(capsys, "study", "smoke", "--out", str(smoke_study), *SMOKE)
     assert code == 0, err
-    assert out.count("done earlier") == 15 and out.strip().endswith(f"report: {smoke_study / 'report/report.html'}")
+    assert out.count("done earlier") == 19 and out.strip().endswith(f"report: {smoke_study / 'report/report.html'}")
     code, out, _ = _run(capsys, "study", "smoke", "--out", str(smoke_study), "--status")
-    assert code == 0 and "15 jobs: 15 done" in out
+    assert code == 0 and "19 jobs: 19 done" in out
 
 
-def _fake_launcher(out: Path, fail: str = "", interrupt: str = ""):
-    """Stands in for the verbs: writes the file each job leaves behind, fails or is cut off where told."""
+def _fake_verbs(out: Path, fail: str = "", interrupt: str = ""):
+    """Stands in for robust-kd's verbs: writes the file each job leaves behind, fails or is cut off where told."""
     calls: list[list[str]] = []
 
-    def launcher(argv, log_path):
+    def verb(argv):
         calls.append(list(argv))
         job = next(j for j in the_study.jobs if j.argv == list(argv))
         if fail and fail in job.id:
@@ -169,46 +169,45 @@ def _fake_launcher(out: Path, fail: str = "", interrupt: str = ""):
         return 0
 
     the_study = st.expand(st.load_plan("smoke"), st.Settings(out, "cpu"))
-    return the_study, launcher, calls
+    return the_study, verb, calls
 
 
-def test_a_failed_job_blocks_only_what_needs_it_and_a_rerun_runs_what_is_left(tmp_path, monkeypatch):
+def test_a_failed_job_blocks_only_what_needs_it_and_a_rerun_runs_what_is_left(tmp_path):
     out = tmp_path / "s"
-    the_study, launcher, calls = _fake_launcher(out, fail="distill/resnet8_wttm")
-    monkeypatch.setattr(local, "in_process", launcher)
+    the_study, verb, calls = _fake_verbs(out, fail="distill/resnet8_wttm")
     lines: list[str] = []
-    summary = st.run_local(the_study, lines.append)
+    summary = st.run_local(the_study, lines.append, verb)
     assert [o.job.id for o in summary.failed] == ["distill/resnet8_wttm_from_resnet8_seed0"]
     blocked = sorted(j.id for j in summary.blocked)
     assert blocked == ["attack/autoattack_quick/resnet8_wttm_from_resnet8_seed0",
-                       "attack/fast/resnet8_wttm_from_resnet8_seed0", "transfer/matrix"]
+                       "attack/fast/resnet8_wttm_from_resnet8_seed0", "rsa/resnet8_wttm_from_resnet8_seed0",
+                       "transfer/matrix"]
     ran = {o.job.id for o in summary.outcomes}
     assert "report" in ran and "attack/fast/resnet8_kd_from_resnet8_seed0" in ran   # the rest went on
     assert any("FAILED (exit 2)" in line and "logs/distill__resnet8_wttm" in line for line in lines)
     status = "\n".join(st.status_lines(the_study, st.study_status(the_study, StudyFolder(out))))
-    assert "1 failed, 3 blocked" in status and re.search(r"failed\s+distill/resnet8_wttm\S* +exit 2; log ", status)
+    assert "1 failed, 4 blocked" in status and re.search(r"failed\s+distill/resnet8_wttm\S* +exit 2; log ", status)
 
-    the_study, launcher, calls = _fake_launcher(out)          # fixed: the same command runs what is left
-    monkeypatch.setattr(local, "in_process", launcher)
-    summary = st.run_local(the_study, lines.append)
+    the_study, verb, calls = _fake_verbs(out)              # fixed: the same command runs what is left
+    summary = st.run_local(the_study, lines.append, verb)
     assert sorted(o.job.id for o in summary.outcomes) == sorted(
         ["distill/resnet8_wttm_from_resnet8_seed0", *blocked, "report"])
-    assert not summary.failed and not summary.blocked and len(summary.skipped) == 10
+    assert not summary.failed and not summary.blocked and len(summary.skipped) == 13
 
 
 def test_an_interrupted_study_keeps_its_finished_jobs_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s"
-    the_study, launcher, _ = _fake_launcher(out, interrupt="train/jpegdl")
-    monkeypatch.setattr(local, "in_process", launcher)
+    the_study, verb, _ = _fake_verbs(out, interrupt="train/jpegdl")
+    monkeypatch.setattr(st, "in_process", lambda run_verb: launch.in_process(verb))    # instead of the real verbs
     code, _, err = _run(capsys, "study", "smoke", "--out", str(out), *SMOKE)
     assert code == 130 and "finished jobs are saved, rerun the same command to resume" in err
     folder = StudyFolder(out)
     assert [folder.state(j.id).get("state") for j in the_study.jobs[:4]] == ["done", "done", "done", "interrupted"]
-    the_study, launcher, calls = _fake_launcher(out)
-    monkeypatch.setattr(local, "in_process", launcher)
+    the_study, verb, calls = _fake_verbs(out)
+    monkeypatch.setattr(st, "in_process", lambda run_verb: launch.in_process(verb))
     code, _, err = _run(capsys, "study", "smoke", "--out", str(out), *SMOKE)
     assert code == 0, err
-    assert calls[0][:3] == ["train", "--model", "jpegdl_resnet8"] and len(calls) == 12
+    assert calls[0][:3] == ["train", "--model", "jpegdl_resnet8"] and len(calls) == 16
 
 
 def test_a_second_runner_on_the_same_study_refuses_in_one_line(tmp_path, capsys):
@@ -232,34 +231,34 @@ def test_jobs_side_by_side_give_the_same_results_as_one_at_a_time(smoke_study, t
     out = tmp_path / "parallel"
     code, stdout, err = _run(capsys, "study", "smoke", "--out", str(out), "--jobs", "2", *SMOKE)
     assert code == 0, err
-    assert stdout.count("started on cpu") == 15
+    assert stdout.count("started on cpu") == 19
     assert verdicts(out) == verdicts(smoke_study)
 
 
 # ------------------------------------------------------------------------------------------------ Slurm
 def test_slurm_stages_put_every_job_after_what_it_needs_and_tasks_run_the_local_runners_path(tmp_path, monkeypatch):
-    the_study, launcher, calls = _fake_launcher(tmp_path / "s")
+    the_study, verb, calls = _fake_verbs(tmp_path / "s")
     groups = sl.stages(the_study.jobs, done=set())
-    assert [len(g) for g in groups] == [2, 6, 6, 1]      # trainings; distillations and first attacks; ...
+    assert [len(g) for g in groups] == [2, 8, 8, 1]      # trainings; distillations and first attacks; ...
     place = {job.id: k for k, group in enumerate(groups) for job in group}
     assert all(place[n] < place[j.id] for j in the_study.jobs for n in j.needs)
     folder = StudyFolder(the_study.settings.out)
     folder.prepare(the_study, fresh=False)
     text = sl.script(the_study, 1, 5, sl.SlurmOptions("gpu", 2, "01:00:00", 8, ("--account=abc",)))
     for line in ("#SBATCH --array=0-4", "#SBATCH --gres=gpu:2", "#SBATCH --time=01:00:00",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --account=abc", "--slurm-task 1"):
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --account=abc", "--gpus-per-job 2 --slurm-task 1"):
         assert line in text
     assert sl.stages(the_study.jobs, done={j.id for j in groups[0]})[0] == groups[1]
     # a task: its job by SLURM_ARRAY_TASK_ID, through run_job; blocked when what it needs did not finish
     (folder.out / "slurm").mkdir()
     (folder.out / "slurm" / "stage1.txt").write_text("".join(f"{j.id}\n" for j in groups[1]))
-    monkeypatch.setattr(sl, "in_process", launcher)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
-    assert sl.run_task(the_study, folder, 1, gpus=1) == 1
+    assert sl.run_task(the_study, folder, 1, 1, launch.in_process(verb)) == 1
     assert folder.state(groups[1][0].id)["state"] == "blocked" and not calls
     (folder.out / "slurm" / "stage0.txt").write_text("".join(f"{j.id}\n" for j in groups[0]))
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
-    assert sl.run_task(the_study, folder, 0, gpus=1) == 0 and folder.state(groups[0][0].id)["state"] == "done"
+    assert sl.run_task(the_study, folder, 0, 1, launch.in_process(verb)) == 0
+    assert folder.state(groups[0][0].id)["state"] == "done"
     assert launch.command(["train", "--model", "x"], gpus=2)[1:5] == ["-m", "torch.distributed.run", "--standalone",
                                                                        "--nproc-per-node=2"]
 
@@ -292,6 +291,7 @@ def test_the_study_report_shows_every_model_failed_jobs_and_published_numbers(sm
     assert wttm.count(">failed<") == 2                       # both fast columns
     kd_row = next(r for r in rows if "(kd)" in r)
     assert ">99.00 ± 0.10 [1]<" in kd_row and "⚠ outside" in kd_row
+    assert "RSA to brain (best layer)" in headline and all(r.count("<td") == 12 for r in rows)
     assert "Published numbers: [1] a &lt;b&gt;table&lt;/b&gt;." in headline     # the source, escaped
     assert "attack/fast/resnet8_wttm_from_resnet8_seed0 (failed" in headline
 
@@ -348,8 +348,8 @@ def test_a_study_on_a_one_node_slurm_cluster_equals_the_local_runners(slurm_clus
             break
         time.sleep(2)
     logs = "\n".join(p.read_text()[-1500:] for p in (out / "logs").glob("slurm-*.out"))
-    assert states == ["done"] * 15, f"{states}\n{logs}"
+    assert states == ["done"] * 19, f"{states}\n{logs}"
     assert verdicts(out) == verdicts(smoke_study)          # point for point, the same as the local runner's
     code, stdout, _ = _run(capsys, "study", "smoke", "--out", str(out), "--status")
-    assert code == 0 and "15 jobs: 15 done" in stdout
+    assert code == 0 and "19 jobs: 19 done" in stdout
     assert (out / "report" / "report.html").is_file()

@@ -30,13 +30,14 @@ Examples:
 def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root: str | None, device: str,
                fresh: bool, dry_run: bool) -> int:
     """Train a teacher, distil two students (KD, WTTM), train a JPEG-DL student, attack all four (fast and
-    AutoAttack-style suites), build their transfer matrix, run the RSA of clean vs white-box vs black-box
-    examples, and write the report; its path is the last line.
+    AutoAttack-style suites), build their transfer matrix, compare each model's layers with human IT (RSA),
+    run the RSA of clean vs white-box vs black-box examples, and write the report; its path is the last line.
 
     The quickstart is the study 'quick' (configs/studies/quick.yaml; see robust-kd study). Every step prints
     the command it runs, so each can be rerun or varied by hand. Rerunning resumes where the last run
     stopped; --fresh starts over."""
     from .. import study as st
+    from . import main
     from .study_cmd import finish_local
 
     if full and plan_name not in ("quick", "full"):
@@ -48,7 +49,7 @@ def quickstart(full: bool, plan_name: str, out: str, data: str | None, data_root
             print_line(f"[{k}/{len(the_study.jobs)}] {job.title}\n  {st.command_line(job.argv)}")
         return 0
     print_line(f"quickstart ({plan.name}: {plan.description}) into {out}")
-    summary = st.run_local(the_study, print_line, fresh=fresh)
+    summary = st.run_local(the_study, print_line, main, fresh=fresh)
     jpegdl = next((m.run for m in the_study.models if m.role == "jpegdl"), None)
     teacher = next(m.run for m in the_study.models if m.role in ("teacher", "baseline"))
     hints = [f"  robust-kd attack --model {Path(out) / jpegdl} --suite autoattack --n 100"] if jpegdl else []

@@ -37,7 +37,8 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--slurm", is_flag=True, help="Submit the jobs to Slurm as sbatch job arrays instead of running them.")
 @click.option("--partition", metavar="P", help="Slurm partition.")
-@click.option("--gpus-per-job", type=int, default=0, show_default=True, help="GPUs per Slurm job (torchrun if > 1).")
+@click.option("--gpus-per-job", type=click.IntRange(0), default=0, show_default=True,
+              help="GPUs per Slurm job (torchrun if > 1).")
 @click.option("--time", "time_limit", metavar="T", help="Slurm time limit per job, e.g. 12:00:00.")
 @click.option("--cpus-per-job", type=int, callback=_positive, help="CPUs per Slurm job.")
 @click.option("--sbatch-arg", multiple=True, metavar="ARG", help="Another #SBATCH line, e.g. --account=abc.")
@@ -60,8 +61,10 @@ def study(plan_name: str, out: str | None, dry_run: bool, status: bool, jobs: in
     the_study = st.expand(plan, settings)
     folder = st.StudyFolder(settings.out)
     options = sl.SlurmOptions(partition, gpus_per_job, time_limit, cpus_per_job, sbatch_arg)
+    from . import main
+
     if slurm_task is not None:
-        return sl.run_task(the_study, folder, slurm_task, gpus_per_job)
+        return sl.run_task(the_study, folder, slurm_task, gpus_per_job, st.in_process(main))
     if status:
         recorded = folder.recorded()
         if recorded is None:
@@ -77,7 +80,7 @@ def study(plan_name: str, out: str | None, dry_run: bool, status: bool, jobs: in
         return 0
     if slurm:
         return _submit(the_study, folder, options, fresh)
-    return finish_local(the_study, st.run_local(the_study, print_line, jobs=jobs, fresh=fresh), "study")
+    return finish_local(the_study, st.run_local(the_study, print_line, main, jobs=jobs, fresh=fresh), "study")
 
 
 def _print_dry_run(the_study, folder, options) -> None:

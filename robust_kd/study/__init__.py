@@ -2,7 +2,7 @@
 
     plan = load_plan("quick")                          # configs/studies/quick.yaml, or any plan file
     study = expand(plan, Settings(Path("runs/quick")))  # its models and jobs (robust-kd command lines)
-    summary = run_local(study, print)                  # or slurm.submit(...) on a cluster
+    summary = run_local(study, print, main)            # main: robust_kd.cli.main; or slurm.submit(...)
 
 ``robust-kd study`` and ``robust-kd quickstart`` are this package on the command line; docs/studies.md
 explains plans.
@@ -16,13 +16,17 @@ from typing import Callable
 from .check import check_study
 from .folder import StudyFolder
 from .grid import Job, ModelEntry, Settings, Study, expand
+from .launch import Verb, in_process
 from .local import LocalRunner, Summary, command_line
-from .plan import StudyPlan, load_plan, plan_path, shipped_plans
+from .plan import StudyPlan
+from .plan_file import load_plan, plan_path, shipped_plans
 from .status import job_status, status_lines, study_status
 
 
-def run_local(study: Study, say: Callable[[str], None], *, jobs: int = 1, fresh: bool = False) -> Summary:
-    """Check the study, prepare its folder and run every job not done, holding the runner's lock."""
+def run_local(study: Study, say: Callable[[str], None], run_verb: Verb, *, jobs: int = 1,
+              fresh: bool = False) -> Summary:
+    """Check the study, prepare its folder and run every job not done, holding the runner's lock; one at a
+    time, a job runs in this process through ``run_verb`` (robust-kd's ``main``)."""
     from ..paths import check_folder
 
     check_folder(study.settings.out, "--out")
@@ -30,7 +34,7 @@ def run_local(study: Study, say: Callable[[str], None], *, jobs: int = 1, fresh:
     folder = StudyFolder(study.settings.out)
     with folder.runner_lock("robust-kd study"):
         folder.prepare(study, fresh)
-        return LocalRunner(study, folder, say, jobs).run()
+        return LocalRunner(study, folder, say, in_process(run_verb), jobs).run()
 
 
 def report_path(study: Study) -> Path:
@@ -38,5 +42,5 @@ def report_path(study: Study) -> Path:
 
 
 __all__ = ["Job", "LocalRunner", "ModelEntry", "Settings", "Study", "StudyFolder", "StudyPlan", "Summary",
-           "check_study", "command_line", "expand", "job_status", "load_plan", "plan_path", "report_path",
-           "run_local", "shipped_plans", "status_lines", "study_status"]
+           "Verb", "check_study", "command_line", "expand", "in_process", "job_status", "load_plan", "plan_path",
+           "report_path", "run_local", "shipped_plans", "status_lines", "study_status"]

@@ -208,7 +208,8 @@ class Expander:
             for m in self.study.models:
                 self.add(Job(f"rsa/{m.run}", f"RSA of {m.run}'s layers with {spec.brain_rdm}",
                              ["rsa", "--model", str(self.settings.out / m.run), "--stimuli", spec.stimuli,
-                              "--brain-rdm", spec.brain_rdm, *self.common], needs=(_trained(m),),
+                              "--brain-rdm", spec.brain_rdm, "--n-bootstrap", str(spec.resamples),
+                              "--n-permutations", str(spec.resamples), *self.common], needs=(_trained(m),),
                              output=f"{m.run}/rsa/*/rsa.json"))
 
     def report(self) -> None:

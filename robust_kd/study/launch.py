@@ -70,19 +70,25 @@ def teed(log_path: Path) -> Iterator[None]:
             sys.stdout, sys.stderr = old_out, old_err
 
 
-def in_process(argv: Sequence[str], log_path: Path) -> int:
-    """The verb in this process. A bug in it (a traceback, not a one-line error) fails this job alone: the
-    traceback goes to the terminal and the log, and the study goes on."""
+Verb = Callable[[list[str]], int]          # robust-kd's entry point: a command line in, its exit code out
+Launcher = Callable[[Sequence[str], Path], int]
+
+
+def in_process(run_verb: Verb) -> Launcher:
+    """Jobs in this process through ``run_verb`` (the CLI's ``main``, handed in: the study package does not
+    import the CLI). A bug in a verb (a traceback, not a one-line error) fails that job alone: the traceback
+    goes to the terminal and the log, and the study goes on."""
     import traceback
 
-    from ..cli import main
+    def launch(argv: Sequence[str], log_path: Path) -> int:
+        with teed(log_path):
+            try:
+                return run_verb(list(argv))
+            except Exception:       # noqa: BLE001 - a bug in one job must not take the other jobs down
+                traceback.print_exc()
+                return 1
 
-    with teed(log_path):
-        try:
-            return main(list(argv))
-        except Exception:       # noqa: BLE001 - a bug in one job must not take the other jobs down
-            traceback.print_exc()
-            return 1
+    return launch
 
 
 def command(argv: Sequence[str], gpus: int = 1) -> list[str]:
@@ -130,9 +136,6 @@ def slurm_task_id() -> str | None:
     """This process's Slurm job as squeue -r names it (ARRAY_TASK for an array task), or None outside Slurm."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-
-
-Launcher = Callable[[Sequence[str], Path], int]
 
 
 def run_job(folder: StudyFolder, job: Job, launcher: Launcher, argv: Sequence[str] | None = None) -> Outcome:

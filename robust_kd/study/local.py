@@ -15,7 +15,7 @@ from typing import Callable
 
 from .folder import StudyFolder
 from .grid import Job, Study
-from .launch import Outcome, child, in_process, run_job, stop_children
+from .launch import Launcher, Outcome, child, run_job, stop_children
 
 Say = Callable[[str], None]
 
@@ -61,8 +61,10 @@ def with_device(argv: list[str], device: str) -> list[str]:
 
 
 class LocalRunner:
-    def __init__(self, study: Study, folder: StudyFolder, say: Say, jobs: int = 1) -> None:
+    def __init__(self, study: Study, folder: StudyFolder, say: Say, launcher: Launcher, jobs: int = 1) -> None:
+        """``launcher`` runs one job at a time (in this process); side by side, each job is a child process."""
         self.study, self.folder, self.say, self.slots = study, folder, say, max(1, jobs)
+        self.launcher = launcher
         self.summary = Summary()
         self.bad: set[str] = set()          # failed or blocked
         self.total = len(study.jobs)
@@ -116,7 +118,7 @@ class LocalRunner:
             if self.settled_before(job):
                 continue
             self.say(f"\n{self.head(job)}\n$ {command_line(job.argv)}")
-            outcome = run_job(self.folder, job, in_process)
+            outcome = run_job(self.folder, job, self.launcher)
             if outcome.state == "interrupted":
                 raise KeyboardInterrupt
             self.record(outcome)

@@ -1,20 +1,16 @@
-"""A study plan: what a study trains, distils, attacks and compares, read from YAML and checked.
-
-Every mistake in a plan (an unknown key, model, method or suite, a value of the wrong kind) is one
-line naming the plan's file and line, before any job starts. ``docs/studies.md`` explains the keys;
-``PLAN_KEYS`` below is the list this reader accepts.
+"""A study plan as data: what a study trains, distils, attacks and compares (read by plan_file.py), and
+the reader's helpers that name the plan's line in every message. ``docs/studies.md`` explains the keys;
+``PLAN_KEYS`` and the others below are the keys the reader accepts.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..yamlfile import read_yaml_file
 
 PLAN_KEYS = ("study", "description", "data", "recipe", "overrides", "seeds", "teacher_seeds", "pairs", "methods",
              "train", "attacks", "transfer", "rsa_adversarial", "rsa", "sources", "tolerance", "needs")
@@ -24,7 +20,7 @@ TRAIN_KEYS = ("model", "published")
 ATTACK_KEYS = ("suite", "n", "eps", "norm", "examples")
 TRANSFER_KEYS = ("n", "eps", "among")
 RSA_ADV_KEYS = ("n", "eps", "queries", "resamples", "model")
-RSA_KEYS = ("stimuli", "brain_rdm")
+RSA_KEYS = ("stimuli", "brain_rdm", "resamples")
 PUBLISHED_KEYS = ("top1", "std", "source")
 DATA_KEYS = ("name", "root")
 
@@ -89,6 +85,7 @@ class RsaAdversarialSpec:
 class RsaSpec:
     stimuli: str = "rsa92"
     brain_rdm: str = "rsa92"
+    resamples: int = 1000     # bootstrap and permutation samples
 
 
 @dataclass
@@ -175,35 +172,3 @@ class PlanReader:
         except UserError as err:
             raise self.fail(where, str(err).removeprefix("--eps: ")) from None
         return text
-
-
-def shipped_plans_dir() -> Path:
-    return Path(str(resources.files("robust_kd.configs") / "studies"))
-
-
-def shipped_plans() -> list[str]:
-    return sorted(p.stem for p in shipped_plans_dir().glob("*.yaml"))
-
-
-def plan_path(name_or_path: str) -> Path:
-    """A plan file, or the name of one in configs/studies/ (``quick``, ``full``, ...)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = shipped_plans_dir() / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    close = difflib.get_close_matches(name_or_path, shipped_plans(), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise UserError(f"study plan '{name_or_path}' is neither a file nor a shipped plan; {hint}shipped plans: "
-                    f"{', '.join(shipped_plans())}")
-
-
-def load_plan(name_or_path: str) -> StudyPlan:
-    """Read and check a plan: its structure and every name in it (models, methods, suites, eps, data)."""
-    from .plan_fields import read_plan
-
-    path = plan_path(name_or_path)
-    lines: dict[tuple, int] = {}
-    raw = read_yaml_file(path, "study plan", lines)
-    return read_plan(PlanReader(path, raw, lines))

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..fileio import write_text
 from .folder import StudyFolder
 from .grid import Job, Study
-from .launch import child, in_process, run_job
+from .launch import Launcher, child, run_job
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,13 @@ def stages(jobs: list[Job], done: set[str]) -> list[list[Job]]:
     return grouped
 
 
-def task_command(study: Study, stage: int) -> list[str]:
+def task_command(study: Study, stage: int, gpus: int = 0) -> list[str]:
     s = study.settings
     argv = [sys.executable, "-m", "robust_kd.cli", "study", str(Path(study.plan.path).resolve()), "--out",
             str(s.out.resolve()), "--device", s.device]
     argv += ["--data", s.data] if s.data else []
     argv += ["--data-root", str(Path(s.data_root).resolve())] if s.data_root else []
+    argv += ["--gpus-per-job", str(gpus)] if gpus > 1 else []      # the task runs its job under torchrun
     return [*argv, "--slurm-task", str(stage)]
 
 
@@ -68,7 +69,7 @@ def script(study: Study, stage: int, count: int, options: SlurmOptions) -> str:
     lines += [f"#SBATCH --cpus-per-task={options.cpus_per_job}"] if options.cpus_per_job else []
     lines += [f"#SBATCH {arg}" for arg in options.extra]
     lines += ["# one job of the study per array task; see robust-kd study --help",
-              "exec " + " ".join(shlex.quote(a) for a in task_command(study, stage))]
+              "exec " + " ".join(shlex.quote(a) for a in task_command(study, stage, options.gpus_per_job))]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +117,7 @@ def queued_tasks() -> set[str] | None:
     return set(result.stdout.split()) if result.returncode == 0 else None
 
 
-def run_task(study: Study, folder: StudyFolder, stage: int, gpus: int) -> int:
+def run_task(study: Study, folder: StudyFolder, stage: int, gpus: int, launcher: Launcher) -> int:
     """Inside an array task: run this task's job, or record it blocked when a job it needs did not finish."""
     listing = folder.out / "slurm" / f"stage{stage}.txt"
     try:
@@ -132,5 +133,6 @@ def run_task(study: Study, folder: StudyFolder, stage: int, gpus: int) -> int:
         folder.set_state(job, "blocked", needs=missing)
         print(f"robust-kd: {job.id} is blocked: it needs {', '.join(missing)}, which did not finish", file=sys.stderr)
         return 1
-    launcher = (lambda argv, log: child(argv, log, gpus)) if gpus > 1 else in_process
+    if gpus > 1:                     # under torchrun, a process per GPU
+        return run_job(folder, job, lambda argv, log: child(argv, log, gpus)).code
     return run_job(folder, job, launcher).code

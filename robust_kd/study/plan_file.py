@@ -1,12 +1,16 @@
-"""Each part of a study plan, read and checked by name (models, methods, suites, data sets)."""
+"""A study plan file read part by part, every name checked (models, methods, suites, data sets): a mistake
+is one line naming the plan's file and line, before any job starts."""
 
 from __future__ import annotations
 
 import difflib
 import re
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..yamlfile import read_yaml_file
 from .plan import (ATTACK_KEYS, DATA_KEYS, METHOD_KEYS, PAIR_KEYS, PLAN_KEYS, PUBLISHED_KEYS, RSA_ADV_KEYS, RSA_KEYS,
                    TRAIN_KEYS, TRANSFER_KEYS, AttackSpec, MethodSpec, Pair, PlainModel, PlanReader, Published,
                    RsaAdversarialSpec, RsaSpec, StudyPlan, TransferSpec)
@@ -181,7 +185,8 @@ def read_plan(r: PlanReader) -> StudyPlan:
         r.count(e.get("resamples", 1000), ("rsa_adversarial", "resamples"), "resamples", 10)))
     plan.rsa = _optional(r, raw, "rsa", RSA_KEYS, lambda e: RsaSpec(
         r.text(e.get("stimuli", "rsa92"), ("rsa", "stimuli"), "stimuli"),
-        r.text(e.get("brain_rdm", "rsa92"), ("rsa", "brain_rdm"), "brain_rdm")))
+        r.text(e.get("brain_rdm", "rsa92"), ("rsa", "brain_rdm"), "brain_rdm"),
+        r.count(e.get("resamples", 1000), ("rsa", "resamples"), "resamples", 10)))
     if methods and not plan.pairs:
         raise r.fail(("methods",), "methods distil students, but the plan has no pairs (teacher → student)")
     if plan.pairs and not methods:
@@ -196,3 +201,33 @@ def _among(r: PlanReader, value: Any) -> str:
         raise r.fail(("transfer", "among"), f"among must be 'all' (one matrix among every model) or 'teachers' "
                      f"(one per teacher, its students as targets), not {value!r}")
     return str(value)
+
+
+def shipped_plans_dir() -> Path:
+    return Path(str(resources.files("robust_kd.configs") / "studies"))
+
+
+def shipped_plans() -> list[str]:
+    return sorted(p.stem for p in shipped_plans_dir().glob("*.yaml"))
+
+
+def plan_path(name_or_path: str) -> Path:
+    """A plan file, or the name of one in configs/studies/ (``quick``, ``full``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_plans_dir() / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(name_or_path, shipped_plans(), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"study plan '{name_or_path}' is neither a file nor a shipped plan; {hint}shipped plans: "
+                    f"{', '.join(shipped_plans())}")
+
+
+def load_plan(name_or_path: str) -> StudyPlan:
+    """Read and check a plan: its structure and every name in it (models, methods, suites, eps, data)."""
+    path = plan_path(name_or_path)
+    lines: dict[tuple, int] = {}
+    raw = read_yaml_file(path, "study plan", lines)
+    return read_plan(PlanReader(path, raw, lines))
