@@ -41,6 +41,11 @@ def _eps(value: Any) -> float:
     return float(Fraction(str(value)))
 
 
+def _option(argv: list[str], name: str, default: str) -> str:
+    """The value after ``name`` in a job's command line."""
+    return str(argv[argv.index(name) + 1]) if name in argv[:-1] else default
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float] | None:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
@@ -79,13 +84,17 @@ class Headline:
                 for ev in result.get("evaluations", []):
                     if ev.get("eps") is not None:
                         seen[(str(result.get("suite")), str(ev.get("norm")), _eps(ev["eps"]))] = None
-        order = [job["argv"][job["argv"].index("--suite") + 1] for job in self.study["jobs"]
-                 if job["argv"][:1] == ["attack"] and "--suite" in job["argv"]]
+        planned = [job["argv"] for job in self.study["jobs"] if job["argv"][:1] == ["attack"]]
+        for argv in planned:       # a column for every planned suite and eps, even where every job of it failed
+            for eps in _option(argv, "--eps", "").split(","):
+                if eps and _option(argv, "--suite", ""):
+                    seen.setdefault((_option(argv, "--suite", ""), _option(argv, "--norm", "Linf"), _eps(eps)), None)
+        order = [_option(argv, "--suite", "") for argv in planned]
         return sorted(seen, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[0], c[1], c[2]))
 
-    def missing(self, run: str, job_prefix: str) -> str:
+    def missing(self, run: str, *job_kinds: str) -> str:
         """What a cell says when its number is absent: the job's state (failed, blocked, not run)."""
-        states = [s.get("state") for job, s in self.states.items() if job.startswith(job_prefix) and job.endswith(run)]
+        states = [self.states.get(f"{kind}/{run}", {}).get("state") for kind in job_kinds]
         trained = self.states.get(f"train/{run}") or self.states.get(f"distill/{run}") or {}
         if trained.get("state") in ("failed", "blocked"):
             return f"{trained['state']} (training)"
@@ -142,7 +151,7 @@ class Headline:
                             _cell(clean, self.missing(runs[0], "train"))]
         for column in self.columns:
             cells.append(_cell(_mean_sd([self.robust(r, column) for r in runs]),
-                               self.missing(runs[0], f"attack/{column[0]}")))
+                               self.missing(runs[0], f"attack/{column[0]}", f"attack/{column[0]}-{column[1]}")))
         if self.data.transfers:
             cells.append(_cell(_mean_sd([self.transfer_from_teacher(e) for e in group.entries]),
                                "—" if group.role != "student" else "missing"))
