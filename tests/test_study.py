@@ -42,6 +42,29 @@ def verdicts(out: Path) -> dict[str, object]:
     return found
 
 
+TINY = """study: tiny
+data: synthetic
+overrides: [epochs=1, batch_size=32, data.options.size=16, data.options.train=96, data.options.test=48,
+            data.options.classes=4]
+pairs:
+  - {teacher: resnet8, student: resnet8}
+methods: [kd, wttm]
+attacks:
+  - {suite: fast, n: 16, eps: [2/255, 8/255]}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> tuple[Path, Path]:
+    """The issue's tiny study (synthetic data, two students, one suite: 7 jobs) run once by the local runner,
+    one job at a time in this process; returns (plan file, study folder)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    plan = folder / "tiny.yaml"
+    plan.write_text(TINY)
+    assert main(["study", str(plan), "--out", str(folder / "local"), *SMOKE]) == 0
+    return plan, folder / "local"
+
+
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory) -> Path:
     """The smoke plan run once by the local runner, in this process (about 20 s)."""
@@ -227,12 +250,13 @@ def test_another_study_in_the_same_folder_is_refused(smoke_study, tmp_path, caps
     assert code == 2 and "holds another study (study smoke" in err and "--fresh" in err
 
 
-def test_jobs_side_by_side_give_the_same_results_as_one_at_a_time(smoke_study, tmp_path, capsys):
+def test_jobs_side_by_side_give_the_same_results_as_one_at_a_time(tiny_study, tmp_path, capsys):
+    plan, local_out = tiny_study
     out = tmp_path / "parallel"
-    code, stdout, err = _run(capsys, "study", "smoke", "--out", str(out), "--jobs", "2", *SMOKE)
+    code, stdout, err = _run(capsys, "study", str(plan), "--out", str(out), "--jobs", "2", *SMOKE)
     assert code == 0, err
-    assert stdout.count("started on cpu") == 19
-    assert verdicts(out) == verdicts(smoke_study)
+    assert stdout.count("started on cpu") == 7
+    assert verdicts(out) == verdicts(local_out)
 
 
 # ------------------------------------------------------------------------------------------------ Slurm
@@ -332,14 +356,15 @@ def slurm_cluster():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_study_on_a_one_node_slurm_cluster_equals_the_local_runners(slurm_cluster, smoke_study, tmp_path,
+def test_a_study_on_a_one_node_slurm_cluster_equals_the_local_runners(slurm_cluster, tiny_study, tmp_path,
                                                                     monkeypatch, capsys):
+    plan, local_out = tiny_study
     monkeypatch.setenv("SLURM_CONF", slurm_cluster)
     out = tmp_path / "on-slurm"
-    code, stdout, err = _run(capsys, "study", "smoke", "--out", str(out), "--slurm", "--time", "00:20:00", *SMOKE)
+    code, stdout, err = _run(capsys, "study", str(plan), "--out", str(out), "--slurm", "--time", "00:20:00", *SMOKE)
     assert code == 0, err
-    assert stdout.count("submitted Slurm job array") == 4
-    the_study = st.expand(st.load_plan("smoke"), st.Settings(out, "cpu"))
+    assert stdout.count("submitted Slurm job array") == 4     # train; distil, attack the teacher; attack; report
+    the_study = st.expand(st.load_plan(str(plan)), st.Settings(out, "cpu"))
     folder = StudyFolder(out)
     deadline = time.time() + 900
     while time.time() < deadline:
@@ -348,8 +373,8 @@ def test_a_study_on_a_one_node_slurm_cluster_equals_the_local_runners(slurm_clus
             break
         time.sleep(2)
     logs = "\n".join(p.read_text()[-1500:] for p in (out / "logs").glob("slurm-*.out"))
-    assert states == ["done"] * 19, f"{states}\n{logs}"
-    assert verdicts(out) == verdicts(smoke_study)          # point for point, the same as the local runner's
-    code, stdout, _ = _run(capsys, "study", "smoke", "--out", str(out), "--status")
-    assert code == 0 and "19 jobs: 19 done" in stdout
+    assert states == ["done"] * 7, f"{states}\n{logs}"
+    assert verdicts(out) == verdicts(local_out)            # point for point, the same as the local runner's
+    code, stdout, _ = _run(capsys, "study", str(plan), "--out", str(out), "--status")
+    assert code == 0 and "7 jobs: 7 done" in stdout
     assert (out / "report" / "report.html").is_file()
