@@ -99,6 +99,9 @@ def test_fresh_starts_over_only_in_a_quickstart_folder(capsys, tmp_path):
     code, _, err = _run(capsys, "quickstart", "--plan", "smoke", "--out", str(foreign), "--fresh")
     assert code == 2 and "not a study folder" in err and len(err.strip().splitlines()) == 1
     assert (foreign / "precious.txt").read_text() == "keep me"
+    (foreign / "quickstart.json").write_text("{}")           # a quickstart of robust-kd before studies
+    code, _, err = _run(capsys, "quickstart", "--plan", "smoke", "--out", str(foreign))
+    assert code == 2 and "quickstart of an earlier robust-kd" in err and len(err.strip().splitlines()) == 1
 
     ours = tmp_path / "qs"
     the_study = st.expand(st.load_plan("smoke"), st.Settings(ours))

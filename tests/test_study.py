@@ -16,6 +16,7 @@ import pytest
 
 from robust_kd import study as st
 from robust_kd.cli import main
+from robust_kd.errors import UserError
 from robust_kd.study import launch
 from robust_kd.study import slurm as sl
 from robust_kd.study.folder import STATE_DIR, StudyFolder
@@ -283,6 +284,11 @@ def test_slurm_stages_put_every_job_after_what_it_needs_and_tasks_run_the_local_
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     assert sl.run_task(the_study, folder, 0, 1, launch.in_process(verb)) == 0
     assert folder.state(groups[0][0].id)["state"] == "done"
+    # while Slurm still holds a job of the study, neither runner starts it again
+    folder.set_state(groups[1][1], "submitted", slurm="5_1")
+    monkeypatch.setattr(sl, "queued_tasks", lambda: {"5_1"})
+    with pytest.raises(UserError, match=r"1 jobs of the study .* still queued or running on Slurm \(5_1\)"):
+        st.run_local(the_study, print, verb)
     assert launch.command(["train", "--model", "x"], gpus=2)[1:5] == ["-m", "torch.distributed.run", "--standalone",
                                                                        "--nproc-per-node=2"]
 
@@ -364,6 +370,8 @@ def test_a_study_on_a_one_node_slurm_cluster_equals_the_local_runners(slurm_clus
     code, stdout, err = _run(capsys, "study", str(plan), "--out", str(out), "--slurm", "--time", "00:20:00", *SMOKE)
     assert code == 0, err
     assert stdout.count("submitted Slurm job array") == 4     # train; distil, attack the teacher; attack; report
+    code, _, err = _run(capsys, "study", str(plan), "--out", str(out), *SMOKE)     # not twice at once
+    assert code == 2 and "still queued or running on Slurm" in err
     the_study = st.expand(st.load_plan(str(plan)), st.Settings(out, "cpu"))
     folder = StudyFolder(out)
     deadline = time.time() + 900

@@ -111,6 +111,7 @@ def _submit(the_study, folder, options, fresh: bool) -> int:
     check_folder(the_study.settings.out, "--out")
     check_study(the_study)
     with folder.runner_lock("robust-kd study --slurm"):
+        sl.refuse_if_queued(the_study, folder)
         folder.prepare(the_study, fresh)
         submitted = sl.submit(the_study, folder, options)
     if not submitted:
@@ -124,7 +125,7 @@ def _submit(the_study, folder, options, fresh: bool) -> int:
 
 def finish_local(the_study, summary, what: str, hints: tuple[str, ...] = ()) -> int:
     """The closing lines of a local run: failures with their logs, the time, the report; the exit code."""
-    from ..study import report_path
+    from ..study import StudyFolder, report_path
 
     if summary.interrupted:
         raise KeyboardInterrupt
@@ -133,9 +134,9 @@ def finish_local(the_study, summary, what: str, hints: tuple[str, ...] = ()) -> 
     print_line(f"\n{what} finished: {total} jobs ({len(summary.skipped)} already done, {ran} run, "
                f"{len(summary.failed)} failed, {len(summary.blocked)} blocked), {summary.seconds:.0f} s of work "
                f"in this call, at {time.strftime('%H:%M')}")
+    folder = StudyFolder(the_study.settings.out)
     for outcome in summary.failed:
-        print_line(f"  failed: {outcome.job.id} (exit {outcome.code}); log: "
-                   f"{the_study.settings.out / 'logs' / (outcome.job.id.replace('/', '__') + '.log')}")
+        print_line(f"  failed: {outcome.job.id} (exit {outcome.code}); log: {folder.log_path(outcome.job)}")
     for job in summary.blocked:
         print_line(f"  blocked: {job.id} (needs {', '.join(job.needs)})")
     if hints and not (summary.failed or summary.blocked):

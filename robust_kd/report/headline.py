@@ -211,7 +211,9 @@ def headline_section(data: ReportData) -> Section | None:
         blocks.append(scatter)
     states = study.get("_states", {})
     failed = sorted(job for job, s in states.items() if s.get("state") in ("failed", "blocked"))
-    paragraphs = [f"Study {study['settings'].get('study')} ({study.get('plan', '')}): {len(study['models'])} models, "
+    about = f" ({study['description']})" if study.get("description") else ""
+    paragraphs = [f"Study {study['settings'].get('study')}{about}, plan {study.get('plan', '')}: "
+                  f"{len(study['models'])} models, "
                   f"{len(study['jobs'])} jobs. Clean accuracy is the last epoch's on the test split; published "
                   "CIFAR-100 numbers are mostly the best epoch's (chosen on the test set), about 0.2–0.4 points "
                   f"higher. A row is flagged when ours − published exceeds twice the published sd, or "

@@ -31,8 +31,11 @@ def run_local(study: Study, say: Callable[[str], None], run_verb: Verb, *, jobs:
 
     check_folder(study.settings.out, "--out")
     check_study(study)
+    from .slurm import refuse_if_queued
+
     folder = StudyFolder(study.settings.out)
     with folder.runner_lock("robust-kd study"):
+        refuse_if_queued(study, folder)
         folder.prepare(study, fresh)
         return LocalRunner(study, folder, say, in_process(run_verb), jobs).run()
 

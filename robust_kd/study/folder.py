@@ -67,6 +67,9 @@ class StudyFolder:
         out = self.out
         if out.exists() and not out.is_dir():
             raise UserError(f"'{out}' is a file; give --out a folder")
+        if (out / "quickstart.json").is_file() and not self.is_study():
+            raise UserError(f"'{out}' holds a quickstart of an earlier robust-kd (quickstart.json; its runs have other "
+                            "names); delete that folder to run the quickstart anew there, or give another --out")
         if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not self.is_study():
             raise UserError(f"'{out}' exists and is not a study folder (no {STUDY_FILE}); choose another --out")
 
@@ -123,9 +126,10 @@ class StudyFolder:
         write_json(self.jobs_dir / f"{job_file_name(job.id)}.json", record)
         return record
 
-    def is_done(self, job: Job) -> bool:
-        """Done: recorded as done with the same command line (on any device), and its results still there."""
-        state = self.state(job.id)
+    def is_done(self, job: Job, state: dict[str, Any] | None = None) -> bool:
+        """Done: recorded as done with the same command line (on any device), and its results still there.
+        ``state``: the job's state when the caller has read it already."""
+        state = self.state(job.id) if state is None else state
         return state.get("state") == "done" and _but_device(state.get("argv")) == _but_device(job.argv) \
             and job.finished(self.out)
 

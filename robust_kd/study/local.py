@@ -75,12 +75,12 @@ class LocalRunner:
 
     def settled_before(self, job: Job) -> bool:
         """Skipped (done earlier) or blocked: returns True when ``job`` needs no run."""
-        if self.folder.is_done(job) and not (job.after_all and self.summary.outcomes):   # a report of new results
-            seconds = self.folder.state(job.id).get("seconds", 0)
-            self.say(f"{self.head(job)}: done earlier ({seconds:.0f} s), skipped")
+        record = self.folder.state(job.id)
+        if self.folder.is_done(job, record) and not (job.after_all and self.summary.outcomes):   # report anew
+            self.say(f"{self.head(job)}: done earlier ({record.get('seconds', 0):.0f} s), skipped")
             self.summary.skipped.append(job)
             return True
-        if self.folder.state(job.id).get("state") == "done":
+        if record.get("state") == "done":
             self.say(f"{self.head(job)}: done earlier, but its results are gone: running it again")
         failed = [n for n in job.needs if n in self.bad]
         if failed and not job.after_all:

@@ -117,6 +117,19 @@ def queued_tasks() -> set[str] | None:
     return set(result.stdout.split()) if result.returncode == 0 else None
 
 
+def refuse_if_queued(study: Study, folder: StudyFolder) -> None:
+    """A study whose jobs Slurm still holds is not run or submitted again: the two would do the same work."""
+    ours = [task for task in (folder.state(j.id).get("slurm") for j in study.jobs) if task]
+    if not ours:
+        return
+    queued = queued_tasks() or set()
+    held = [task for task in ours if task in queued]
+    if held:
+        raise UserError(f"{len(held)} jobs of the study in '{folder.out}' are still queued or running on Slurm "
+                        f"({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); wait for them (--status) or "
+                        "scancel them, then rerun")
+
+
 def run_task(study: Study, folder: StudyFolder, stage: int, gpus: int, launcher: Launcher) -> int:
     """Inside an array task: run this task's job, or record it blocked when a job it needs did not finish."""
     listing = folder.out / "slurm" / f"stage{stage}.txt"

@@ -35,7 +35,7 @@ def job_status(folder: StudyFolder, job: Job, queued: set[str] | None = None) ->
     """``queued``: the Slurm tasks still in the queue (None: unknown), to tell a job Slurm dropped."""
     record = folder.state(job.id)
     state = record.get("state", "")
-    if folder.is_done(job):
+    if folder.is_done(job, record):
         return JobStatus(job, "done", f"{record.get('seconds', 0):.0f} s")
     if state == "done":
         return JobStatus(job, "waiting", "done earlier, but its results are gone or its command changed")
