@@ -135,6 +135,7 @@ BAD_PLANS = [
     ("two methods with one label", PLAN.replace("[kd]", "[kd, {method: dkd, label: kd}]"), 6, r"labelled 'kd'"),
     ("a seed that is no number", PLAN + "seeds: [0, one]\n", 9, r"a seed must be a whole number"),
     ("no study name", PLAN.replace("study: mine\n", ""), 1, r"starts with 'study: <name>'"),
+    ("RSA stimuli that are nowhere", PLAN + "rsa: {stimuli: rsa93}\n", 9, r"stimuli 'rsa93' is neither rsa92 nor"),
     ("a suite twice", PLAN + "  - {suite: fast, n: 8, eps: 2/255}\n", 9, r"appears twice"),
     ("an override the recipe has not", PLAN.replace("[epochs=1,", "[epoch=1,"), 3, r"unknown config key 'epoch'"),
     ("a method option out of range", PLAN.replace("[kd]", "[kd, {method: kd, label: hot, options: {temperature: -3}}]"),

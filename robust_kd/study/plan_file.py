@@ -151,7 +151,30 @@ def _seeds(r: PlanReader, raw: Any, key: str) -> tuple[int, ...]:
 def _optional(r: PlanReader, raw: dict, key: str, keys: tuple[str, ...], make) -> Any:
     if raw.get(key) is None:
         return None
-    return make(r.mapping(raw[key], (key,), keys, key))
+    return make(r, r.mapping(raw[key], (key,), keys, key))
+
+
+def _transfer(r: PlanReader, e: dict) -> TransferSpec:
+    return TransferSpec(r.count(e.get("n", 200), ("transfer", "n"), "n"),
+                        r.eps(e.get("eps", "8/255"), ("transfer", "eps")), _among(r, e.get("among", "all")))
+
+
+def _rsa_adversarial(r: PlanReader, e: dict) -> RsaAdversarialSpec:
+    at = "rsa_adversarial"
+    return RsaAdversarialSpec(r.count(e.get("n", 40), (at, "n"), "n", 4), r.eps(e.get("eps", "8/255"), (at, "eps")),
+                              r.count(e.get("queries", 1000), (at, "queries"), "queries"),
+                              r.count(e.get("resamples", 1000), (at, "resamples"), "resamples", 10))
+
+
+def _rsa(r: PlanReader, e: dict) -> RsaSpec:
+    named = {}
+    for key in ("stimuli", "brain_rdm"):     # the shipped set, or a file or folder of the user's
+        value = r.text(e.get(key, "rsa92"), ("rsa", key), key)
+        if value != "rsa92" and not Path(value).expanduser().exists():
+            raise r.fail(("rsa", key), f"{key} '{value}' is neither rsa92 nor an existing file or folder")
+        named[key] = value
+    return RsaSpec(named["stimuli"], named["brain_rdm"],
+                   r.count(e.get("resamples", 1000), ("rsa", "resamples"), "resamples", 10))
 
 
 def read_plan(r: PlanReader) -> StudyPlan:
@@ -175,18 +198,9 @@ def read_plan(r: PlanReader) -> StudyPlan:
         tolerance=r.number(raw.get("tolerance", 1.0), ("tolerance",), "tolerance", 0, 100),
         needs=str(raw.get("needs", "")), lines=r.lines,
     )
-    plan.transfer = _optional(r, raw, "transfer", TRANSFER_KEYS, lambda e: TransferSpec(
-        r.count(e.get("n", 200), ("transfer", "n"), "n"), r.eps(e.get("eps", "8/255"), ("transfer", "eps")),
-        _among(r, e.get("among", "all"))))
-    plan.rsa_adversarial = _optional(r, raw, "rsa_adversarial", RSA_ADV_KEYS, lambda e: RsaAdversarialSpec(
-        r.count(e.get("n", 40), ("rsa_adversarial", "n"), "n", 4), r.eps(e.get("eps", "8/255"), ("rsa_adversarial",
-                                                                                                  "eps")),
-        r.count(e.get("queries", 1000), ("rsa_adversarial", "queries"), "queries"),
-        r.count(e.get("resamples", 1000), ("rsa_adversarial", "resamples"), "resamples", 10)))
-    plan.rsa = _optional(r, raw, "rsa", RSA_KEYS, lambda e: RsaSpec(
-        r.text(e.get("stimuli", "rsa92"), ("rsa", "stimuli"), "stimuli"),
-        r.text(e.get("brain_rdm", "rsa92"), ("rsa", "brain_rdm"), "brain_rdm"),
-        r.count(e.get("resamples", 1000), ("rsa", "resamples"), "resamples", 10)))
+    plan.transfer = _optional(r, raw, "transfer", TRANSFER_KEYS, _transfer)
+    plan.rsa_adversarial = _optional(r, raw, "rsa_adversarial", RSA_ADV_KEYS, _rsa_adversarial)
+    plan.rsa = _optional(r, raw, "rsa", RSA_KEYS, _rsa)
     if methods and not plan.pairs:
         raise r.fail(("methods",), "methods distil students, but the plan has no pairs (teacher → student)")
     if plan.pairs and not methods:
