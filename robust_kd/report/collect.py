@@ -54,7 +54,7 @@ def read_study(folder: Path) -> dict[str, Any] | None:
     for file in sorted((folder / ".study" / "jobs").glob("*.json")):
         state = _json(file)
         if state:
-            states[file.stem.replace("__", "/")] = state
+            states[str(state.get("job") or file.stem.replace("__", "/"))] = state
     study["_states"] = states
     return study
 

@@ -70,7 +70,7 @@ document.querySelectorAll('table.sortable').forEach(function (t) {
         return down ? -c : c;
       });
       th.dataset.down = down ? '1' : '0';
-      rows.forEach(function (r) { t.appendChild(r); });
+      rows.forEach(function (r) { r.parentNode.appendChild(r); });
     });
   });
 });

@@ -121,7 +121,7 @@ class StudyFolder:
         return value if isinstance(value, dict) else {}
 
     def set_state(self, job: Job, state: str, **fields: Any) -> dict[str, Any]:
-        record = {"state": state, "argv": job.argv, "host": socket.gethostname(), "pid": os.getpid(),
+        record = {"job": job.id, "state": state, "argv": job.argv, "host": socket.gethostname(), "pid": os.getpid(),
                   "time": time.strftime("%Y-%m-%d %H:%M:%S"), **fields}
         write_json(self.jobs_dir / f"{job_file_name(job.id)}.json", record)
         return record
