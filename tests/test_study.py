@@ -350,7 +350,7 @@ def slurm_cluster():
                     "apt-get install slurm-wlm munge)")
     if os.geteuid() != 0:
         pytest.skip("starting a Slurm cluster on localhost needs root (the daemons run as SlurmUser=root)")
-    folder = tempfile.mkdtemp(prefix="rkd-slurm-", dir="/tmp")     # short: munge's socket path is limited
+    folder = tempfile.mkdtemp(prefix="rkd-slurm-")     # the system's temporary folder: munge's socket path is limited
     os.chmod(folder, 0o755)                                          # munged wants its socket's folders open
     result = subprocess.run(["bash", str(SLURM_SCRIPT), "up", folder], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "SLURM_LOCAL_PORT": "6917"})

@@ -188,83 +188,90 @@ def _transfer_problem(result: dict[str, Any]) -> str | None:
 SCAN_DEPTH = 3  # runs/, runs/quickstart/, one more
 
 
-def collect(paths: list[str | Path]) -> ReportData:
-    """Run folders, folders of runs (e.g. ``runs/``) and results JSON files, in the order given. A JSON file
-    named on the command line must be usable (else a one-line error); one found while scanning a folder is
-    skipped with its reason in ``skipped``."""
-    data = ReportData()
-    seen: set[Path] = set()
-    reported: set[Path] = set()     # attack results files in the report, by whichever way they came
+class Collector:
+    """What :func:`collect` has gathered so far, and the files and folders it has seen (each is read once)."""
 
-    def add_json(file: Path, named: bool) -> None:
-        if file.resolve() in seen:
+    def __init__(self) -> None:
+        self.data = ReportData()
+        self.seen: set[Path] = set()
+        self.reported: set[Path] = set()     # attack results files in the report, by whichever way they came
+
+    def add_json(self, file: Path, named: bool) -> None:
+        if file.resolve() in self.seen:
             return
-        seen.add(file.resolve())
+        self.seen.add(file.resolve())
         result = _json(file)
-        problem = None
-        if result is None:
-            problem = "it is not a readable JSON object"
-        elif "cells" in result or "sources" in result:
-            problem = _transfer_problem(result)
-            if problem is None:
-                data.transfers.append(result)
-                return
-        elif result.get("kind") == "rsa-models":
-            result["_folder"] = str(file.parent)
-            data.rsa_models.append(result)
+        problem = "it is not a readable JSON object" if result is None else self._add_result(file, result)
+        if problem is None:
             return
-        elif "evaluations" in result:       # one attack results file: shown as its run's
-            problem = attack_problem(result)
-            if problem is None:
-                run = file.parent.parent if file.parent.name == "attacks" else file.parent
-                if run.resolve() in seen or file.resolve() in reported:
-                    return      # its run folder is in the report already, with this file
-                reported.add(file.resolve())
-                result["_file"] = str(file)
-                data.runs.append(RunRecord(path=run, name=run.name, attacks=[result]))
-                return
-        else:
-            problem = "it is not an attack result, a transfer matrix or an rsa-models result"
         if named:
             raise UserError(f"cannot report '{file}': {problem}; give run folders, a runs folder, attack results, "
                             "transfer matrices or rsa_models.json files")
-        data.skipped.append(f"{file}: {problem}")
+        self.data.skipped.append(f"{file}: {problem}")
 
-    def add_run(folder: Path) -> None:
-        if folder.resolve() not in seen:
-            seen.add(folder.resolve())
+    def _add_result(self, file: Path, result: dict[str, Any]) -> str | None:
+        """Add one results file by its kind; returns why it cannot be shown, or None."""
+        if "cells" in result or "sources" in result:
+            problem = _transfer_problem(result)
+            if problem is None:
+                self.data.transfers.append(result)
+            return problem
+        if result.get("kind") == "rsa-models":
+            result["_folder"] = str(file.parent)
+            self.data.rsa_models.append(result)
+            return None
+        if "evaluations" not in result:
+            return "it is not an attack result, a transfer matrix or an rsa-models result"
+        problem = attack_problem(result)            # one attack results file: shown as its run's
+        run = file.parent.parent if file.parent.name == "attacks" else file.parent
+        if problem is None and run.resolve() not in self.seen and file.resolve() not in self.reported:
+            self.reported.add(file.resolve())       # (else its run folder is in the report already, with it)
+            result["_file"] = str(file)
+            self.data.runs.append(RunRecord(path=run, name=run.name, attacks=[result]))
+        return problem
+
+    def add_run(self, folder: Path) -> None:
+        if folder.resolve() not in self.seen:
+            self.seen.add(folder.resolve())
             run = read_run(folder)
-            run.attacks = [r for r in run.attacks if Path(r["_file"]).resolve() not in reported]   # named before
-            reported.update(Path(r["_file"]).resolve() for r in run.attacks)
-            data.runs.append(run)
-            data.skipped += run.skipped
+            run.attacks = [r for r in run.attacks if Path(r["_file"]).resolve() not in self.reported]  # named before
+            self.reported.update(Path(r["_file"]).resolve() for r in run.attacks)
+            self.data.runs.append(run)
+            self.data.skipped += run.skipped
 
-    def scan(folder: Path, depth: int) -> None:
+    def scan(self, folder: Path, depth: int) -> None:
         """A folder of runs: its run folders, transfer/ and rsa-models/ results, and the same in its
         other subfolders (e.g. runs/quickstart/), ``depth`` levels down."""
         for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if is_run(child):
-                add_run(child)
+                self.add_run(child)
             elif child.name == "transfer":
                 for file in sorted(child.glob("*.json")):
-                    add_json(file, named=False)
+                    self.add_json(file, named=False)
             elif child.name == "rsa-models":
                 for file in sorted(child.glob("*/rsa_models.json")):
-                    add_json(file, named=False)
+                    self.add_json(file, named=False)
             elif depth > 1:
-                scan(child, depth - 1)
+                self.scan(child, depth - 1)
 
+
+def collect(paths: list[str | Path]) -> ReportData:
+    """Run folders, folders of runs (e.g. ``runs/``) and results JSON files, in the order given. A JSON file
+    named on the command line must be usable (else a one-line error); one found while scanning a folder is
+    skipped with its reason in ``skipped``. A study folder's study.json comes along (``study``)."""
+    found = Collector()
+    data = found.data
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise UserError(f"'{path}' does not exist; give run folders, a runs folder or results JSON files")
         if path.is_file():
-            add_json(path, named=True)
+            found.add_json(path, named=True)
         elif is_run(path):
-            add_run(path)
+            found.add_run(path)
         else:
             data.study = data.study or read_study(path)
-            scan(path, SCAN_DEPTH)
+            found.scan(path, SCAN_DEPTH)
         data.sources.append(str(path))
     if not (data.runs or data.transfers or data.rsa_models):
         raise UserError(f"nothing to report in {', '.join(map(str, paths))}: no run folders (summary.json, attacks/, "

@@ -8,7 +8,6 @@ Every model the plan names has its row: a model whose job failed, or has not run
 from __future__ import annotations
 
 import statistics
-from fractions import Fraction
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from attacks import eps_label
 
+from ..robustness import parse_eps
 from . import figures
 from .collect import ReportData, RunRecord
 from .document import Figure, Section, Table
@@ -38,7 +38,7 @@ class Group:
 
 def _eps(value: Any) -> float:
     """eps as results store it: a number, or the text it was given as (8/255)."""
-    return float(Fraction(str(value)))
+    return float(parse_eps(str(value))[0])
 
 
 def _option(argv: list[str], name: str, default: str) -> str:

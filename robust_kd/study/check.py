@@ -11,12 +11,12 @@ def _init_checkpoint(argv: list[str]) -> list[str]:
     return [a for a in argv if a.startswith("jpeg.init_checkpoint=")]
 
 
-FOLDER_DATA = ("cifar10", "cifar100", "mnist", "imagefolder")   # read from --data-root
 
 
 def check_study(study: Study) -> None:
     """The device, every training's recipe, model and overrides, every distillation method with its options,
     and the data (loaded once)."""
+    from ..data.registry import dataset_entry
     from ..device import resolve_device
     from ..distill.setup import resolve_distill_config
     from ..train import load_data_once, resolve_train_config
@@ -26,7 +26,8 @@ def check_study(study: Study) -> None:
     data = {"name": settings.data or plan.data, "root": settings.data_root or plan.data_root}
     common = {"data": data, "device": settings.device}
     overrides = list(plan.overrides)
-    if data["root"] is None and data["name"] in FOLDER_DATA:
+    entry = dataset_entry(data["name"])
+    if data["root"] is None and entry.needs_root and entry.default_root is None:
         raise UserError(f"the {plan.name} study trains on {data['name']}, which is read from a folder: give "
                         f"--data-root <folder with the {data['name']} files> (or --data embedded for the built-in set)")
     where = plan.at("overrides") if plan.overrides else plan.at("recipe")

@@ -144,10 +144,11 @@ class Expander:
                     self.plain(pair.student, seed, "baseline", pair.published["student"])
 
     def trained_alone(self) -> None:
+        from_sensitivity = bool(self.plan.train) and _tables_from_sensitivity(self.plan)
         for entry in self.plan.train:
             role = "jpegdl" if entry.model.startswith("jpegdl_") else "baseline"
             for seed in self.plan.seeds:
-                if role == "jpegdl" and _tables_from_sensitivity(self.plan):
+                if role == "jpegdl" and from_sensitivity:
                     self.jpegdl_from_plain(entry.model, seed, entry.published)
                 else:
                     self.plain(entry.model, seed, role, entry.published)

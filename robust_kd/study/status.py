@@ -31,9 +31,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def job_status(folder: StudyFolder, job: Job, queued: set[str] | None = None) -> JobStatus:
-    """``queued``: the Slurm tasks still in the queue (None: unknown), to tell a job Slurm dropped."""
-    record = folder.state(job.id)
+def job_status(folder: StudyFolder, job: Job, queued: set[str] | None = None,
+               record: dict | None = None) -> JobStatus:
+    """``queued``: the Slurm tasks still in the queue (None: unknown), to tell a job Slurm dropped; ``record``:
+    the job's state when the caller has read it."""
+    record = folder.state(job.id) if record is None else record
     state = record.get("state", "")
     if folder.is_done(job, record):
         return JobStatus(job, "done", f"{record.get('seconds', 0):.0f} s")
@@ -67,9 +69,9 @@ def job_status(folder: StudyFolder, job: Job, queued: set[str] | None = None) ->
 def study_status(study: Study, folder: StudyFolder) -> list[JobStatus]:
     from .slurm import queued_tasks
 
-    slurm = any(folder.state(j.id).get("slurm") for j in study.jobs)
-    queued = queued_tasks() if slurm else None
-    return [job_status(folder, job, queued) for job in study.jobs]
+    records = {job.id: folder.state(job.id) for job in study.jobs}
+    queued = queued_tasks() if any(r.get("slurm") for r in records.values()) else None
+    return [job_status(folder, job, queued, records[job.id]) for job in study.jobs]
 
 
 def status_lines(study: Study, statuses: list[JobStatus]) -> list[str]:
